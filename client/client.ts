@@ -1,0 +1,497 @@
+/**
+ * TypeScript client for the kvstore gateway's public REST API (DESIGN.md, "Public API").
+ *
+ * Self-contained on purpose: it is the npm package's entry point, so it depends on
+ * nothing but Node 20's global fetch.
+ */
+
+export type Consistency = 'one' | 'quorum' | 'all';
+export const CONSISTENCY_LEVELS: readonly Consistency[] = ['one', 'quorum', 'all'];
+
+export interface ClientOptions {
+  /** Base URL of the gateway, e.g. `http://127.0.0.1:3000`. A path prefix (ingress) is kept. */
+  url: string;
+  /** Sent as `X-Consistency` on every data call unless a call names its own; absent = server default (quorum). */
+  consistency?: Consistency;
+  /** Per request, covering connect, headers and body. Default 10 000 ms. */
+  timeoutMs?: number;
+  /** Sent as `Authorization: Bearer <token>`. */
+  token?: string;
+  /** Extra headers on every request. */
+  headers?: Record<string, string>;
+}
+
+export interface RequestOptions {
+  consistency?: Consistency;
+  /** Sent as `X-Request-Id` so the request can be followed in the gateway's and nodes' logs. */
+  requestId?: string;
+  /** Aborts the request (in addition to the client's timeout). */
+  signal?: AbortSignal;
+}
+
+export interface PutOptions extends RequestOptions {
+  /** The record expires after this many whole seconds. */
+  ttlSeconds?: number;
+}
+
+export interface Entry {
+  value: Buffer;
+  /** Opaque; compare for equality only. */
+  version: string;
+}
+
+export interface WriteResult {
+  key: string;
+  version: string;
+}
+
+export interface ClusterNode {
+  id: string;
+  address: string;
+  zone?: string;
+  status: 'up' | 'down';
+  /** Number of partition replicas this node holds. */
+  partitions: number;
+}
+
+export interface ClusterMove {
+  partition: number;
+  from: string;
+  to: string;
+}
+
+/** The gateway's view of the partition map (`GET /v1/cluster`). */
+export interface ClusterInfo {
+  cluster: string;
+  epoch: number;
+  partitionCount: number;
+  replicationFactor: number;
+  nodes: ClusterNode[];
+  /** partitions[p] lists the ids of the nodes holding partition p. */
+  partitions: string[][];
+  moves: ClusterMove[];
+}
+
+/**
+ * Every failure of the client. Branch on `code`:
+ * - the gateway's own codes (`bad_request`, `unauthorized`, `forbidden`, `not_found`, `payload_too_large`,
+ *   `rate_limited`, `unavailable`, `not_ready`, ...), with `status` set;
+ * - `bad_request` with `status` undefined: refused locally, nothing was sent;
+ * - `unreachable`, `timeout`, `aborted`: the request got no answer (a write may or may not have been applied);
+ * - `bad_response`: the server answered something that is not the gateway's API.
+ */
+export class KvClientError extends Error {
+  readonly status: number | undefined;
+  readonly code: string;
+  readonly method: string | undefined;
+  readonly url: string | undefined;
+  /** The gateway's `X-Request-Id` for this request, to find it in the server logs. */
+  readonly requestId: string | undefined;
+  /** From `Retry-After` on 429/503: when it is worth trying again. */
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(
+    code: string,
+    message: string,
+    details: {
+      status?: number;
+      method?: string;
+      url?: string;
+      requestId?: string;
+      retryAfterSeconds?: number;
+      cause?: unknown;
+    } = {},
+  ) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'KvClientError';
+    this.code = code;
+    this.status = details.status;
+    this.method = details.method;
+    this.url = details.url;
+    this.requestId = details.requestId;
+    this.retryAfterSeconds = details.retryAfterSeconds;
+  }
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+/** Fallback codes when an error body is not the gateway's JSON (a proxy, a load balancer). */
+const CODE_BY_STATUS: Readonly<Record<number, string>> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+  429: 'rate_limited',
+  502: 'unavailable',
+  503: 'unavailable',
+  504: 'timeout',
+};
+
+function localError(message: string): KvClientError {
+  return new KvClientError('bad_request', message);
+}
+
+export function isConsistency(v: unknown): v is Consistency {
+  return typeof v === 'string' && (CONSISTENCY_LEVELS as readonly string[]).includes(v);
+}
+
+function checkConsistency(v: unknown): Consistency | undefined {
+  if (v === undefined) return undefined;
+  if (!isConsistency(v)) {
+    throw localError(`consistency must be one of ${CONSISTENCY_LEVELS.join(', ')}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/**
+ * The URL path segment for a key. The whole key is one encoded segment, so `/` inside it survives.
+ * `.` and `..` cannot be sent: every WHATWG URL parser (fetch included), and most proxies, resolve
+ * them as dot segments before the gateway sees them, so they would address another route.
+ */
+export function encodeKey(key: unknown): string {
+  if (typeof key !== 'string') throw localError(`key must be a string, got ${typeof key}`);
+  if (key.length === 0) throw localError('key must not be empty');
+  if (key === '.' || key === '..') {
+    throw localError(`key ${JSON.stringify(key)} cannot be addressed in a URL path`);
+  }
+  try {
+    return encodeURIComponent(key);
+  } catch {
+    // encodeURIComponent refuses lone UTF-16 surrogates: such a string has no UTF-8 form.
+    throw localError('key is not valid Unicode (it contains a lone surrogate)');
+  }
+}
+
+/** fetch throws a TypeError that looks like a network failure for a bad header; refuse those up front. */
+function checkHeader(name: string, value: unknown): string {
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name))
+    throw localError(`invalid header name ${JSON.stringify(name)}`);
+  if (typeof value !== 'string' || !/^[\t\x20-\x7e\x80-\xff]*$/.test(value)) {
+    throw localError(`invalid value for header ${name}: only printable Latin-1 characters are allowed`);
+  }
+  return value;
+}
+
+function checkPositiveInt(name: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
+    throw localError(`${name} must be a whole number >= 1, got ${String(v)}`);
+  }
+  return v;
+}
+
+function toBody(value: unknown): Uint8Array {
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  if (value instanceof Uint8Array) return value;
+  throw localError(`value must be a string or a Uint8Array, got ${typeof value}`);
+}
+
+/** Strong or weak ETag to its opaque value; undefined when it is not a quoted string. */
+function parseEtag(raw: string | null): string | undefined {
+  const m = raw === null ? null : /^(?:W\/)?"([^"]*)"$/.exec(raw.trim());
+  return m ? m[1] : undefined;
+}
+
+function parseRetryAfter(raw: string | null): number | undefined {
+  if (raw === null || !/^\d+$/.test(raw.trim())) return undefined;
+  return Number(raw.trim());
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+interface Call {
+  method: 'GET' | 'PUT' | 'DELETE';
+  path: string;
+  query?: Record<string, string>;
+  body?: Uint8Array;
+  opts?: RequestOptions;
+}
+
+interface Answer {
+  res: Response;
+  body: Buffer;
+  ctx: { method: string; url: string; status: number; requestId: string | undefined };
+}
+
+export class KeyValueStoreClient {
+  readonly url: string;
+  private readonly base: URL;
+  /** The base URL's path without its trailing slash ('' for the root), prepended to every route. */
+  private readonly prefix: string;
+  private readonly consistency: Consistency | undefined;
+  private readonly timeoutMs: number;
+  private readonly headers: Readonly<Record<string, string>>;
+
+  constructor(urlOrOptions: string | ClientOptions) {
+    const opts: ClientOptions = typeof urlOrOptions === 'string' ? { url: urlOrOptions } : urlOrOptions;
+    if (!isRecord(opts) || typeof opts.url !== 'string') throw localError('url must be a string');
+    let base: URL;
+    try {
+      base = new URL(opts.url);
+    } catch {
+      throw localError(`invalid url ${JSON.stringify(opts.url)}`);
+    }
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') {
+      throw localError(`url must be http: or https:, got ${JSON.stringify(opts.url)}`);
+    }
+    if (base.search || base.hash) throw localError(`url must not have a query or fragment: ${opts.url}`);
+    // fetch refuses URLs with credentials; the token option is the way to authenticate.
+    if (base.username || base.password)
+      throw localError('url must not contain a user name or password; use token');
+    // Routes are appended to the base path, so `http://h/kv/` and `http://h/kv` mean the same.
+    this.prefix = base.pathname.replace(/\/+$/, '');
+    this.base = base;
+    this.url = `${base.origin}${this.prefix}`;
+    this.consistency = checkConsistency(opts.consistency);
+    this.timeoutMs =
+      opts.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : checkPositiveInt('timeoutMs', opts.timeoutMs);
+
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(opts.headers ?? {})) headers[name] = checkHeader(name, value);
+    if (opts.token !== undefined) {
+      if (typeof opts.token !== 'string' || opts.token === '')
+        throw localError('token must be a non-empty string');
+      headers['authorization'] = `Bearer ${checkHeader('authorization', opts.token)}`;
+    }
+    this.headers = headers;
+  }
+
+  /** The value as UTF-8 text, or null when the key is absent (the original design's call). */
+  async get(key: string, opts?: RequestOptions): Promise<string | null> {
+    const entry = await this.read(key, opts);
+    return entry === null ? null : entry.value.toString('utf8');
+  }
+
+  /** Stores a value (the original design's call). A string is stored as its UTF-8 bytes. */
+  async put(key: string, value: string | Uint8Array, opts?: PutOptions): Promise<void> {
+    await this.putEntry(key, value, opts);
+  }
+
+  /** Deletes a key; deleting an absent key is not an error (the original design's call). */
+  async delete(key: string, opts?: RequestOptions): Promise<void> {
+    await this.deleteEntry(key, opts);
+  }
+
+  /** The value's bytes, or null when the key is absent. */
+  async getBytes(key: string, opts?: RequestOptions): Promise<Buffer | null> {
+    const entry = await this.read(key, opts);
+    return entry === null ? null : entry.value;
+  }
+
+  /** The value's bytes and version, or null when the key is absent. */
+  async getEntry(key: string, opts?: RequestOptions): Promise<Entry | null> {
+    const entry = await this.read(key, opts);
+    if (entry === null) return null;
+    if (entry.version === undefined) {
+      throw new KvClientError('bad_response', 'the response has no ETag carrying the version', entry.ctx);
+    }
+    return { value: entry.value, version: entry.version };
+  }
+
+  /** Stores the value's bytes as sent and returns the version the write got. Never retried here. */
+  async putEntry(key: string, value: string | Uint8Array, opts: PutOptions = {}): Promise<WriteResult> {
+    const path = `/v1/kv/${encodeKey(key)}`;
+    const body = toBody(value);
+    const query: Record<string, string> = {};
+    if (opts.ttlSeconds !== undefined) query.ttl = String(checkPositiveInt('ttlSeconds', opts.ttlSeconds));
+    const answer = await this.send({ method: 'PUT', path, query, body, opts });
+    return writeResult(this.json(answer), answer.ctx);
+  }
+
+  /** Writes a tombstone and returns its version; an absent key is not an error. */
+  async deleteEntry(key: string, opts: RequestOptions = {}): Promise<WriteResult> {
+    const answer = await this.send({ method: 'DELETE', path: `/v1/kv/${encodeKey(key)}`, opts });
+    return writeResult(this.json(answer), answer.ctx);
+  }
+
+  /** The gateway's partition map: epoch, nodes and their status, partitions, moves in progress. */
+  async cluster(opts: Pick<RequestOptions, 'requestId' | 'signal'> = {}): Promise<ClusterInfo> {
+    const answer = await this.send({ method: 'GET', path: '/v1/cluster', opts });
+    return parseClusterInfo(this.json(answer), answer.ctx);
+  }
+
+  /** True when the gateway process answers `GET /healthz`; false when it fails or cannot be reached. */
+  async health(): Promise<boolean> {
+    return this.probe('/healthz');
+  }
+
+  /** True when the gateway can serve requests (it has a partition map): `GET /readyz`. */
+  async ready(): Promise<boolean> {
+    return this.probe('/readyz');
+  }
+
+  private async probe(path: string): Promise<boolean> {
+    try {
+      const { res } = await this.send({ method: 'GET', path });
+      return res.ok;
+    } catch {
+      // A probe answers "is it up?": no answer (unreachable, timeout) means no.
+      return false;
+    }
+  }
+
+  private async read(
+    key: string,
+    opts: RequestOptions = {},
+  ): Promise<{ value: Buffer; version: string | undefined; ctx: Answer['ctx'] } | null> {
+    const answer = await this.send({ method: 'GET', path: `/v1/kv/${encodeKey(key)}`, opts });
+    // Only the gateway's own not_found means absent: a 404 page from a proxy or a wrong URL must not read as null.
+    if (answer.res.status === 404 && errorBody(answer.body)?.code === 'not_found') return null;
+    this.throwIfError(answer);
+    return { value: answer.body, version: parseEtag(answer.res.headers.get('etag')), ctx: answer.ctx };
+  }
+
+  /** Throws the server's error for a non-2xx answer. */
+  private throwIfError({ res, body, ctx }: Answer): void {
+    if (res.ok) return;
+    const err = errorBody(body);
+    const text = body.toString('utf8').trim().slice(0, 200);
+    const message = err?.message ?? (text || `HTTP ${res.status} ${res.statusText}`.trim());
+    const code =
+      err?.code ?? CODE_BY_STATUS[res.status] ?? (res.status >= 500 ? 'server_error' : 'http_error');
+    throw new KvClientError(code, message, {
+      ...ctx,
+      retryAfterSeconds: parseRetryAfter(res.headers.get('retry-after')),
+    });
+  }
+
+  /** The JSON body of a 2xx answer. */
+  private json(answer: Answer): unknown {
+    this.throwIfError(answer);
+    try {
+      return JSON.parse(answer.body.toString('utf8')) as unknown;
+    } catch (cause) {
+      throw new KvClientError('bad_response', 'the response body is not JSON', { ...answer.ctx, cause });
+    }
+  }
+
+  private async send({ method, path, query, body, opts = {} }: Call): Promise<Answer> {
+    const consistency = checkConsistency(opts.consistency) ?? this.consistency;
+    const headers: Record<string, string> = { ...this.headers };
+    if (consistency !== undefined && path.startsWith('/v1/kv/')) headers['x-consistency'] = consistency;
+    if (opts.requestId !== undefined) headers['x-request-id'] = checkHeader('x-request-id', opts.requestId);
+    if (body !== undefined) headers['content-type'] = 'application/octet-stream';
+
+    const url = new URL(this.base.href);
+    // The key is already encoded; assigning pathname would not re-encode '%', so it arrives as sent.
+    url.pathname = this.prefix + path;
+    for (const [k, v] of Object.entries(query ?? {})) url.searchParams.set(k, v);
+    const href = url.href;
+
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const signal = opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout;
+    const ctx = { method, url: href };
+    let res: Response;
+    let bytes: Buffer;
+    try {
+      res = await fetch(href, { method, headers, body, signal });
+      // The timeout covers the body too: a server that stalls mid-value is as dead as one that never answers.
+      bytes = Buffer.from(await res.arrayBuffer());
+    } catch (cause) {
+      throw transportError(cause, timeout, this.timeoutMs, ctx);
+    }
+    const requestId = res.headers.get('x-request-id') ?? opts.requestId;
+    return { res, body: bytes, ctx: { ...ctx, status: res.status, requestId } };
+  }
+}
+
+function transportError(
+  cause: unknown,
+  timeout: AbortSignal,
+  timeoutMs: number,
+  ctx: { method: string; url: string },
+): KvClientError {
+  const name = cause instanceof Error ? cause.name : '';
+  if (name === 'TimeoutError' || (name === 'AbortError' && timeout.aborted)) {
+    return new KvClientError('timeout', `${ctx.method} ${ctx.url}: no answer within ${timeoutMs} ms`, {
+      ...ctx,
+      cause,
+    });
+  }
+  if (name === 'AbortError')
+    return new KvClientError('aborted', `${ctx.method} ${ctx.url}: aborted`, { ...ctx, cause });
+  // fetch reports every connection-level failure as TypeError('fetch failed') with the system error as cause.
+  const inner = cause instanceof Error ? cause.cause : undefined;
+  const detail =
+    inner instanceof Error
+      ? ((inner as NodeJS.ErrnoException).code ?? inner.message)
+      : cause instanceof Error
+        ? cause.message
+        : String(cause);
+  return new KvClientError('unreachable', `cannot reach ${ctx.url}: ${detail}`, { ...ctx, cause });
+}
+
+function errorBody(body: Buffer): { code: string; message: string } | undefined {
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    const err = isRecord(parsed) ? parsed.error : undefined;
+    if (isRecord(err) && typeof err.code === 'string' && typeof err.message === 'string') {
+      return { code: err.code, message: err.message };
+    }
+  } catch {
+    // Not JSON: the caller falls back to the status and the raw text.
+  }
+  return undefined;
+}
+
+type ErrorContext = ConstructorParameters<typeof KvClientError>[2];
+
+function writeResult(body: unknown, ctx: ErrorContext): WriteResult {
+  if (!isRecord(body) || typeof body.key !== 'string' || typeof body.version !== 'string') {
+    throw new KvClientError(
+      'bad_response',
+      'unexpected response: expected { "key": string, "version": string }',
+      ctx,
+    );
+  }
+  return { key: body.key, version: body.version };
+}
+
+/** Checks the shape, so a wrong URL (another service answering JSON) fails here rather than in a caller. */
+export function parseClusterInfo(body: unknown, ctx?: ErrorContext): ClusterInfo {
+  const badResponse = (what: string): KvClientError =>
+    new KvClientError('bad_response', `unexpected response: ${what}`, ctx);
+  const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const isStr = (v: unknown): v is string => typeof v === 'string';
+  if (!isRecord(body)) throw badResponse('cluster info is not an object');
+  const { cluster, epoch, partitionCount, replicationFactor, nodes, partitions, moves } = body;
+  if (!isStr(cluster) || !isInt(epoch) || !isInt(partitionCount) || !isInt(replicationFactor)) {
+    throw badResponse('cluster info lacks cluster, epoch, partitionCount or replicationFactor');
+  }
+  if (!Array.isArray(nodes) || !Array.isArray(partitions) || !Array.isArray(moves ?? [])) {
+    throw badResponse('cluster info lacks nodes or partitions');
+  }
+  const cleanNodes = nodes.map((n: unknown): ClusterNode => {
+    if (!isRecord(n) || !isStr(n.id) || !isStr(n.address) || !isInt(n.partitions)) {
+      throw badResponse('malformed node in cluster info');
+    }
+    if (n.status !== 'up' && n.status !== 'down')
+      throw badResponse(`node ${n.id} has status ${String(n.status)}`);
+    const node: ClusterNode = { id: n.id, address: n.address, status: n.status, partitions: n.partitions };
+    if (isStr(n.zone)) node.zone = n.zone;
+    return node;
+  });
+  const cleanPartitions = partitions.map((owners: unknown): string[] => {
+    if (!Array.isArray(owners) || !owners.every(isStr))
+      throw badResponse('malformed partition in cluster info');
+    return [...owners];
+  });
+  const cleanMoves = ((moves ?? []) as unknown[]).map((m: unknown): ClusterMove => {
+    if (!isRecord(m) || !isInt(m.partition) || !isStr(m.from) || !isStr(m.to)) {
+      throw badResponse('malformed move in cluster info');
+    }
+    return { partition: m.partition, from: m.from, to: m.to };
+  });
+  return {
+    cluster,
+    epoch,
+    partitionCount,
+    replicationFactor,
+    nodes: cleanNodes,
+    partitions: cleanPartitions,
+    moves: cleanMoves,
+  };
+}

@@ -1,0 +1,101 @@
+import { CorruptDataError } from './errors';
+import { compareVersions, MAX_WRITER_ID_BYTES, type Version } from './hlc';
+
+/**
+ * A stored value with its version. A delete is a tombstone record (empty value)
+ * that wins like any write; an expired record reads as absent but keeps its
+ * version so an older write cannot resurrect the key.
+ */
+export interface KvRecord {
+  readonly version: Version;
+  readonly value: Buffer;
+  readonly tombstone: boolean;
+  /** Milliseconds since the epoch after which the record reads as absent. */
+  readonly expiresAt?: number;
+}
+
+/** Merge rule used everywhere: the higher version wins; equal versions are the same write. */
+export function newerRecord(a: KvRecord | undefined, b: KvRecord | undefined): KvRecord | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return compareVersions(a.version, b.version) >= 0 ? a : b;
+}
+
+/** True when `candidate` must replace `current` under the merge rule. */
+export function supersedes(candidate: KvRecord, current: KvRecord | undefined): boolean {
+  return !current || compareVersions(candidate.version, current.version) > 0;
+}
+
+/** What a reader sees: absent for tombstones and records past their expiry. */
+export function isLive(rec: KvRecord | undefined, nowMs: number): rec is KvRecord {
+  return !!rec && !rec.tombstone && (rec.expiresAt === undefined || rec.expiresAt > nowMs);
+}
+
+/*
+ * On-disk and on-wire layout, frozen by tests (format byte 1):
+ *   u8 format | u8 flags (1 tombstone, 2 expiry) | f64 wall | u32 logical |
+ *   u8 writerLen | writer bytes | [f64 expiresAt] | value bytes
+ * Fixed binary instead of a generic serializer: it is stable across library
+ * versions and costs one copy of the value.
+ */
+const FORMAT_V1 = 1;
+const FLAG_TOMBSTONE = 1;
+const FLAG_EXPIRY = 2;
+
+export function encodeRecord(rec: KvRecord): Buffer {
+  const writer = Buffer.from(rec.version.writer, 'utf8');
+  if (writer.length === 0 || writer.length > MAX_WRITER_ID_BYTES) {
+    throw new CorruptDataError(`writer id of ${writer.length} bytes cannot be encoded`);
+  }
+  const hasExpiry = rec.expiresAt !== undefined;
+  const header = 1 + 1 + 8 + 4 + 1 + writer.length + (hasExpiry ? 8 : 0);
+  const out = Buffer.allocUnsafe(header + rec.value.length);
+  let o = 0;
+  out[o++] = FORMAT_V1;
+  out[o++] = (rec.tombstone ? FLAG_TOMBSTONE : 0) | (hasExpiry ? FLAG_EXPIRY : 0);
+  out.writeDoubleBE(rec.version.wall, o);
+  o += 8;
+  out.writeUInt32BE(rec.version.logical, o);
+  o += 4;
+  out[o++] = writer.length;
+  o += writer.copy(out, o);
+  if (hasExpiry) {
+    out.writeDoubleBE(rec.expiresAt as number, o);
+    o += 8;
+  }
+  rec.value.copy(out, o);
+  return out;
+}
+
+export function decodeRecord(buf: Uint8Array): KvRecord {
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < 15) throw new CorruptDataError(`record of ${b.length} bytes is too short`);
+  if (b[0] !== FORMAT_V1) throw new CorruptDataError(`unknown record format ${b[0]}`);
+  const flags = b[1];
+  if (flags & ~(FLAG_TOMBSTONE | FLAG_EXPIRY)) throw new CorruptDataError(`unknown record flags ${flags}`);
+  let o = 2;
+  const wall = b.readDoubleBE(o);
+  o += 8;
+  const logical = b.readUInt32BE(o);
+  o += 4;
+  const wlen = b[o++];
+  const hasExpiry = (flags & FLAG_EXPIRY) !== 0;
+  if (wlen === 0 || o + wlen + (hasExpiry ? 8 : 0) > b.length) {
+    throw new CorruptDataError('record header overruns its buffer');
+  }
+  const writer = b.toString('utf8', o, o + wlen);
+  o += wlen;
+  let expiresAt: number | undefined;
+  if (hasExpiry) {
+    expiresAt = b.readDoubleBE(o);
+    o += 8;
+  }
+  // Copy: LMDB and socket buffers are reused after this call returns.
+  const value = Buffer.from(b.subarray(o));
+  const rec: KvRecord = {
+    version: { wall, logical, writer },
+    value,
+    tombstone: (flags & FLAG_TOMBSTONE) !== 0,
+  };
+  return expiresAt === undefined ? rec : { ...rec, expiresAt };
+}

@@ -1,0 +1,245 @@
+import net from 'node:net';
+import { KvError } from './errors';
+import type { HybridLogicalClock } from './hlc';
+import type { Logger } from './logger';
+import { encodeFrame, FrameDecoder } from './rpc-frame';
+import {
+  fromWireClock,
+  toWireClock,
+  type ReplyByOp,
+  type RpcErrorBody,
+  type RpcOp,
+  type RpcReplyFrame,
+  type RpcRequestBody,
+} from './rpc-protocol';
+
+export type RpcFailure = 'unavailable' | 'timeout' | 'remote';
+
+/** A call to one node that did not succeed. `remote` carries the node's own error (e.g. stale_epoch). */
+export class RpcError extends KvError {
+  constructor(
+    readonly failure: RpcFailure,
+    readonly nodeId: string,
+    message: string,
+    readonly remote?: RpcErrorBody,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      failure === 'remote' ? (remote?.code ?? 'internal') : `rpc_${failure}`,
+      message,
+      { nodeId, failure },
+      options,
+    );
+  }
+}
+
+export interface RpcClientOptions {
+  readonly nodeId: string;
+  readonly address: string;
+  readonly clock: HybridLogicalClock;
+  /** current map epoch, read on every request */
+  readonly epoch: () => number;
+  readonly timeoutMs: number;
+  readonly connectTimeoutMs?: number;
+  readonly log?: Logger;
+}
+
+interface Pending {
+  resolve(body: unknown): void;
+  reject(err: RpcError): void;
+  timer: NodeJS.Timeout;
+}
+
+export type NodeStatus = 'up' | 'down' | 'unknown';
+
+/**
+ * One multiplexed connection to a node. Requests issued in the same tick are
+ * written together (one syscall, one TCP segment when they fit); replies are
+ * matched by id, so a slow request never blocks the ones behind it.
+ */
+export class RpcClient {
+  private socket: net.Socket | undefined;
+  private connecting: Promise<net.Socket> | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private outbox: Buffer[] = [];
+  private flushScheduled = false;
+  private lastStatus: NodeStatus = 'unknown';
+  private closed = false;
+
+  constructor(private readonly opts: RpcClientOptions) {}
+
+  get nodeId(): string {
+    return this.opts.nodeId;
+  }
+
+  get address(): string {
+    return this.opts.address;
+  }
+
+  status(): NodeStatus {
+    return this.lastStatus;
+  }
+
+  call<Op extends RpcOp>(body: Extract<RpcRequestBody, { op: Op }>, rid?: string): Promise<ReplyByOp[Op]> {
+    if (this.closed) return Promise.reject(new RpcError('unavailable', this.opts.nodeId, 'client closed'));
+    const id = this.nextId++;
+    if (this.nextId > 0x7fffffff) this.nextId = 1;
+    const frame = encodeFrame({
+      id,
+      epoch: this.opts.epoch(),
+      clock: toWireClock(this.opts.clock.stamp()),
+      ...(rid ? { rid } : {}),
+      body,
+    });
+    return new Promise<ReplyByOp[Op]>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(
+          new RpcError(
+            'timeout',
+            this.opts.nodeId,
+            `${body.op} to ${this.opts.nodeId} timed out after ${this.opts.timeoutMs} ms`,
+          ),
+        );
+      }, this.opts.timeoutMs);
+      this.pending.set(id, { resolve: resolve as (b: unknown) => void, reject, timer });
+      this.outbox.push(frame);
+      this.scheduleFlush();
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.socket?.destroy();
+    this.failAll(new RpcError('unavailable', this.opts.nodeId, 'client closed'));
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.outbox.length === 0) return;
+    let socket: net.Socket;
+    try {
+      socket = await this.connected();
+    } catch (err) {
+      this.outbox = [];
+      this.failAll(err as RpcError);
+      return;
+    }
+    const frames = this.outbox;
+    this.outbox = [];
+    if (frames.length === 0) return;
+    socket.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
+  }
+
+  private connected(): Promise<net.Socket> {
+    if (this.socket && !this.socket.destroyed) return Promise.resolve(this.socket);
+    if (this.connecting) return this.connecting;
+    const { host, port } = splitAddress(this.opts.address);
+    this.connecting = new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.connect({ host, port, noDelay: true });
+      const connectTimeoutMs = this.opts.connectTimeoutMs ?? this.opts.timeoutMs;
+      const connectTimer = setTimeout(() => {
+        socket.destroy(new Error(`connect timed out after ${connectTimeoutMs} ms`));
+      }, connectTimeoutMs);
+      let settled = false;
+      const failConnect = (reason: string, cause?: unknown): void => {
+        clearTimeout(connectTimer);
+        if (settled) return;
+        settled = true;
+        this.connecting = undefined;
+        this.lastStatus = 'down';
+        reject(
+          new RpcError(
+            'unavailable',
+            this.opts.nodeId,
+            `cannot reach ${this.opts.nodeId} at ${this.opts.address}: ${reason}`,
+            undefined,
+            { cause },
+          ),
+        );
+      };
+      const decoder = new FrameDecoder();
+      socket.once('connect', () => {
+        clearTimeout(connectTimer);
+        settled = true;
+        socket.setKeepAlive(true, 10_000);
+        this.socket = socket;
+        this.connecting = undefined;
+        this.lastStatus = 'up';
+        resolve(socket);
+      });
+      socket.on('data', (chunk: Buffer) => {
+        let messages: unknown[];
+        try {
+          messages = decoder.push(chunk);
+        } catch (err) {
+          this.opts.log?.error({ err, node: this.opts.nodeId }, 'undecodable reply; dropping connection');
+          socket.destroy();
+          return;
+        }
+        for (const m of messages) this.onReply(m as RpcReplyFrame);
+      });
+      socket.on('error', (err) => failConnect(err.message, err));
+      socket.on('close', () => {
+        failConnect('connection closed');
+        if (this.socket === socket) {
+          this.socket = undefined;
+          if (!this.closed) this.lastStatus = 'down';
+          this.failAll(
+            new RpcError('unavailable', this.opts.nodeId, `connection to ${this.opts.nodeId} closed`),
+          );
+        }
+      });
+    });
+    return this.connecting;
+  }
+
+  private onReply(reply: RpcReplyFrame): void {
+    const clock = fromWireClock(reply?.clock);
+    if (clock) {
+      try {
+        this.opts.clock.observe(clock);
+      } catch (err) {
+        this.opts.log?.warn({ err, node: this.opts.nodeId }, 'ignoring clock of a node far ahead of ours');
+      }
+    }
+    const p = this.pending.get(reply?.id);
+    if (!p) return; // timed out already
+    this.pending.delete(reply.id);
+    clearTimeout(p.timer);
+    this.lastStatus = 'up';
+    if (reply.ok) {
+      p.resolve(reply.body);
+    } else {
+      const e = reply.error;
+      p.reject(new RpcError('remote', this.opts.nodeId, `${this.opts.nodeId}: ${e?.code}: ${e?.message}`, e));
+    }
+  }
+
+  private failAll(err: RpcError): void {
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.reject(err);
+    }
+  }
+}
+
+export function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(address.slice(i + 1));
+  if (i <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new KvError('bad_address', `not a host:port address: ${address}`, { address });
+  }
+  return { host, port };
+}

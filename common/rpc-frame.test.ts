@@ -1,0 +1,47 @@
+import fc from 'fast-check';
+import { CorruptDataError } from './errors';
+import { encodeFrame, FrameDecoder } from './rpc-frame';
+
+describe('rpc framing', () => {
+  it('decodes messages however the byte stream is split', () => {
+    const arbMsg = fc.record({
+      id: fc.nat(),
+      k: fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
+      s: fc.string(),
+    });
+    fc.assert(
+      fc.property(
+        fc.array(arbMsg, { minLength: 1, maxLength: 20 }),
+        fc.array(fc.nat({ max: 50 }), { maxLength: 30 }),
+        (msgs, cuts) => {
+          const stream = Buffer.concat(msgs.map(encodeFrame));
+          const decoder = new FrameDecoder();
+          const out: unknown[] = [];
+          let offset = 0;
+          for (const c of cuts) {
+            const end = Math.min(stream.length, offset + c);
+            out.push(...decoder.push(stream.subarray(offset, end)));
+            offset = end;
+          }
+          out.push(...decoder.push(stream.subarray(offset)));
+          expect(out).toEqual(msgs);
+        },
+      ),
+      { seed: 11, numRuns: 300 },
+    );
+  });
+
+  it('refuses a frame longer than the limit before buffering it', () => {
+    const d = new FrameDecoder(1024);
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(1025);
+    expect(() => d.push(header)).toThrow(CorruptDataError);
+  });
+
+  it('refuses a frame whose body is not msgpack', () => {
+    const d = new FrameDecoder();
+    // a bin8 header announcing 5 bytes, followed by one: truncated inside the frame
+    const bad = Buffer.from([0, 0, 0, 3, 0xc4, 5, 1]);
+    expect(() => d.push(bad)).toThrow(CorruptDataError);
+  });
+});

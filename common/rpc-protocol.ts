@@ -1,0 +1,92 @@
+import type { ClockStamp } from './hlc';
+
+/**
+ * The contract between gateway (and later peers) and a storage node, shared by
+ * both ends. Every request carries the sender's map epoch and clock; every reply
+ * carries the node's clock. Records travel in their encoded form (common/record.ts)
+ * so the node stores bytes it never has to re-encode.
+ */
+
+export interface KeyRef {
+  /** partition */
+  readonly p: number;
+  /** key bytes */
+  readonly k: Buffer;
+}
+
+export interface RecordWrite extends KeyRef {
+  /** encoded KvRecord */
+  readonly r: Buffer;
+}
+
+export type RpcRequestBody =
+  | { readonly op: 'read'; readonly items: readonly KeyRef[] }
+  | { readonly op: 'write'; readonly items: readonly RecordWrite[] }
+  | { readonly op: 'info' };
+
+export type RpcOp = RpcRequestBody['op'];
+
+export interface ReadReply {
+  /** encoded records, null where the node holds nothing for the key */
+  readonly records: (Buffer | null)[];
+}
+
+export interface WriteReply {
+  /** per item: true if stored, false if the node already held an equal or newer version (both are durable acks) */
+  readonly applied: boolean[];
+}
+
+export interface InfoReply {
+  readonly nodeId: string;
+  readonly epoch: number;
+  readonly keys: number;
+  readonly ready: boolean;
+}
+
+export interface ReplyByOp {
+  read: ReadReply;
+  write: WriteReply;
+  info: InfoReply;
+}
+
+export interface RpcRequestFrame {
+  readonly id: number;
+  readonly epoch: number;
+  readonly clock: [number, number];
+  /** request id of the public request this serves, for log correlation */
+  readonly rid?: string;
+  readonly body: RpcRequestBody;
+}
+
+export type RpcErrorCode = 'stale_epoch' | 'bad_request' | 'clock_drift' | 'not_ready' | 'internal';
+
+export interface RpcErrorBody {
+  readonly code: RpcErrorCode;
+  readonly message: string;
+  /** the node's epoch, with stale_epoch */
+  readonly epoch?: number;
+}
+
+export type RpcReply =
+  | { readonly clock: [number, number]; readonly ok: true; readonly body: unknown }
+  | { readonly clock: [number, number]; readonly ok: false; readonly error: RpcErrorBody };
+
+export type RpcReplyFrame = RpcReply & { readonly id: number };
+
+export function toWireClock(c: ClockStamp): [number, number] {
+  return [c.wall, c.logical];
+}
+
+export function fromWireClock(c: unknown): ClockStamp | undefined {
+  if (!Array.isArray(c) || c.length !== 2) return undefined;
+  const [wall, logical] = c as unknown[];
+  if (
+    typeof wall !== 'number' ||
+    typeof logical !== 'number' ||
+    !Number.isFinite(wall) ||
+    !Number.isInteger(logical)
+  ) {
+    return undefined;
+  }
+  return { wall, logical };
+}

@@ -1,0 +1,71 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { LocalCluster, type LocalClusterOptions } from '../local/cluster';
+
+/**
+ * Starts a real local cluster (separate node and gateway processes from dist/,
+ * real LMDB files in a temp dir, real sockets) on ports nobody else holds.
+ */
+export interface TestCluster {
+  readonly cluster: LocalCluster;
+  readonly url: string;
+  readonly dataDir: string;
+  readonly port: number;
+  /** stops every process; keeps the data directory unless `remove` */
+  stop(remove?: boolean): Promise<void>;
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/** A base port such that base..base+nodes and base+101..base+101+nodes are free. */
+export async function freePortBlock(nodes: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const ports = [base];
+    for (let i = 0; i < nodes; i++) ports.push(base + 1 + i, base + 101 + i);
+    const free = await Promise.all(ports.map(canBind));
+    if (free.every(Boolean)) return base;
+  }
+  throw new Error('no free block of ports found');
+}
+
+export function tempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `kvstore-${prefix}-`));
+}
+
+export async function startTestCluster(
+  opts: Partial<LocalClusterOptions> & { dataDir?: string } = {},
+): Promise<TestCluster> {
+  const dataDir = opts.dataDir ?? tempDir('cluster');
+  const port = opts.port ?? (await freePortBlock(opts.nodes ?? 3));
+  const cluster = await LocalCluster.start({ nodes: 3, partitionCount: 64, ...opts, dataDir, port });
+  return {
+    cluster,
+    url: cluster.url,
+    dataDir,
+    port,
+    async stop(remove = false) {
+      await cluster.stop();
+      if (remove) fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** True while a process with this pid exists. */
+export function alive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

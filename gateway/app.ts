@@ -1,0 +1,243 @@
+import { randomUUID } from 'node:crypto';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { formatVersion } from '../common/hlc';
+import type { Logger } from '../common/logger';
+import type { PeerPool } from '../common/peer-pool';
+import { ApiError } from './api-error';
+import type { Coordinator, MapSource } from './coordinator';
+import type { GatewayMetrics } from './metrics';
+import {
+  acceptRequestId,
+  keyFromKvPath,
+  parseConsistency,
+  parseKey,
+  parseTtl,
+  type InputLimits,
+} from './request-input';
+
+export interface GatewayDeps {
+  readonly coordinator: Coordinator;
+  readonly maps: MapSource;
+  readonly pool: PeerPool;
+  readonly metrics: GatewayMetrics;
+  readonly log: Logger;
+  readonly limits: InputLimits;
+}
+
+const KV_PREFIX = '/v1/kv/';
+
+interface Locals {
+  rid: string;
+  op: string;
+}
+
+function locals(res: Response): Locals {
+  return res.locals as Locals;
+}
+
+/** The public REST API (DESIGN.md, "Public API"). Every error is JSON `{ error: { code, message } }`. */
+export function createGatewayApp(deps: GatewayDeps): express.Express {
+  const { coordinator, maps, pool, metrics, log, limits } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  // Values are opaque bytes; an ETag computed over them would cost a hash per read. Ours is the version.
+  app.set('etag', false);
+
+  app.use((req, res, next) => {
+    const rid = acceptRequestId(req.headers['x-request-id'], randomUUID);
+    res.locals.rid = rid;
+    res.locals.op = 'other';
+    res.setHeader('X-Request-Id', rid);
+    const stop = metrics.httpDuration.startTimer();
+    res.on('finish', () => {
+      const { op } = locals(res);
+      metrics.httpRequests.inc({ op, method: req.method, status: String(res.statusCode) });
+      stop({
+        op,
+        outcome: res.statusCode < 400 ? 'ok' : res.statusCode < 500 ? 'client_error' : 'server_error',
+      });
+      if (res.statusCode >= 500)
+        log.warn({ rid, method: req.method, op, status: res.statusCode }, 'request failed');
+      else log.debug({ rid, method: req.method, op, status: res.statusCode }, 'request');
+    });
+    next();
+  });
+
+  const rawBody = express.raw({ type: () => true, limit: limits.maxValueBytes });
+  // JSON strings escape some bytes, so the legacy body may be somewhat larger than the value it carries.
+  const jsonBody = express.json({
+    limit: limits.maxValueBytes * 2 + limits.maxKeyBytes * 2 + 1024,
+    strict: true,
+  });
+
+  app.get('/healthz', (_req, res) => {
+    locals(res).op = 'health';
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', (_req, res) => {
+    locals(res).op = 'health';
+    const map = maps.current();
+    if (!map) {
+      res.status(503).json({ status: 'not ready', reason: 'no partition map yet' });
+      return;
+    }
+    res.json({ status: 'ready', epoch: map.epoch });
+  });
+
+  app.get('/metrics', async (_req, res) => {
+    locals(res).op = 'metrics';
+    metrics.mapEpoch.set(maps.current()?.epoch ?? 0);
+    res.setHeader('Content-Type', metrics.registry.contentType);
+    res.send(await metrics.registry.metrics());
+  });
+
+  app.get('/v1/cluster', (_req, res) => {
+    locals(res).op = 'cluster';
+    const map = maps.current();
+    if (!map) throw new ApiError(503, 'not_ready', 'the gateway has no partition map yet');
+    const held = new Map<string, number>();
+    for (const owners of map.partitions) for (const n of owners) held.set(n, (held.get(n) ?? 0) + 1);
+    res.json({
+      cluster: map.cluster,
+      epoch: map.epoch,
+      partitionCount: map.partitionCount,
+      replicationFactor: map.replicationFactor,
+      nodes: map.nodes.map((n) => ({ ...n, status: pool.status(n.id), partitions: held.get(n.id) ?? 0 })),
+      partitions: map.partitions,
+      moves: map.moves,
+    });
+  });
+
+  const kvPath = /^\/v1\/kv(?:\/.*)?$/;
+
+  app.get(kvPath, async (req, res) => {
+    locals(res).op = 'get';
+    const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
+    const consistency = parseConsistency(req.headers['x-consistency']);
+    const rec = await coordinator.get(key, { consistency, rid: locals(res).rid });
+    if (!rec) throw new ApiError(404, 'not_found', 'key not found');
+    res.setHeader('ETag', `"${formatVersion(rec.version)}"`);
+    res.setHeader('Content-Type', 'application/octet-stream');
+    res.send(rec.value);
+  });
+
+  app.put(kvPath, rawBody, async (req, res) => {
+    locals(res).op = 'put';
+    const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
+    const consistency = parseConsistency(req.headers['x-consistency']);
+    const ttlSeconds = parseTtl(req.query.ttl);
+    const value = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const version = await coordinator.put(key, value, { consistency, ttlSeconds, rid: locals(res).rid });
+    res.json({ key: key.toString('utf8'), version: formatVersion(version) });
+  });
+
+  app.delete(kvPath, async (req, res) => {
+    locals(res).op = 'delete';
+    const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
+    const consistency = parseConsistency(req.headers['x-consistency']);
+    const version = await coordinator.delete(key, { consistency, rid: locals(res).rid });
+    res.json({ key: key.toString('utf8'), version: formatVersion(version) });
+  });
+
+  app.all(kvPath, methodNotAllowed('GET, HEAD, PUT, DELETE'));
+
+  // The original design's routes, served byte for byte as its client expects.
+  app.get('/get', async (req, res) => {
+    locals(res).op = 'get';
+    const key = parseKey(req.query.key, limits);
+    const consistency = parseConsistency(req.headers['x-consistency']);
+    const rec = await coordinator.get(key, { consistency, rid: locals(res).rid });
+    if (!rec) throw new ApiError(404, 'not_found', 'key not found');
+    res.json({ key: key.toString('utf8'), value: rec.value.toString('utf8') });
+  });
+  app.all('/get', methodNotAllowed('GET, HEAD'));
+
+  app.post('/put', jsonBody, async (req, res) => {
+    locals(res).op = 'put';
+    const body: unknown = req.body;
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw new ApiError(400, 'bad_request', 'body must be a JSON object { "key": string, "value": string }');
+    }
+    const { key: rawKey, value: rawValue } = body as { key?: unknown; value?: unknown };
+    const key = parseKey(rawKey, limits);
+    if (typeof rawValue !== 'string') throw new ApiError(400, 'bad_request', 'value must be a string');
+    const value = Buffer.from(rawValue, 'utf8');
+    if (value.length > limits.maxValueBytes) {
+      throw new ApiError(
+        413,
+        'payload_too_large',
+        `value is ${value.length} bytes; the limit is ${limits.maxValueBytes}`,
+      );
+    }
+    const consistency = parseConsistency(req.headers['x-consistency']);
+    await coordinator.put(key, value, { consistency, rid: locals(res).rid });
+    res.json({ success: true });
+  });
+  app.all('/put', methodNotAllowed('POST'));
+
+  app.delete('/delete', async (req, res) => {
+    locals(res).op = 'delete';
+    const key = parseKey(req.query.key, limits);
+    const consistency = parseConsistency(req.headers['x-consistency']);
+    await coordinator.delete(key, { consistency, rid: locals(res).rid });
+    res.json({ success: true });
+  });
+  app.all('/delete', methodNotAllowed('DELETE'));
+
+  app.use((req) => {
+    throw new ApiError(404, 'not_found', `no route ${req.method} ${req.path}`);
+  });
+
+  // Express needs the four-argument signature to recognise an error handler.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const apiErr = toApiError(err);
+    if (apiErr.status >= 500 && !(err instanceof ApiError)) {
+      log.error({ err, rid: res.locals.rid, method: req.method, path: req.path }, 'unexpected error');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (apiErr.apiCode === 'rate_limited' || apiErr.status === 503) res.setHeader('Retry-After', '1');
+    res.status(apiErr.status).json(apiErr.toBody());
+  });
+
+  return app;
+}
+
+function methodNotAllowed(allow: string) {
+  return (req: Request, res: Response): void => {
+    res.setHeader('Allow', allow);
+    throw new ApiError(
+      405,
+      'method_not_allowed',
+      `${req.method} is not allowed on ${req.path}; use ${allow}`,
+    );
+  };
+}
+
+/** Maps anything thrown in a handler, including body-parser's errors, to the API's error shape. */
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  const e = err as { type?: string; status?: number; statusCode?: number; message?: string } | null;
+  switch (e?.type) {
+    case 'entity.too.large':
+      return new ApiError(413, 'payload_too_large', 'request body is larger than the limit');
+    case 'entity.parse.failed':
+      return new ApiError(400, 'bad_request', 'body is not valid JSON');
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new ApiError(415, 'unsupported_media_type', e.message ?? 'unsupported encoding');
+    case 'request.aborted':
+    case 'request.size.invalid':
+    case 'stream.encoding.set':
+      return new ApiError(400, 'bad_request', e.message ?? 'malformed request body');
+  }
+  const status = e?.status ?? e?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new ApiError(status, status === 404 ? 'not_found' : 'bad_request', e?.message ?? 'bad request');
+  }
+  return new ApiError(500, 'internal', 'internal error');
+}

@@ -1,0 +1,223 @@
+import { partitionOf } from '../common/hash';
+import type { HybridLogicalClock, Version } from '../common/hlc';
+import type { Logger } from '../common/logger';
+import { pendingReplicasOf, replicasOf, type PartitionMap } from '../common/partition-map';
+import type { PeerPool } from '../common/peer-pool';
+import { decodeRecord, encodeRecord, isLive, newerRecord, type KvRecord } from '../common/record';
+import { RpcError } from '../common/rpc-client';
+import { ApiError } from './api-error';
+import type { GatewayMetrics } from './metrics';
+import { gather, requiredAcks, type Outcome } from './quorum';
+import type { Consistency } from './request-input';
+
+export interface MapSource {
+  current(): PartitionMap | undefined;
+  /** reload from the metadata store; resolves to the newest map held afterwards */
+  refresh(): Promise<PartitionMap | undefined>;
+}
+
+export interface OpOptions {
+  readonly consistency: Consistency;
+  readonly rid?: string;
+}
+
+type Attempt<T> = { done: true; value: T } | { done: false; staleEpoch: boolean; error: ApiError };
+
+/**
+ * The quorum coordinator (Dynamo style). Writes go to every replica of the key's
+ * partition, plus any replica a move is filling, and are acknowledged after W
+ * durable acks; reads ask every replica, answer after R replies with the newest
+ * version, and repair stale replicas in the background. A replica that says our
+ * map is stale makes us reload the map and try once more (as Redis Cluster's MOVED).
+ */
+export class Coordinator {
+  constructor(
+    private readonly maps: MapSource,
+    private readonly pool: PeerPool,
+    private readonly clock: HybridLogicalClock,
+    private readonly metrics: GatewayMetrics,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  put(key: Buffer, value: Buffer, opts: OpOptions & { ttlSeconds?: number }): Promise<Version> {
+    const version = this.clock.now();
+    const base = { version, value, tombstone: false };
+    const rec: KvRecord =
+      opts.ttlSeconds === undefined ? base : { ...base, expiresAt: version.wall + opts.ttlSeconds * 1000 };
+    return this.write(key, rec, opts, 'put');
+  }
+
+  delete(key: Buffer, opts: OpOptions): Promise<Version> {
+    return this.write(
+      key,
+      { version: this.clock.now(), value: Buffer.alloc(0), tombstone: true },
+      opts,
+      'delete',
+    );
+  }
+
+  /** The newest live record among R replicas, or undefined for absent, deleted or expired keys. */
+  async get(key: Buffer, opts: OpOptions): Promise<KvRecord | undefined> {
+    const rec = await this.withRetry((map) => this.readOnce(map, key, opts));
+    return isLive(rec, this.now()) ? rec : undefined;
+  }
+
+  private async write(key: Buffer, rec: KvRecord, opts: OpOptions, op: 'put' | 'delete'): Promise<Version> {
+    const encoded = encodeRecord(rec);
+    // The same version on a retry makes the retry idempotent on replicas that already took it.
+    await this.withRetry((map) => this.writeOnce(map, key, encoded, opts, op));
+    return rec.version;
+  }
+
+  private async withRetry<T>(attempt: (map: PartitionMap) => Promise<Attempt<T>>): Promise<T> {
+    let map = this.requireMap();
+    let result = await attempt(map);
+    if (!result.done && result.staleEpoch) {
+      const fresh = await this.maps.refresh();
+      if (fresh && fresh.epoch > map.epoch) {
+        map = fresh;
+        result = await attempt(map);
+      }
+    }
+    if (result.done) return result.value;
+    throw result.error;
+  }
+
+  private async writeOnce(
+    map: PartitionMap,
+    key: Buffer,
+    encoded: Buffer,
+    opts: OpOptions,
+    op: 'put' | 'delete',
+  ): Promise<Attempt<undefined>> {
+    const p = partitionOf(key, map.partitionCount);
+    const replicas = replicasOf(map, p);
+    const need = requiredAcks(opts.consistency, replicas.length);
+    const items = [{ p, k: key, r: encoded }];
+    const send = (node: string): Promise<unknown> =>
+      this.call(node, 'write', () => this.client(node).call({ op: 'write', items }, opts.rid));
+    // Pending replicas of a move get every write but never count toward W.
+    for (const node of pendingReplicasOf(map, p)) {
+      send(node).catch((err: unknown) =>
+        this.log.debug({ err, node, rid: opts.rid }, 'write to pending replica failed'),
+      );
+    }
+    const { quorum } = gather(replicas, need, send);
+    const outcome = await quorum;
+    if (outcome.ok.length >= need) return { done: true, value: undefined };
+    return this.quorumFailure(op, opts, p, replicas.length, need, outcome);
+  }
+
+  private async readOnce(
+    map: PartitionMap,
+    key: Buffer,
+    opts: OpOptions,
+  ): Promise<Attempt<KvRecord | undefined>> {
+    const p = partitionOf(key, map.partitionCount);
+    const replicas = replicasOf(map, p);
+    const need = requiredAcks(opts.consistency, replicas.length);
+    const items = [{ p, k: key }];
+    const { quorum, all } = gather(replicas, need, (node) =>
+      this.call(node, 'read', async () => {
+        const reply = await this.client(node).call({ op: 'read', items }, opts.rid);
+        const raw = reply.records?.[0];
+        return raw ? decodeRecord(raw) : undefined;
+      }),
+    );
+    const outcome = await quorum;
+    if (outcome.ok.length < need) return this.quorumFailure('get', opts, p, replicas.length, need, outcome);
+    let newest: KvRecord | undefined;
+    for (const [, rec] of outcome.ok) newest = newerRecord(newest, rec);
+    all
+      .then((o) => this.repair(p, key, o, opts.rid))
+      .catch((err: unknown) => this.log.error({ err, rid: opts.rid }, 'read repair failed'));
+    return { done: true, value: newest };
+  }
+
+  /** Sends the newest version seen to every replica that answered with an older one or none. */
+  private async repair(
+    p: number,
+    key: Buffer,
+    outcome: Outcome<KvRecord | undefined>,
+    rid: string | undefined,
+  ): Promise<void> {
+    let newest: KvRecord | undefined;
+    for (const [, rec] of outcome.ok) newest = newerRecord(newest, rec);
+    if (!newest) return;
+    const winner = newest;
+    const stale = outcome.ok
+      .filter(([, rec]) => newerRecord(rec, winner) !== rec || !rec)
+      .map(([node]) => node);
+    if (stale.length === 0) return;
+    const items = [{ p, k: key, r: encodeRecord(winner) }];
+    await Promise.all(
+      stale.map(async (node) => {
+        try {
+          await this.client(node).call({ op: 'write', items }, rid);
+          this.metrics.readRepairs.inc({ outcome: 'ok' });
+        } catch (err) {
+          this.metrics.readRepairs.inc({ outcome: 'failed' });
+          this.log.warn({ err, node, rid }, 'read repair write failed');
+        }
+      }),
+    );
+    this.log.debug({ rid, partition: p, repaired: stale }, 'read repair');
+  }
+
+  private quorumFailure(
+    op: string,
+    opts: OpOptions,
+    partition: number,
+    rf: number,
+    need: number,
+    outcome: Outcome<unknown>,
+  ): Attempt<never> {
+    const staleEpoch = outcome.failed.some(
+      ([, e]) => e instanceof RpcError && e.remote?.code === 'stale_epoch',
+    );
+    const reasons = outcome.failed
+      .map(([node, e]) => `${node}: ${e instanceof RpcError ? e.code : 'error'}`)
+      .join(', ');
+    this.metrics.quorumFailures.inc({ op, consistency: opts.consistency });
+    this.log.warn(
+      { rid: opts.rid, op, partition, need, ok: outcome.ok.length, reasons },
+      'not enough replicas',
+    );
+    const error = new ApiError(
+      503,
+      'unavailable',
+      `consistency ${opts.consistency} needs ${need} of ${rf} replicas of partition ${partition}; ${outcome.ok.length} answered (${reasons})`,
+      { partition, need, rf },
+    );
+    return { done: false, staleEpoch, error };
+  }
+
+  private async call<T>(node: string, op: 'read' | 'write', fn: () => Promise<T>): Promise<T> {
+    try {
+      const v = await fn();
+      this.metrics.replicaRequests.inc({ node, op, outcome: 'ok' });
+      return v;
+    } catch (err) {
+      const outcome = err instanceof RpcError ? err.code : 'error';
+      this.metrics.replicaRequests.inc({ node, op, outcome });
+      if (err instanceof RpcError && err.remote?.code === 'stale_epoch') {
+        // Someone holds a newer map: start fetching it now; the retry awaits the same refresh.
+        this.maps.refresh().catch((e: unknown) => this.log.warn({ err: e }, 'map refresh failed'));
+      }
+      throw err;
+    }
+  }
+
+  private client(node: string) {
+    const c = this.pool.get(node);
+    if (!c) throw new RpcError('unavailable', node, `no connection for node ${node}`);
+    return c;
+  }
+
+  private requireMap(): PartitionMap {
+    const map = this.maps.current();
+    if (!map) throw new ApiError(503, 'not_ready', 'the gateway has no partition map yet');
+    return map;
+  }
+}

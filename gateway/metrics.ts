@@ -1,0 +1,47 @@
+import client from 'prom-client';
+
+/** The gateway's Prometheus metrics, on their own registry (several gateways can share a test process). */
+export class GatewayMetrics {
+  readonly registry = new client.Registry();
+  readonly httpRequests = new client.Counter({
+    name: 'kvstore_gateway_http_requests_total',
+    help: 'Public API requests, by operation, method and status code',
+    labelNames: ['op', 'method', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new client.Histogram({
+    name: 'kvstore_gateway_http_request_duration_seconds',
+    help: 'Public API request latency, by operation and outcome class',
+    labelNames: ['op', 'outcome'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly replicaRequests = new client.Counter({
+    name: 'kvstore_gateway_replica_requests_total',
+    help: 'Requests from the coordinator to storage nodes, by node, operation and outcome',
+    labelNames: ['node', 'op', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly readRepairs = new client.Counter({
+    name: 'kvstore_gateway_read_repairs_total',
+    help: 'Stale replicas repaired after a read, by outcome',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly quorumFailures = new client.Counter({
+    name: 'kvstore_gateway_quorum_failures_total',
+    help: 'Requests refused with 503 because too few replicas answered',
+    labelNames: ['op', 'consistency'] as const,
+    registers: [this.registry],
+  });
+  readonly mapEpoch = new client.Gauge({
+    name: 'kvstore_gateway_map_epoch',
+    help: 'Epoch of the partition map this gateway routes by',
+    registers: [this.registry],
+  });
+
+  constructor(labels: Record<string, string>) {
+    this.registry.setDefaultLabels(labels);
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_gateway_process_' });
+  }
+}

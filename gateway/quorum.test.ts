@@ -1,0 +1,53 @@
+import { gather, requiredAcks } from './quorum';
+
+function deferred<T>(): { promise: Promise<T>; resolve(v: T): void; reject(e: unknown): void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+describe('requiredAcks', () => {
+  it('follows the consistency level', () => {
+    expect([1, 2, 3, 4, 5].map((rf) => requiredAcks('quorum', rf))).toEqual([1, 2, 2, 3, 3]);
+    expect(requiredAcks('one', 3)).toBe(1);
+    expect(requiredAcks('all', 3)).toBe(3);
+    // W + R > RF for quorum/quorum at every RF: the promise the README makes
+    for (let rf = 1; rf <= 9; rf++) expect(2 * requiredAcks('quorum', rf)).toBeGreaterThan(rf);
+  });
+});
+
+describe('gather', () => {
+  it('settles after `need` successes without waiting for a replica that never answers', async () => {
+    const calls = new Map(['a', 'b', 'c'].map((t) => [t, deferred<number>()]));
+    const { quorum } = gather(['a', 'b', 'c'], 2, (t) => calls.get(t)!.promise);
+    calls.get('a')!.resolve(1);
+    calls.get('c')!.resolve(3);
+    const o = await quorum;
+    expect(o.ok.map(([t]) => t).sort()).toEqual(['a', 'c']);
+    expect(o.failed).toEqual([]);
+  });
+
+  it('settles as soon as the level is out of reach', async () => {
+    const calls = new Map(['a', 'b', 'c'].map((t) => [t, deferred<number>()]));
+    const { quorum } = gather(['a', 'b', 'c'], 3, (t) => calls.get(t)!.promise);
+    calls.get('b')!.reject(new Error('down'));
+    const o = await quorum;
+    expect(o.ok).toEqual([]);
+    expect(o.failed.map(([t]) => t)).toEqual(['b']);
+  });
+
+  it('reports every outcome in `all`, and treats a throwing call as a failure', async () => {
+    const { quorum, all } = gather(['a', 'b', 'c'], 2, (t) => {
+      if (t === 'b') throw new Error('sync throw');
+      return Promise.resolve(t.charCodeAt(0));
+    });
+    expect((await quorum).ok.length).toBe(2);
+    const o = await all;
+    expect(o.ok.length).toBe(2);
+    expect(o.failed.map(([t]) => t)).toEqual(['b']);
+  });
+});

@@ -1,0 +1,71 @@
+import { ApiError } from './api-error';
+
+/**
+ * Everything the gateway takes from a client is parsed here, before any replica
+ * is contacted, so a bad request is refused whole and changes nothing.
+ */
+export type Consistency = 'one' | 'quorum' | 'all';
+export const CONSISTENCY_LEVELS: readonly Consistency[] = ['one', 'quorum', 'all'];
+
+export interface InputLimits {
+  readonly maxKeyBytes: number;
+  readonly maxValueBytes: number;
+}
+
+export const DEFAULT_LIMITS: InputLimits = { maxKeyBytes: 1024, maxValueBytes: 1024 * 1024 };
+/** Ten years: anything longer is almost certainly a unit mistake (ms for s). */
+export const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
+
+export function parseKey(raw: unknown, limits: InputLimits): Buffer {
+  if (typeof raw !== 'string') throw new ApiError(400, 'bad_request', 'key must be a single string');
+  if (raw.length === 0) throw new ApiError(400, 'bad_request', 'key must not be empty');
+  const key = Buffer.from(raw, 'utf8');
+  if (key.length > limits.maxKeyBytes) {
+    throw new ApiError(
+      413,
+      'payload_too_large',
+      `key is ${key.length} bytes; the limit is ${limits.maxKeyBytes}`,
+    );
+  }
+  return key;
+}
+
+/** The key of a `/v1/kv/{key}` URL: everything after the prefix, percent-decoded, query excluded. */
+export function keyFromKvPath(originalUrl: string, prefix: string, limits: InputLimits): Buffer {
+  const q = originalUrl.indexOf('?');
+  const path = q === -1 ? originalUrl : originalUrl.slice(0, q);
+  if (!path.startsWith(prefix)) throw new ApiError(400, 'bad_request', `key path must start with ${prefix}`);
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(path.slice(prefix.length));
+  } catch {
+    throw new ApiError(400, 'bad_request', 'key is not valid percent-encoded UTF-8');
+  }
+  return parseKey(decoded, limits);
+}
+
+export function parseConsistency(header: string | string[] | undefined): Consistency {
+  if (header === undefined) return 'quorum';
+  const v = Array.isArray(header) ? header.join(',') : header.trim().toLowerCase();
+  if ((CONSISTENCY_LEVELS as readonly string[]).includes(v)) return v as Consistency;
+  throw new ApiError(400, 'bad_request', `X-Consistency must be one of ${CONSISTENCY_LEVELS.join(', ')}`);
+}
+
+export function parseTtl(raw: unknown): number | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'string' || !/^\d{1,10}$/.test(raw)) {
+    throw new ApiError(400, 'bad_request', 'ttl must be a whole number of seconds');
+  }
+  const ttl = Number(raw);
+  if (ttl < 1 || ttl > MAX_TTL_SECONDS) {
+    throw new ApiError(400, 'bad_request', `ttl must be between 1 and ${MAX_TTL_SECONDS} seconds`);
+  }
+  return ttl;
+}
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** A caller's X-Request-Id is kept when it is safe to log and forward; otherwise we make one. */
+export function acceptRequestId(header: string | string[] | undefined, make: () => string): string {
+  return typeof header === 'string' && REQUEST_ID_RE.test(header) ? header : make();
+}

@@ -1,0 +1,118 @@
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { requiredOption, runMain, UsageError } from '../common/cli-options';
+import { HybridLogicalClock } from '../common/hlc';
+import { createLogger } from '../common/logger';
+import { PartitionMapHolder } from '../common/metadata-store';
+import { openMetadataStore } from '../common/open-metadata-store';
+import { splitAddress } from '../common/rpc-client';
+import { AdminServer } from './admin-server';
+import { NodeMetrics } from './metrics';
+import { NodeRequestHandler } from './request-handler';
+import { RpcServer } from './rpc-server';
+import { Storage } from './storage';
+
+const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--listen HOST:PORT]
+       [--admin-listen HOST:PORT] (--metadata-file PATH | --redis URL)`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      id: { type: 'string' },
+      cluster: { type: 'string', default: 'local' },
+      'data-dir': { type: 'string' },
+      listen: { type: 'string', default: '127.0.0.1:7001' },
+      'admin-listen': { type: 'string', default: '127.0.0.1:7101' },
+      'metadata-file': { type: 'string' },
+      redis: { type: 'string' },
+      help: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const nodeId = requiredOption('id', values.id);
+  const cluster = values.cluster;
+  const dataDir = path.resolve(requiredOption('data-dir', values['data-dir']));
+  let listen, admin;
+  try {
+    listen = splitAddress(values.listen);
+    admin = splitAddress(values['admin-listen']);
+  } catch (err) {
+    throw new UsageError(`--listen and --admin-listen take HOST:PORT (${(err as Error).message})`);
+  }
+
+  const log = createLogger('node', { node: nodeId, cluster });
+  const storage = Storage.open(dataDir, { nodeId, cluster });
+  const clock = new HybridLogicalClock(nodeId);
+  const metrics = new NodeMetrics({ node: nodeId, cluster }, () => storage.stats());
+  const store = openMetadataStore({ cluster, file: values['metadata-file'], redisUrl: values.redis }, log);
+  const maps = await PartitionMapHolder.follow(store, log);
+  const epoch = (): number => maps.current()?.epoch ?? 0;
+  metrics.mapEpoch.set(epoch());
+  maps.on('change', () => metrics.mapEpoch.set(epoch()));
+
+  const handler = new NodeRequestHandler(
+    storage,
+    clock,
+    {
+      nodeId,
+      epoch,
+      onNewerEpoch: () => {
+        maps.refresh().catch((err: unknown) => log.warn({ err }, 'map refresh failed'));
+      },
+      ready: () => maps.current() !== undefined,
+    },
+    metrics,
+    log,
+  );
+  const rpc = new RpcServer((req) => handler.handle(req), log);
+  const adminServer = new AdminServer(
+    metrics,
+    () => {
+      const map = maps.current();
+      return map
+        ? { ready: true, epoch: map.epoch }
+        : { ready: false, reason: 'no partition map yet', epoch: 0 };
+    },
+    log,
+  );
+  const rpcAddr = await rpc.listen(listen.host, listen.port);
+  const adminAddr = await adminServer.listen(admin.host, admin.port);
+  log.info(
+    {
+      rpc: `${rpcAddr.address}:${rpcAddr.port}`,
+      admin: `${adminAddr.address}:${adminAddr.port}`,
+      dataDir,
+      epoch: epoch(),
+      generation: storage.identity.generation,
+    },
+    'node started',
+  );
+
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'node stopping');
+    await rpc.close();
+    await adminServer.close();
+    maps.stop();
+    await store.close();
+    await storage.close();
+    log.info('node stopped');
+    process.exit(0);
+  };
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(sig, () => {
+      stop(sig).catch((err: unknown) => {
+        log.error({ err }, 'unclean stop');
+        process.exit(1);
+      });
+    });
+  }
+}
+
+runMain('kvstore-node', main);

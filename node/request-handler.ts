@@ -1,0 +1,155 @@
+import { ClockDriftError, type HybridLogicalClock } from '../common/hlc';
+import { CorruptDataError, errorMessage } from '../common/errors';
+import type { Logger } from '../common/logger';
+import {
+  fromWireClock,
+  toWireClock,
+  type InfoReply,
+  type KeyRef,
+  type ReadReply,
+  type RecordWrite,
+  type RpcErrorBody,
+  type RpcReply,
+  type RpcRequestFrame,
+  type WriteReply,
+} from '../common/rpc-protocol';
+import type { NodeMetrics } from './metrics';
+import { StorageError, type Storage } from './storage';
+
+export interface NodeState {
+  readonly nodeId: string;
+  epoch(): number;
+  /** a request came with a newer epoch than ours: go and fetch that map */
+  onNewerEpoch(epoch: number): void;
+  ready(): boolean;
+}
+
+class BadRequest extends Error {}
+
+/**
+ * Serves the internal API on top of storage. Everything from the wire is
+ * checked before it touches the database: a malformed request gets a
+ * bad_request reply and changes nothing.
+ */
+export class NodeRequestHandler {
+  constructor(
+    private readonly storage: Storage,
+    private readonly clock: HybridLogicalClock,
+    private readonly state: NodeState,
+    private readonly metrics: NodeMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  async handle(req: RpcRequestFrame): Promise<RpcReply> {
+    const op = typeof req?.body?.op === 'string' ? req.body.op : 'unknown';
+    const stopTimer = this.metrics.rpcDuration.startTimer({ op });
+    const reply = await this.handleUntimed(req);
+    stopTimer();
+    this.metrics.rpcRequests.inc({ op, outcome: reply.ok ? 'ok' : reply.error.code });
+    return reply;
+  }
+
+  private async handleUntimed(req: RpcRequestFrame): Promise<RpcReply> {
+    const remoteClock = fromWireClock(req?.clock);
+    if (!remoteClock || typeof req.epoch !== 'number' || typeof req.body !== 'object' || req.body === null) {
+      return this.fail({ code: 'bad_request', message: 'request lacks clock, epoch or body' });
+    }
+    try {
+      this.clock.observe(remoteClock);
+    } catch (err) {
+      if (err instanceof ClockDriftError) return this.fail({ code: 'clock_drift', message: err.message });
+      throw err;
+    }
+    const myEpoch = this.state.epoch();
+    if (req.epoch < myEpoch) {
+      return this.fail({
+        code: 'stale_epoch',
+        message: `request epoch ${req.epoch} < node epoch ${myEpoch}`,
+        epoch: myEpoch,
+      });
+    }
+    if (req.epoch > myEpoch) this.state.onNewerEpoch(req.epoch);
+    try {
+      switch (req.body.op) {
+        case 'read':
+          if (!this.state.ready())
+            return this.fail({ code: 'not_ready', message: `${this.state.nodeId} is not ready` });
+          return this.ok(this.read(checkKeyRefs(req.body.items)));
+        case 'write':
+          return this.ok(await this.write(checkWrites(req.body.items), req.rid));
+        case 'info':
+          return this.ok(this.info());
+        default:
+          return this.fail({
+            code: 'bad_request',
+            message: `unknown op ${JSON.stringify((req.body as { op?: unknown }).op)}`,
+          });
+      }
+    } catch (err) {
+      if (err instanceof BadRequest || err instanceof CorruptDataError || err instanceof StorageError) {
+        return this.fail({ code: 'bad_request', message: errorMessage(err) });
+      }
+      throw err;
+    }
+  }
+
+  private read(items: readonly KeyRef[]): ReadReply {
+    return { records: items.map((i) => this.storage.getEncoded(i.p, i.k) ?? null) };
+  }
+
+  private async write(items: readonly RecordWrite[], rid: string | undefined): Promise<WriteReply> {
+    const applied = await this.storage.apply(items.map((i) => ({ partition: i.p, key: i.k, record: i.r })));
+    let n = 0;
+    for (const a of applied) if (a) n++;
+    this.metrics.recordsWritten.inc({ result: 'applied' }, n);
+    if (applied.length - n) this.metrics.recordsWritten.inc({ result: 'superseded' }, applied.length - n);
+    this.log.debug({ rid, records: items.length, applied: n }, 'write');
+    return { applied };
+  }
+
+  private info(): InfoReply {
+    return {
+      nodeId: this.state.nodeId,
+      epoch: this.state.epoch(),
+      keys: this.storage.stats().keys,
+      ready: this.state.ready(),
+    };
+  }
+
+  private ok(body: unknown): RpcReply {
+    return { ok: true, clock: toWireClock(this.clock.stamp()), body };
+  }
+
+  private fail(error: RpcErrorBody): RpcReply {
+    return { ok: false, clock: toWireClock(this.clock.stamp()), error };
+  }
+}
+
+const MAX_ITEMS = 10_000;
+
+function checkItems(items: unknown): unknown[] {
+  if (!Array.isArray(items) || items.length === 0 || items.length > MAX_ITEMS) {
+    throw new BadRequest(`items must be an array of 1..${MAX_ITEMS}`);
+  }
+  return items;
+}
+
+function checkKeyRef(i: unknown): KeyRef {
+  const r = i as Partial<KeyRef> | null;
+  if (!r || !Number.isInteger(r.p) || !Buffer.isBuffer(r.k) || r.k.length === 0) {
+    throw new BadRequest('each item needs an integer partition p and non-empty key bytes k');
+  }
+  return r as KeyRef;
+}
+
+function checkKeyRefs(items: unknown): KeyRef[] {
+  return checkItems(items).map(checkKeyRef);
+}
+
+function checkWrites(items: unknown): RecordWrite[] {
+  return checkItems(items).map((i) => {
+    const ref = checkKeyRef(i);
+    if (!Buffer.isBuffer((i as RecordWrite).r)) throw new BadRequest('each write needs record bytes r');
+    return { ...ref, r: (i as RecordWrite).r };
+  });
+}
