@@ -2,7 +2,17 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.kvstore-data/**', '*.js', '*.mjs'] },
+  {
+    ignores: [
+      'dist/**',
+      '.test-tmp/**',
+      'node_modules/**',
+      'coverage/**',
+      '.kvstore-data/**',
+      '*.js',
+      '*.mjs',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

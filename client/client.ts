@@ -250,7 +250,10 @@ export class KeyValueStoreClient {
       opts.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : checkPositiveInt('timeoutMs', opts.timeoutMs);
 
     const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(opts.headers ?? {})) headers[name] = checkHeader(name, value);
+    // Lower-cased so the client's own headers (token, consistency) replace a caller's, not join them.
+    for (const [name, value] of Object.entries(opts.headers ?? {})) {
+      headers[name.toLowerCase()] = checkHeader(name, value);
+    }
     if (opts.token !== undefined) {
       if (typeof opts.token !== 'string' || opts.token === '')
         throw localError('token must be a non-empty string');
@@ -348,8 +351,11 @@ export class KeyValueStoreClient {
   private throwIfError({ res, body, ctx }: Answer): void {
     if (res.ok) return;
     const err = errorBody(body);
-    const text = body.toString('utf8').trim().slice(0, 200);
-    const message = err?.message ?? (text || `HTTP ${res.status} ${res.statusText}`.trim());
+    const text = body.toString('utf8').replace(/\s+/g, ' ').trim().slice(0, 200);
+    // Not the gateway's error shape (a proxy, a wrong URL): say where the answer came from.
+    const message =
+      err?.message ??
+      `${ctx.method} ${ctx.url}: HTTP ${res.status} ${res.statusText}${text ? `: ${text}` : ''}`;
     const code =
       err?.code ?? CODE_BY_STATUS[res.status] ?? (res.status >= 500 ? 'server_error' : 'http_error');
     throw new KvClientError(code, message, {

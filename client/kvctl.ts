@@ -94,8 +94,7 @@ export function parseKvctlArgs(
       strict: true,
     }));
   } catch (err) {
-    // parseArgs's own messages name the option and suggest '--' for values that start with '-'.
-    throw new KvctlUsageError(err instanceof Error ? err.message : String(err));
+    throw new KvctlUsageError(parseArgsMessage(err));
   }
 
   const url = values.url ?? (env.KVSTORE_URL || DEFAULT_URL);
@@ -122,7 +121,8 @@ export function parseKvctlArgs(
     if (args.length < n) throw new KvctlUsageError(`${name}: missing ${what}`);
     if (args.length > n) {
       const got = `${args.length} argument${args.length === 1 ? '' : 's'}`;
-      throw new KvctlUsageError(`${name} takes ${what}, got ${got} (quote a value that has spaces)`);
+      const hint = name === 'put' ? ' (quote a value that has spaces)' : '';
+      throw new KvctlUsageError(`${name} takes ${what}, got ${got}${hint}`);
     }
   };
 
@@ -150,6 +150,15 @@ export function parseKvctlArgs(
     default:
       throw new KvctlUsageError(`unknown command ${JSON.stringify(name)}`);
   }
+}
+
+/** parseArgs's messages, minus the error-class prefix some Node versions put in them, in kvctl's words. */
+function parseArgsMessage(err: unknown): string {
+  const raw = err instanceof Error ? err.message : String(err);
+  const message = raw.replace(/^\w*Error \[ERR_[A-Z_]+\]: /, '');
+  const unknown = /^Unknown option '([^']+)'/.exec(message);
+  if (unknown) return `unknown option ${unknown[1]} (a key or value that starts with '-' goes after '--')`;
+  return message;
 }
 
 /** Runs one kvctl invocation and returns its exit status; never throws, never exits the process. */

@@ -76,35 +76,54 @@ const map = (epoch) => ({
   cluster: 'c1', epoch, partitionCount: 1, replicationFactor: 1,
   nodes: [{ id: 'n1', address: '127.0.0.1:' + (9000 + tag) }], partitions: [['n1']], moves: [],
 });
+const go = new Promise((resolve) => process.stdin.once('data', resolve));
 (async () => {
   const store = new FileMetadataStore(file, { log: pino({ level: 'silent' }), lockTimeoutMs: 20000 });
+  process.stdout.write('ready\\n');
+  await go; // all racers start together, not as each finishes loading
   const won = [];
+  let lost = 0;
   for (;;) {
     const cur = (await store.load())?.epoch ?? 0;
     if (cur >= target) break;
     if (await store.compareAndSet(map(cur + 1), cur)) won.push(cur + 1);
+    else lost++;
   }
   await store.close();
-  process.stdout.write(JSON.stringify(won));
+  process.stdout.write(JSON.stringify({ won, lost }) + '\\n');
+  process.stdin.destroy();
 })().catch((err) => { console.error(err); process.exit(1); });
 `;
 
-function runRacer(file: string, tag: number, target: number): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', RACER, file, String(tag), String(target)], {
-      cwd: path.join(__dirname, '..'),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+interface Racer {
+  ready: Promise<void>;
+  go(): void;
+  result: Promise<{ won: number[]; lost: number }>;
+}
+
+function startRacer(file: string, tag: number, target: number): Racer {
+  const child = spawn(process.execPath, ['-e', RACER, file, String(tag), String(target)], {
+    cwd: path.join(__dirname, '..'),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
+  child.stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+    if (out.startsWith('ready\n')) markReady();
+  });
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const result = new Promise<{ won: number[]; lost: number }>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code) => {
+      markReady(); // a racer that died before 'ready' must not leave the test waiting for it
       if (code !== 0) reject(new Error(`racer ${tag} exited with ${code}: ${err}`));
-      else resolve(JSON.parse(out) as number[]);
+      else resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as { won: number[]; lost: number });
     });
   });
+  return { ready, go: () => child.stdin.write('go\n'), result };
 }
 
 describe('FileMetadataStore (real files)', () => {
@@ -166,11 +185,15 @@ describe('FileMetadataStore (real files)', () => {
 
   it('lets exactly one process win each epoch when several processes race', async () => {
     const target = 40;
-    const wins = await Promise.all([0, 1, 2, 3].map((tag) => runRacer(file, tag, target)));
-    const all = wins.flat().sort((a, b) => a - b);
+    const racers = [0, 1, 2, 3].map((tag) => startRacer(file, tag, target));
+    await Promise.all(racers.map((r) => r.ready));
+    racers.forEach((r) => r.go());
+    const results = await Promise.all(racers.map((r) => r.result));
+    const all = results.flatMap((r) => r.won).sort((a, b) => a - b);
     // Each epoch won once: a broken lock would let two racers both move cur -> cur + 1.
     expect(all).toEqual(Array.from({ length: target }, (_, i) => i + 1));
-    expect(wins.filter((w) => w.length > 0).length).toBeGreaterThan(1); // they really raced
+    // They really raced: some compare-and-sets lost to another process.
+    expect(results.reduce((n, r) => n + r.lost, 0)).toBeGreaterThan(0);
     expect((await open().load())?.epoch).toBe(target);
     expect(fs.readdirSync(path.dirname(file))).toEqual(['partition-map.json']);
   }, 30_000);

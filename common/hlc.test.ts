@@ -1,5 +1,12 @@
 import fc from 'fast-check';
-import { ClockDriftError, compareVersions, formatVersion, HybridLogicalClock, parseVersion, type Version } from './hlc';
+import {
+  ClockDriftError,
+  compareVersions,
+  formatVersion,
+  HybridLogicalClock,
+  parseVersion,
+  type Version,
+} from './hlc';
 
 function clockAt(times: number[], writer = 'w1'): HybridLogicalClock {
   let i = 0;
@@ -65,7 +72,9 @@ describe('HybridLogicalClock', () => {
               const v = c.now();
               if (last) expect(compareVersions(v, last)).toBeGreaterThan(0);
               // every issued version is above every clock observed before it
-              expect(v.wall > maxSeen.wall || (v.wall === maxSeen.wall && v.logical > maxSeen.logical)).toBe(true);
+              expect(v.wall > maxSeen.wall || (v.wall === maxSeen.wall && v.logical > maxSeen.logical)).toBe(
+                true,
+              );
               // and never behind physical time
               expect(v.wall).toBeGreaterThanOrEqual(pt);
               last = v;
@@ -95,17 +104,26 @@ describe('compareVersions', () => {
     fc.assert(
       fc.property(arb, arb, arb, (a, b, c) => {
         expect(Math.sign(compareVersions(a, b)) + Math.sign(compareVersions(b, a))).toBe(0);
-        expect(compareVersions(a, b) === 0).toBe(a.wall === b.wall && a.logical === b.logical && a.writer === b.writer);
-        if (compareVersions(a, b) <= 0 && compareVersions(b, c) <= 0) expect(compareVersions(a, c)).toBeLessThanOrEqual(0);
+        expect(compareVersions(a, b) === 0).toBe(
+          a.wall === b.wall && a.logical === b.logical && a.writer === b.writer,
+        );
+        if (compareVersions(a, b) <= 0 && compareVersions(b, c) <= 0)
+          expect(compareVersions(a, c)).toBeLessThanOrEqual(0);
       }),
       { seed: 7, numRuns: 2000 },
     );
   });
 
   it('orders by wall, then logical, then writer', () => {
-    expect(compareVersions({ wall: 2, logical: 0, writer: 'a' }, { wall: 1, logical: 9, writer: 'z' })).toBe(1);
-    expect(compareVersions({ wall: 1, logical: 1, writer: 'a' }, { wall: 1, logical: 0, writer: 'z' })).toBe(1);
-    expect(compareVersions({ wall: 1, logical: 0, writer: 'b' }, { wall: 1, logical: 0, writer: 'a' })).toBe(1);
+    expect(compareVersions({ wall: 2, logical: 0, writer: 'a' }, { wall: 1, logical: 9, writer: 'z' })).toBe(
+      1,
+    );
+    expect(compareVersions({ wall: 1, logical: 1, writer: 'a' }, { wall: 1, logical: 0, writer: 'z' })).toBe(
+      1,
+    );
+    expect(compareVersions({ wall: 1, logical: 0, writer: 'b' }, { wall: 1, logical: 0, writer: 'a' })).toBe(
+      1,
+    );
   });
 });
 

@@ -26,8 +26,10 @@
  *    first keeps it (no leadership churn). Among the other partitions the first
  *    replica is chosen so that per-node primary counts are as even as possible
  *    (an optimal "semi-matching"); from scratch that means every node is first for
- *    floor(P/n) or ceil(P/n) partitions. Kept replicas otherwise keep their
- *    previous positions; new ones take the freed positions.
+ *    floor(P/n) or ceil(P/n) partitions. Kept replicas keep their previous
+ *    positions (below RF) and new ones take the freed positions, except that
+ *    where the previous first replica left, the new first replica may have been
+ *    swapped in from another position.
  * 6. Spread. Free choices are broken by a hash of (partition, node id), so replica
  *    sets vary across partitions instead of repeating a few fixed groups. This is
  *    a heuristic, not an optimum.
@@ -77,6 +79,7 @@ export function placePartitions(input: PlacementInput): string[][] {
   const problem = normalize(input);
   const state = greedyPlacement(problem);
   cancelNegativeCycles(problem, state);
+  restorePreviousPositions(problem, state);
   balancePrimaries(problem, state);
   const result: string[][] = [];
   for (let p = 0; p < problem.partitions; p++) {
@@ -749,6 +752,35 @@ function applyCycle(state: State, g: Graph, cycle: number[]): void {
   }
 }
 
+/**
+ * Moves decide membership, not order, and a replica may leave a partition in one step and
+ * come back at another position in a later one. Put every kept replica back at its previous
+ * position; the new ones fill the remaining positions in their current order.
+ */
+function restorePreviousPositions(problem: Problem, state: State): void {
+  const { partitions: P, rf } = problem;
+  for (let p = 0; p < P; p++) {
+    const prev = problem.previous[p];
+    const order: number[] = new Array<number>(rf).fill(HOLE);
+    const placed = new Set<number>();
+    for (let i = 0; i < Math.min(prev.length, rf); i++) {
+      if (prev[i] !== HOLE && state.isMember(p, prev[i])) {
+        order[i] = prev[i];
+        placed.add(prev[i]);
+      }
+    }
+    let next = 0;
+    for (let i = 0; i < rf; i++) {
+      const x = state.slots[p * rf + i];
+      if (placed.has(x)) continue;
+      while (order[next] !== HOLE) next++;
+      order[next] = x;
+    }
+    // Same members, new order: no counts change, so write the slots directly.
+    for (let i = 0; i < rf; i++) state.slots[p * rf + i] = order[i];
+  }
+}
+
 // ---------------------------------------------------------------------------
 // (c) Primaries.
 //
@@ -769,41 +801,46 @@ function balancePrimaries(problem: Problem, state: State): void {
     if (first === problem.previousFirst[p]) primaries[first]++;
     else free.push(p);
   }
+  // chosen[p]: the first replica picked for free partition p. Slots are only reordered at the
+  // end, by one swap per partition, so every other replica stays where it was.
+  const chosen = new Int32Array(P).fill(HOLE);
   // Greedy start: the replica with the fewest primaries so far, ties by hash.
   for (const p of free) {
-    let best = 0;
+    let best = state.slots[p * rf];
     for (let i = 1; i < rf; i++) {
       const x = state.slots[p * rf + i];
-      const b = state.slots[p * rf + best];
       if (
-        primaries[x] < primaries[b] ||
-        (primaries[x] === primaries[b] && spreadHash(problem, p, x) > spreadHash(problem, p, b))
+        primaries[x] < primaries[best] ||
+        (primaries[x] === primaries[best] && spreadHash(problem, p, x) > spreadHash(problem, p, best))
       ) {
-        best = i;
+        best = x;
       }
     }
-    swapToFront(state, p, best, rf);
-    primaries[state.slots[p * rf]]++;
+    chosen[p] = best;
+    primaries[best]++;
   }
-  if (rf === 1 || free.length === 0) return;
   for (;;) {
     // witness[x * n + y]: a free partition with x first that also holds y.
     const witness = new Int32Array(n * n).fill(-1);
     for (const p of free) {
-      const x = state.slots[p * rf];
-      for (let i = 1; i < rf; i++) {
+      const x = chosen[p];
+      for (let i = 0; i < rf; i++) {
         const y = state.slots[p * rf + i];
-        if (witness[x * n + y] < 0) witness[x * n + y] = p;
+        if (y !== x && witness[x * n + y] < 0) witness[x * n + y] = p;
       }
     }
     const path = costReducingPath(n, primaries, witness);
-    if (path === undefined) return;
-    for (let k = 0; k + 1 < path.length; k++) {
-      const p = witness[path[k] * n + path[k + 1]];
-      swapToFront(state, p, positionOf(state, p, path[k + 1], rf), rf);
-    }
+    if (path === undefined) break;
+    // Each partition on the path has a different first replica, so they are distinct.
+    for (let k = 0; k + 1 < path.length; k++) chosen[witness[path[k] * n + path[k + 1]]] = path[k + 1];
     primaries[path[0]]--;
     primaries[path[path.length - 1]]++;
+  }
+  for (const p of free) {
+    const i = positionOf(state, p, chosen[p], rf);
+    // Same members, new order: no counts change, so write the slots directly.
+    state.slots[p * rf + i] = state.slots[p * rf];
+    state.slots[p * rf] = chosen[p];
   }
 }
 
@@ -830,13 +867,4 @@ function costReducingPath(n: number, load: Int32Array, witness: Int32Array): num
     }
   }
   return undefined;
-}
-
-function swapToFront(state: State, p: number, i: number, rf: number): void {
-  if (i === 0) return;
-  const x = state.slots[p * rf + i];
-  const first = state.slots[p * rf];
-  // Swapping positions changes no membership, so write the slots directly.
-  state.slots[p * rf] = x;
-  state.slots[p * rf + i] = first;
 }

@@ -8,8 +8,15 @@ describe('record codec', () => {
   it('has a frozen layout', () => {
     const rec: KvRecord = { version: v(1000, 2, 'g1'), value: Buffer.from('hi'), tombstone: false };
     // format 1 | flags 0 | f64 1000 | u32 2 | writer "g1" | value "hi"
-    expect(encodeRecord(rec).toString('hex')).toBe('01' + '00' + '408f400000000000' + '00000002' + '02' + '6731' + '6869');
-    const tomb: KvRecord = { version: v(1000, 2, 'g1'), value: Buffer.alloc(0), tombstone: true, expiresAt: 2000 };
+    expect(encodeRecord(rec).toString('hex')).toBe(
+      '01' + '00' + '408f400000000000' + '00000002' + '02' + '6731' + '6869',
+    );
+    const tomb: KvRecord = {
+      version: v(1000, 2, 'g1'),
+      value: Buffer.alloc(0),
+      tombstone: true,
+      expiresAt: 2000,
+    };
     // flags tombstone|expiry, then f64 2000 for the expiry and no value
     expect(encodeRecord(tomb).toString('hex')).toBe(
       '01' + '03' + '408f400000000000' + '00000002' + '02' + '6731' + '409f400000000000',
@@ -71,14 +78,20 @@ describe('merge rule', () => {
 
   it('is commutative and associative, so replicas converge whatever the delivery order', () => {
     const arb = fc.record({
-      version: fc.record({ wall: fc.integer({ min: 0, max: 4 }), logical: fc.integer({ min: 0, max: 2 }), writer: fc.constantFrom('x', 'y') }),
+      version: fc.record({
+        wall: fc.integer({ min: 0, max: 4 }),
+        logical: fc.integer({ min: 0, max: 2 }),
+        writer: fc.constantFrom('x', 'y'),
+      }),
       value: fc.constant(Buffer.alloc(0)),
       tombstone: fc.boolean(),
     });
     fc.assert(
       fc.property(fc.array(arb, { minLength: 1, maxLength: 8 }), (recs) => {
         const forward = recs.reduce<KvRecord | undefined>((acc, r) => newerRecord(acc, r), undefined);
-        const backward = [...recs].reverse().reduce<KvRecord | undefined>((acc, r) => newerRecord(acc, r), undefined);
+        const backward = [...recs]
+          .reverse()
+          .reduce<KvRecord | undefined>((acc, r) => newerRecord(acc, r), undefined);
         expect(forward?.version).toEqual(backward?.version);
       }),
       { seed: 5, numRuns: 1000 },

@@ -93,7 +93,7 @@ export class RedisMetadataStore implements MetadataStore {
     this.redisOptions = {
       connectTimeout: this.timeoutMs,
       commandTimeout: this.timeoutMs,
-      // Fail fast instead of queueing while disconnected; waitReady() bounds the wait instead.
+      // Never queue while disconnected (a queued CAS could run after its caller gave up); run() bounds the wait.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,

@@ -66,8 +66,12 @@ describe('/v1/kv', () => {
   });
 
   it('overwrites with a higher version, deletes, and answers 404 afterwards', async () => {
-    const v1 = ((await (await fetch(kv('life'), { method: 'PUT', body: 'one' })).json()) as { version: string }).version;
-    const v2 = ((await (await fetch(kv('life'), { method: 'PUT', body: 'two' })).json()) as { version: string }).version;
+    const v1 = (
+      (await (await fetch(kv('life'), { method: 'PUT', body: 'one' })).json()) as { version: string }
+    ).version;
+    const v2 = (
+      (await (await fetch(kv('life'), { method: 'PUT', body: 'two' })).json()) as { version: string }
+    ).version;
     expect(v2).not.toBe(v1);
     expect(await (await fetch(kv('life'))).text()).toBe('two');
 
@@ -100,7 +104,11 @@ describe('/v1/kv', () => {
 
   it('serves every consistency level while all nodes are up', async () => {
     for (const level of ['one', 'quorum', 'all']) {
-      const put = await fetch(kv(`level-${level}`), { method: 'PUT', body: level, headers: { 'X-Consistency': level } });
+      const put = await fetch(kv(`level-${level}`), {
+        method: 'PUT',
+        body: level,
+        headers: { 'X-Consistency': level },
+      });
       expect(put.status).toBe(200);
       const get = await fetch(kv(`level-${level}`), { headers: { 'X-Consistency': level } });
       expect(await get.text()).toBe(level);
@@ -184,37 +192,77 @@ describe('bad input', () => {
   it.each([
     ['empty key', () => fetch(`${url}/v1/kv/`, { method: 'PUT', body: 'x' }), 400, 'bad_request'],
     ['no key at all', () => fetch(`${url}/v1/kv`), 400, 'bad_request'],
-    ['invalid percent-encoding', () => fetch(`${url}/v1/kv/%E0%A4%A`, { method: 'PUT', body: 'x' }), 400, 'bad_request'],
+    [
+      'invalid percent-encoding',
+      () => fetch(`${url}/v1/kv/%E0%A4%A`, { method: 'PUT', body: 'x' }),
+      400,
+      'bad_request',
+    ],
     ['percent-encoded invalid UTF-8', () => fetch(`${url}/v1/kv/%FF%FE`), 400, 'bad_request'],
-    ['key over 1 KiB', () => fetch(kv('k'.repeat(1025)), { method: 'PUT', body: 'x' }), 413, 'payload_too_large'],
-    ['value over 1 MiB', () => fetch(kv('big'), { method: 'PUT', body: Buffer.alloc(1024 * 1024 + 1) }), 413, 'payload_too_large'],
+    [
+      'key over 1 KiB',
+      () => fetch(kv('k'.repeat(1025)), { method: 'PUT', body: 'x' }),
+      413,
+      'payload_too_large',
+    ],
+    [
+      'value over 1 MiB',
+      () => fetch(kv('big'), { method: 'PUT', body: Buffer.alloc(1024 * 1024 + 1) }),
+      413,
+      'payload_too_large',
+    ],
     ['bad consistency', () => fetch(kv('x'), { headers: { 'X-Consistency': 'most' } }), 400, 'bad_request'],
     ['bad ttl', () => fetch(`${kv('x')}?ttl=soon`, { method: 'PUT', body: 'x' }), 400, 'bad_request'],
-    ['wrong method on /v1/kv', () => fetch(kv('x'), { method: 'POST', body: 'x' }), 405, 'method_not_allowed'],
+    [
+      'wrong method on /v1/kv',
+      () => fetch(kv('x'), { method: 'POST', body: 'x' }),
+      405,
+      'method_not_allowed',
+    ],
     ['wrong method on /put', () => fetch(`${url}/put`), 405, 'method_not_allowed'],
     ['wrong method on /get', () => fetch(`${url}/get?key=a`, { method: 'POST' }), 405, 'method_not_allowed'],
     ['unknown route', () => fetch(`${url}/v2/kv/x`), 404, 'not_found'],
     [
       'malformed JSON on /put',
-      () => fetch(`${url}/put`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"key": "a", "value": ' }),
+      () =>
+        fetch(`${url}/put`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: '{"key": "a", "value": ',
+        }),
       400,
       'bad_request',
     ],
     [
       'JSON array on /put',
-      () => fetch(`${url}/put`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '["a","b"]' }),
+      () =>
+        fetch(`${url}/put`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: '["a","b"]',
+        }),
       400,
       'bad_request',
     ],
     [
       'non-string value on /put',
-      () => fetch(`${url}/put`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"key":"control/a","value":5}' }),
+      () =>
+        fetch(`${url}/put`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: '{"key":"control/a","value":5}',
+        }),
       400,
       'bad_request',
     ],
     [
       'missing key on /put',
-      () => fetch(`${url}/put`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"value":"v"}' }),
+      () =>
+        fetch(`${url}/put`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: '{"value":"v"}',
+        }),
       400,
       'bad_request',
     ],

@@ -33,7 +33,11 @@ function client(withEpoch: number, timeoutMs = 2000): RpcClient {
 }
 
 const rec = (wall: number, value: string) =>
-  encodeRecord({ version: { wall, logical: 0, writer: 'test-peer' }, value: Buffer.from(value), tombstone: false });
+  encodeRecord({
+    version: { wall, logical: 0, writer: 'test-peer' },
+    value: Buffer.from(value),
+    tombstone: false,
+  });
 
 test('writes and reads records in batches, under the merge rule', async () => {
   const c = client(epoch);
@@ -48,11 +52,20 @@ test('writes and reads records in batches, under the merge rule', async () => {
   expect(w.applied).toEqual([true, true]);
   const older = await c.call({ op: 'write', items: [{ p: 1, k: k('a'), r: rec(1, 'old') }] });
   expect(older.applied).toEqual([false]);
-  const r = await c.call({ op: 'read', items: [{ p: 1, k: k('a') }, { p: 2, k: k('b') }, { p: 3, k: k('none') }] });
+  const r = await c.call({
+    op: 'read',
+    items: [
+      { p: 1, k: k('a') },
+      { p: 2, k: k('b') },
+      { p: 3, k: k('none') },
+    ],
+  });
   expect(r.records.map((x) => x && x.subarray(-1).toString())).toEqual(['A', 'B', null]);
   // many concurrent requests on one connection are matched to their replies
   const many = await Promise.all(
-    Array.from({ length: 200 }, (_, i) => c.call({ op: 'write', items: [{ p: i % 7, k: k(`m${i}`), r: rec(Date.now(), `v${i}`) }] })),
+    Array.from({ length: 200 }, (_, i) =>
+      c.call({ op: 'write', items: [{ p: i % 7, k: k(`m${i}`), r: rec(Date.now(), `v${i}`) }] }),
+    ),
   );
   expect(many.every((m) => m.applied[0] === true)).toBe(true);
   c.close();

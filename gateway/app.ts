@@ -190,7 +190,6 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   });
 
   // Express needs the four-argument signature to recognise an error handler.
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const apiErr = toApiError(err);
     if (apiErr.status >= 500 && !(err instanceof ApiError)) {

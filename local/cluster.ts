@@ -175,6 +175,13 @@ export class LocalCluster {
     if (signal === 'SIGKILL' || signal === 'SIGTERM') await proc.exited;
   }
 
+  /** Base URL of a node's health and metrics listener. */
+  adminUrl(nodeId: string): string {
+    const i = this.map.nodes.findIndex((n) => n.id === nodeId);
+    if (i < 0) throw new LocalClusterError('unknown_process', `no node named ${nodeId}`);
+    return `http://127.0.0.1:${adminPort(this.opts.port, i)}`;
+  }
+
   pid(name: string): number | undefined {
     return this.proc(name).child?.pid;
   }

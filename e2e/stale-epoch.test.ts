@@ -1,0 +1,65 @@
+import pino from 'pino';
+import { FileMetadataStore } from '../common/file-metadata-store';
+import { HybridLogicalClock } from '../common/hlc';
+import { PartitionMapHolder } from '../common/metadata-store';
+import type { PartitionMap } from '../common/partition-map';
+import { PeerPool } from '../common/peer-pool';
+import { Coordinator } from '../gateway/coordinator';
+import { GatewayMetrics } from '../gateway/metrics';
+import { startTestCluster, type TestCluster } from './cluster-harness';
+
+/**
+ * A coordinator that still routes by an old map epoch: real node processes that
+ * already hold the newer map refuse it, and the coordinator reloads the map and
+ * retries, so the client never sees the change (DESIGN.md: as Redis Cluster's MOVED).
+ */
+jest.setTimeout(60_000);
+
+let tc: TestCluster;
+
+afterAll(async () => {
+  await tc?.stop(true);
+});
+
+test('a coordinator on a stale epoch is refused, reloads the map, and succeeds', async () => {
+  tc = await startTestCluster();
+  const store = new FileMetadataStore(tc.cluster.metadataFile);
+  const old = (await store.load()) as PartitionMap;
+  const next: PartitionMap = { ...old, epoch: old.epoch + 1 };
+  expect(await store.compareAndSet(next, old.epoch)).toBe(true);
+
+  // wait until every node has taken the new epoch
+  for (const id of tc.cluster.nodeIds()) {
+    let text = '';
+    for (let i = 0; i < 100 && !text.includes(`} ${next.epoch}\n`); i++) {
+      if (i) await new Promise((r) => setTimeout(r, 50));
+      text =
+        (await (await fetch(`${tc.cluster.adminUrl(id)}/metrics`)).text())
+          .split('\n')
+          .filter((l) => l.startsWith('kvstore_node_map_epoch'))
+          .join('\n') + '\n';
+    }
+    expect(text).toContain(`} ${next.epoch}\n`);
+  }
+
+  // The coordinator's holder is not following the store: it only learns by refresh().
+  const holder = new PartitionMapHolder({ store });
+  holder.accept(old);
+  const clock = new HybridLogicalClock('gw-stale');
+  const pool = new PeerPool({ clock, epoch: () => holder.epoch(), timeoutMs: 2000 });
+  pool.update(old);
+  const metrics = new GatewayMetrics({ gateway: 'gw-stale' });
+  const coordinator = new Coordinator(holder, pool, clock, metrics, pino({ level: 'silent' }));
+  try {
+    const version = await coordinator.put(Buffer.from('k'), Buffer.from('v'), { consistency: 'all' });
+    expect(version.writer).toBe('gw-stale');
+    expect(holder.epoch()).toBe(next.epoch);
+    const rec = await coordinator.get(Buffer.from('k'), { consistency: 'all' });
+    expect(rec?.value.toString()).toBe('v');
+    const refused = await metrics.replicaRequests.get();
+    expect(refused.values.some((v) => v.labels.outcome === 'stale_epoch' && v.value > 0)).toBe(true);
+  } finally {
+    pool.close();
+    await store.close();
+  }
+});
