@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { UsageError } from '../common/cli-options';
-import { KvError } from '../common/errors';
+import { errorMessage, KvError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { MetadataStore } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
@@ -48,6 +49,8 @@ interface Proc {
   readonly logFile: string;
   child?: ChildProcess;
   exited?: Promise<number | null>;
+  startedAt?: number;
+  restartDelayMs?: number;
 }
 
 export class LocalCluster {
@@ -141,6 +144,16 @@ export class LocalCluster {
       readyUrl: `http://127.0.0.1:${opts.port}/readyz`,
       logFile: path.join(lc.logDir, 'gateway.log'),
     });
+    const busy = await busyPorts([
+      opts.port,
+      ...map.nodes.flatMap((n, i) => [Number(n.address.split(':')[1]), adminPort(opts.port, i)]),
+    ]);
+    if (busy.length > 0) {
+      await store.close();
+      throw new UsageError(
+        `port${busy.length > 1 ? 's' : ''} ${busy.join(', ')} already in use on 127.0.0.1 (is another kvstore running?); pick another --port`,
+      );
+    }
     try {
       await Promise.all(lc.nodeIds().map((id) => lc.startProcess(id)));
       await lc.startProcess('gateway');
@@ -161,6 +174,7 @@ export class LocalCluster {
     const child = spawn(process.execPath, proc.args, { stdio: ['ignore', out, out], env: process.env });
     fs.closeSync(out);
     proc.child = child;
+    proc.startedAt = Date.now();
     proc.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
     void proc.exited.then((code) => this.onExit(proc, child, code));
     await this.waitReady(proc, child);
@@ -219,14 +233,18 @@ export class LocalCluster {
       { process: proc.name, code, signal: child.signalCode, log: proc.logFile },
       `${proc.name} exited`,
     );
-    if (this.opts.restart && child.signalCode !== 'SIGKILL') {
-      setTimeout(() => {
-        if (this.stopping) return;
-        this.startProcess(proc.name).catch((err: unknown) =>
-          this.opts.log?.error({ err, process: proc.name }, 'restart failed'),
-        );
-      }, 1000).unref();
-    }
+    if (!this.opts.restart) return;
+    // Crash loops back off (1 s doubling to 30 s), as a kubelet does; a run of 60 s resets it.
+    const now = Date.now();
+    proc.restartDelayMs =
+      now - (proc.startedAt ?? 0) > 60_000 ? 1000 : Math.min(30_000, (proc.restartDelayMs ?? 500) * 2);
+    this.opts.log?.info({ process: proc.name, inMs: proc.restartDelayMs }, `restarting ${proc.name}`);
+    setTimeout(() => {
+      if (this.stopping || proc.child !== child) return;
+      this.startProcess(proc.name).catch((err: unknown) =>
+        this.opts.log?.error({ err: errorMessage(err), process: proc.name }, 'restart failed'),
+      );
+    }, proc.restartDelayMs);
   }
 
   private async waitReady(proc: Proc, child: ChildProcess): Promise<void> {
@@ -252,6 +270,19 @@ export class LocalCluster {
       `${proc.name} was not ready in time:\n${tail(proc.logFile)}`,
     );
   }
+}
+
+function busyPorts(ports: number[]): Promise<number[]> {
+  return Promise.all(
+    ports.map(
+      (port) =>
+        new Promise<number | undefined>((resolve) => {
+          const s = net.createServer();
+          s.once('error', () => resolve(port));
+          s.listen(port, '127.0.0.1', () => s.close(() => resolve(undefined)));
+        }),
+    ),
+  ).then((r) => r.filter((p): p is number => p !== undefined));
 }
 
 function adminPort(base: number, index: number): number {

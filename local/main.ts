@@ -45,7 +45,8 @@ async function main(): Promise<void> {
     log,
   });
   const m = cluster.map;
-  const rel = path.relative(process.cwd(), dataDir) || '.';
+  const relative = path.relative(process.cwd(), dataDir) || '.';
+  const rel = relative.startsWith('..') ? dataDir : relative;
   process.stdout.write(
     [
       '',
