@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { alive, startTestCluster, type TestCluster } from './cluster-harness';
 
 /**
@@ -10,7 +12,8 @@ let tc: TestCluster;
 let url: string;
 
 beforeAll(async () => {
-  tc = await startTestCluster();
+  // debug logs, so the test below can follow a request id into the nodes' logs
+  tc = await startTestCluster({ env: { LOG_LEVEL: 'debug' } });
   url = tc.url;
 });
 
@@ -115,9 +118,20 @@ describe('/v1/kv', () => {
     }
   });
 
-  it('passes the caller request id through', async () => {
-    const res = await fetch(kv('rid'), { headers: { 'X-Request-Id': 'trace-123' } });
-    expect(res.headers.get('x-request-id')).toBe('trace-123');
+  it('passes the caller request id through to the logs of the gateway and every replica', async () => {
+    const rid = `trace-${Date.now()}`;
+    const res = await fetch(kv('rid'), { method: 'PUT', body: 'x', headers: { 'X-Request-Id': rid } });
+    expect(res.headers.get('x-request-id')).toBe(rid);
+    const logged = (file: string): boolean =>
+      fs
+        .readFileSync(path.join(tc.cluster.logDir, file), 'utf8')
+        .split('\n')
+        .some((line) => line.includes(`"rid":"${rid}"`));
+    // log lines are written asynchronously; give them a moment
+    for (let i = 0; i < 50 && !['gateway', ...tc.cluster.nodeIds()].every((f) => logged(`${f}.log`)); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const f of ['gateway', ...tc.cluster.nodeIds()]) expect([f, logged(`${f}.log`)]).toEqual([f, true]);
   });
 });
 

@@ -32,6 +32,8 @@ export interface LocalClusterOptions {
   readonly gatewayArgs?: readonly string[];
   readonly log?: Logger;
   readonly startTimeoutMs?: number;
+  /** extra environment for every process (e.g. LOG_LEVEL) */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export class LocalClusterError extends KvError {}
@@ -171,7 +173,10 @@ export class LocalCluster {
       throw new LocalClusterError('already_running', `${name} is already running`);
     }
     const out = fs.openSync(proc.logFile, 'a');
-    const child = spawn(process.execPath, proc.args, { stdio: ['ignore', out, out], env: process.env });
+    const child = spawn(process.execPath, proc.args, {
+      stdio: ['ignore', out, out],
+      env: { ...process.env, ...this.opts.env },
+    });
     fs.closeSync(out);
     proc.child = child;
     proc.startedAt = Date.now();
