@@ -4,48 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { FileMetadataStore, type FileMetadataStoreOptions } from './file-metadata-store';
-import type { Logger } from './logger';
 import { MetadataError, PartitionMapHolder } from './metadata-store';
-import { validatePartitionMap, type PartitionMap } from './partition-map';
-
-/** A valid map; `tag` changes an address so two maps of one epoch differ. */
-function testMap(epoch: number, opts: { cluster?: string; tag?: number } = {}): PartitionMap {
-  return validatePartitionMap({
-    cluster: opts.cluster ?? 'c1',
-    epoch,
-    partitionCount: 4,
-    replicationFactor: 2,
-    nodes: [
-      { id: 'n1', address: '127.0.0.1:7001' },
-      { id: 'n2', address: '127.0.0.1:7002' },
-      { id: 'n3', address: `127.0.0.1:${8000 + (opts.tag ?? 0)}` },
-    ],
-    partitions: [
-      ['n1', 'n2'],
-      ['n2', 'n3'],
-      ['n3', 'n1'],
-      ['n1', 'n2'],
-    ],
-    moves: [],
-  });
-}
-
-function captureLogger(): { log: Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const log = pino(
-    { level: 'debug' },
-    { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) },
-  );
-  return { log, lines };
-}
-
-async function until(cond: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { testMap, captureLogger, until } from './metadata-store.fixtures';
 
 /** The pid of a process that has exited. */
 function deadPid(): number {

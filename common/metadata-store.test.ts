@@ -8,55 +8,10 @@ import {
   PartitionMapHolder,
   type MetadataStore,
 } from './metadata-store';
-import { InvalidMapError, validatePartitionMap, type PartitionMap } from './partition-map';
-
-/** A valid map; `tag` changes an address so two maps of one epoch differ. */
-function testMap(epoch: number, opts: { cluster?: string; tag?: number } = {}): PartitionMap {
-  return validatePartitionMap({
-    cluster: opts.cluster ?? 'c1',
-    epoch,
-    partitionCount: 4,
-    replicationFactor: 2,
-    nodes: [
-      { id: 'n1', address: '127.0.0.1:7001' },
-      { id: 'n2', address: '127.0.0.1:7002' },
-      { id: 'n3', address: `127.0.0.1:${8000 + (opts.tag ?? 0)}` },
-    ],
-    partitions: [
-      ['n1', 'n2'],
-      ['n2', 'n3'],
-      ['n3', 'n1'],
-      ['n1', 'n2'],
-    ],
-    moves: [],
-  });
-}
-
-function captureLogger(): { log: Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const log = pino(
-    { level: 'debug' },
-    { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) },
-  );
-  return { log, lines };
-}
+import { InvalidMapError, type PartitionMap } from './partition-map';
+import { captureLogger, deferred, testMap, type Deferred } from './metadata-store.fixtures';
 
 const silent = pino({ level: 'silent' });
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(v: T): void;
-  reject(e: unknown): void;
-}
-function deferred<T>(): Deferred<T> {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
 
 /** A store whose loads the test answers by hand and whose notifications it sends itself. */
 class ScriptedStore implements MetadataStore {

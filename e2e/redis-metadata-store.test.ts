@@ -1,50 +1,11 @@
 import Redis from 'ioredis';
 import pino from 'pino';
-import type { Logger } from '../common/logger';
 import { MetadataError, PartitionMapHolder } from '../common/metadata-store';
-import { validatePartitionMap, type PartitionMap } from '../common/partition-map';
+import type { PartitionMap } from '../common/partition-map';
 import { RedisMetadataStore, type RedisMetadataStoreOptions } from '../common/redis-metadata-store';
 import { freePort } from './free-port';
 import { findRedisServer, startRedis, type RunningRedis } from './redis-server';
-
-/** A valid map; `tag` changes an address so two maps of one epoch differ. */
-function testMap(epoch: number, opts: { cluster?: string; tag?: number } = {}): PartitionMap {
-  return validatePartitionMap({
-    cluster: opts.cluster ?? 'c1',
-    epoch,
-    partitionCount: 4,
-    replicationFactor: 2,
-    nodes: [
-      { id: 'n1', address: '127.0.0.1:7001' },
-      { id: 'n2', address: '127.0.0.1:7002' },
-      { id: 'n3', address: `127.0.0.1:${8000 + (opts.tag ?? 0)}` },
-    ],
-    partitions: [
-      ['n1', 'n2'],
-      ['n2', 'n3'],
-      ['n3', 'n1'],
-      ['n1', 'n2'],
-    ],
-    moves: [],
-  });
-}
-
-function captureLogger(): { log: Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const log = pino(
-    { level: 'debug' },
-    { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) },
-  );
-  return { log, lines };
-}
-
-async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { testMap, captureLogger, until } from '../common/metadata-store.fixtures';
 
 jest.setTimeout(30_000);
 

@@ -1,14 +1,5 @@
+import { deferred } from '../common/metadata-store.fixtures';
 import { gather, requiredAcks } from './quorum';
-
-function deferred<T>(): { promise: Promise<T>; resolve(v: T): void; reject(e: unknown): void } {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
 
 describe('requiredAcks', () => {
   it('follows the consistency level', () => {
