@@ -346,7 +346,7 @@ describe('placePartitions: properties', () => {
         assertValid(input, placement);
         assertWithinOne(primaryCounts(placement, input.nodes), 'primary counts');
       }),
-      run(150),
+      run(200),
     );
   });
 
@@ -380,7 +380,7 @@ describe('placePartitions: properties', () => {
         // A balanced map is a fixed point.
         expect(placePartitions({ ...input, previous: placement })).toEqual(placement);
       }),
-      run(100),
+      run(120),
     );
   });
 
@@ -391,7 +391,7 @@ describe('placePartitions: properties', () => {
         assertValid(input, placement);
         if (zoneCollisions(placement, input.nodes) !== 0) fail('a partition has two replicas in one zone');
       }),
-      run(150),
+      run(200),
     );
   });
 
@@ -427,7 +427,7 @@ describe('placePartitions: properties', () => {
         expect(moves).toHaveLength(newTarget);
         if (moves.some((m) => m.to !== newcomer)) fail('a replica moved to an old node');
       }),
-      run(80),
+      run(150),
     );
   });
 
@@ -456,7 +456,7 @@ describe('placePartitions: properties', () => {
           expect(moves.length).toBeGreaterThanOrEqual(2 * bound - direct);
         }
       }),
-      run(80),
+      run(150),
     );
   });
 
@@ -507,7 +507,7 @@ describe('placePartitions: properties', () => {
         const got = [movedReplicas(previous ?? [], placement).length, zoneCollisions(placement, nodes)];
         expect(got).toEqual(bestByExhaustiveSearch(input));
       }),
-      run(300),
+      run(1000),
     );
   });
 });

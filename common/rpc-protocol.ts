@@ -19,10 +19,25 @@ export interface RecordWrite extends KeyRef {
   readonly r: Buffer;
 }
 
+/** A write that missed replica `t`, left with a live node to replay when `t` is back (hinted handoff). */
+export interface HintWrite extends RecordWrite {
+  /** target node id */
+  readonly t: string;
+}
+
 export type RpcRequestBody =
   | { readonly op: 'read'; readonly items: readonly KeyRef[] }
   | { readonly op: 'write'; readonly items: readonly RecordWrite[] }
-  | { readonly op: 'info' };
+  | { readonly op: 'info' }
+  | { readonly op: 'hint'; readonly items: readonly HintWrite[] }
+  /** anti-entropy, level 1: the root hash of each partition's tree */
+  | { readonly op: 'tree-roots'; readonly partitions: readonly number[] }
+  /** anti-entropy, level 2: the leaf hashes of one partition's tree */
+  | { readonly op: 'tree-leaves'; readonly p: number }
+  /** anti-entropy, level 3: every record of one leaf (bucket) of a partition */
+  | { readonly op: 'bucket'; readonly p: number; readonly b: number }
+  /** start a repair pass now (kvctl repair); all partitions this node holds when absent */
+  | { readonly op: 'repair'; readonly partitions?: readonly number[] };
 
 export type RpcOp = RpcRequestBody['op'];
 
@@ -36,17 +51,54 @@ export interface WriteReply {
   readonly applied: boolean[];
 }
 
+export interface RepairStatus {
+  /** a pass is running */
+  readonly running: boolean;
+  readonly partitionsTotal: number;
+  readonly partitionsDone: number;
+  readonly keysRepaired: number;
+  /** ms since the epoch; 0 when no pass has finished */
+  readonly lastFullRepairAt: number;
+}
+
 export interface InfoReply {
   readonly nodeId: string;
   readonly epoch: number;
   readonly keys: number;
   readonly ready: boolean;
+  /** hints held for other nodes */
+  readonly hints?: number;
+  readonly repair?: RepairStatus;
+}
+
+export interface HintReply {
+  /** per item: true if stored durably, false if refused (e.g. the hint store is full of newer hints) */
+  readonly stored: boolean[];
+}
+
+export interface TreeRootsReply {
+  /** 8-byte root hash per requested partition, in request order */
+  readonly roots: Buffer[];
+}
+
+export interface TreeLeavesReply {
+  /** leaf hashes, 8 bytes each, leaf i at offset 8*i */
+  readonly leaves: Buffer;
+}
+
+export interface BucketReply {
+  readonly items: { readonly k: Buffer; readonly r: Buffer }[];
 }
 
 export interface ReplyByOp {
   read: ReadReply;
   write: WriteReply;
   info: InfoReply;
+  hint: HintReply;
+  'tree-roots': TreeRootsReply;
+  'tree-leaves': TreeLeavesReply;
+  bucket: BucketReply;
+  repair: RepairStatus;
 }
 
 export interface RpcRequestFrame {

@@ -5,6 +5,7 @@ import { HybridLogicalClock } from '../common/hlc';
 import { createLogger } from '../common/logger';
 import { PartitionMapHolder } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
+import { PeerPool } from '../common/peer-pool';
 import { splitAddress } from '../common/rpc-client';
 import { AdminServer } from './admin-server';
 import { NodeMetrics } from './metrics';
@@ -51,8 +52,15 @@ async function main(): Promise<void> {
   const store = openMetadataStore({ cluster, file: values['metadata-file'], redisUrl: values.redis }, log);
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;
-  metrics.mapEpoch.set(epoch());
-  maps.on('change', () => metrics.mapEpoch.set(epoch()));
+  // Connections to peers, for hint replay and anti-entropy.
+  const peers = new PeerPool({ clock, epoch, timeoutMs: 5000, log });
+  const onMap = (): void => {
+    const map = maps.current();
+    if (map) peers.update(map);
+    metrics.mapEpoch.set(epoch());
+  };
+  onMap();
+  maps.on('change', onMap);
 
   const handler = new NodeRequestHandler(
     storage,
@@ -99,6 +107,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'node stopping');
     await rpc.close();
     await adminServer.close();
+    peers.close();
     maps.stop();
     await store.close();
     await storage.close();

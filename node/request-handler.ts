@@ -4,12 +4,14 @@ import type { Logger } from '../common/logger';
 import {
   fromWireClock,
   toWireClock,
+  type HintWrite,
   type InfoReply,
   type KeyRef,
   type ReadReply,
   type RecordWrite,
   type RpcErrorBody,
   type RpcReply,
+  type RepairStatus,
   type RpcRequestFrame,
   type WriteReply,
 } from '../common/rpc-protocol';
@@ -24,7 +26,29 @@ export interface NodeState {
   ready(): boolean;
 }
 
-class BadRequest extends Error {}
+/** Keeps writes for replicas that missed them (node/hinted-handoff.ts). */
+export interface HintService {
+  store(items: readonly HintWrite[]): Promise<boolean[]>;
+  /** hints currently held */
+  count(): number;
+}
+
+/** Serves and runs anti-entropy (node/anti-entropy.ts). */
+export interface RepairService {
+  roots(partitions: readonly number[]): Buffer[];
+  leaves(partition: number): Buffer;
+  bucket(partition: number, bucket: number): { k: Buffer; r: Buffer }[];
+  /** starts a pass (if none is running) and returns the status */
+  repair(partitions?: readonly number[]): RepairStatus;
+  status(): RepairStatus;
+}
+
+export interface NodeServices {
+  readonly hints?: HintService;
+  readonly repair?: RepairService;
+}
+
+export class BadRequest extends Error {}
 
 /**
  * Serves the internal API on top of storage. Everything from the wire is
@@ -38,6 +62,7 @@ export class NodeRequestHandler {
     private readonly state: NodeState,
     private readonly metrics: NodeMetrics,
     private readonly log: Logger,
+    private readonly services: NodeServices = {},
   ) {}
 
   async handle(req: RpcRequestFrame): Promise<RpcReply> {
@@ -79,6 +104,22 @@ export class NodeRequestHandler {
           return this.ok(await this.write(checkWrites(req.body.items), req.rid));
         case 'info':
           return this.ok(this.info());
+        case 'hint':
+          return this.ok({ stored: await this.service('hints').store(checkHints(req.body.items)) });
+        case 'tree-roots':
+          return this.ok({ roots: this.service('repair').roots(checkPartitions(req.body.partitions)) });
+        case 'tree-leaves':
+          return this.ok({ leaves: this.service('repair').leaves(checkPartition(req.body.p)) });
+        case 'bucket':
+          return this.ok({
+            items: this.service('repair').bucket(checkPartition(req.body.p), checkInt(req.body.b, 'b')),
+          });
+        case 'repair':
+          return this.ok(
+            this.service('repair').repair(
+              req.body.partitions === undefined ? undefined : checkPartitions(req.body.partitions),
+            ),
+          );
         default:
           return this.fail({
             code: 'bad_request',
@@ -113,7 +154,15 @@ export class NodeRequestHandler {
       epoch: this.state.epoch(),
       keys: this.storage.stats().keys,
       ready: this.state.ready(),
+      ...(this.services.hints ? { hints: this.services.hints.count() } : {}),
+      ...(this.services.repair ? { repair: this.services.repair.status() } : {}),
     };
+  }
+
+  private service<K extends keyof NodeServices>(name: K): NonNullable<NodeServices[K]> {
+    const s = this.services[name];
+    if (!s) throw new BadRequest(`this node does not serve ${name}`);
+    return s as NonNullable<NodeServices[K]>;
   }
 
   private ok(body: unknown): RpcReply {
@@ -144,6 +193,30 @@ function checkKeyRef(i: unknown): KeyRef {
 
 function checkKeyRefs(items: unknown): KeyRef[] {
   return checkItems(items).map(checkKeyRef);
+}
+
+function checkInt(v: unknown, name: string): number {
+  if (!Number.isInteger(v) || (v as number) < 0)
+    throw new BadRequest(`${name} must be a non-negative integer`);
+  return v as number;
+}
+
+function checkPartition(p: unknown): number {
+  const n = checkInt(p, 'partition');
+  if (n > 65535) throw new BadRequest(`partition ${n} out of range`);
+  return n;
+}
+
+function checkPartitions(ps: unknown): number[] {
+  return checkItems(ps).map(checkPartition);
+}
+
+function checkHints(items: unknown): HintWrite[] {
+  return checkWrites(items).map((w, i) => {
+    const t = ((items as unknown[])[i] as { t?: unknown }).t;
+    if (typeof t !== 'string' || t.length === 0) throw new BadRequest('each hint needs a target node id t');
+    return { ...w, t };
+  });
 }
 
 function checkWrites(items: unknown): RecordWrite[] {

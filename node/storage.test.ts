@@ -81,3 +81,55 @@ describe('Storage (real LMDB on disk)', () => {
     await s.close();
   });
 });
+
+describe('Storage ranges and hooks', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = tmpDir();
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('scans one partition in key order, resumable after a key, never crossing into the next', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    for (const p of [4, 5, 6]) {
+      for (const k of ['b', 'a', 'c', 'a/x']) await s.applyRecord(p, Buffer.from(k), rec(10, `${p}${k}`));
+    }
+    const all = s.scan(5);
+    expect(all.map((r) => r.key.toString())).toEqual(['a', 'a/x', 'b', 'c']);
+    expect(s.scan(5, { limit: 2 }).map((r) => r.key.toString())).toEqual(['a', 'a/x']);
+    expect(s.scan(5, { afterKey: Buffer.from('a/x') }).map((r) => r.key.toString())).toEqual(['b', 'c']);
+    expect(s.scan(5, { afterKey: Buffer.from('c') })).toEqual([]);
+    expect(s.scan(65535)).toEqual([]);
+    expect(s.freshDisk).toBe(true);
+    await s.close();
+    const again = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    expect(again.freshDisk).toBe(false);
+    await again.close();
+  });
+
+  it('tells listeners about replacements only, with the record replaced', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    const seen: string[] = [];
+    s.onApplied((changes) => {
+      for (const c of changes) seen.push(`${c.key}:${c.previous?.version.wall ?? '-'}->${c.next.version.wall}`);
+    });
+    await s.applyRecord(1, Buffer.from('k'), rec(10, 'a'));
+    await s.applyRecord(1, Buffer.from('k'), rec(5, 'older'));
+    await s.applyRecord(1, Buffer.from('k'), rec(20, 'b'));
+    expect(seen).toEqual(['k:-->10', 'k:10->20']);
+    await s.close();
+  });
+
+  it('purges a record only while it still has the expected version', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    const tomb = rec(10, '', 'g1', true);
+    await s.applyRecord(1, Buffer.from('k'), tomb);
+    await s.applyRecord(1, Buffer.from('k2'), tomb);
+    await s.applyRecord(1, Buffer.from('k2'), rec(11, 'rewritten'));
+    expect(await s.purge(1, Buffer.from('k'), tomb)).toBe(true);
+    expect(s.get(1, Buffer.from('k'))).toBeUndefined();
+    expect(await s.purge(1, Buffer.from('k2'), tomb)).toBe(false);
+    expect(s.get(1, Buffer.from('k2'))?.value.toString()).toBe('rewritten');
+    await s.close();
+  });
+});

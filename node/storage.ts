@@ -1,5 +1,6 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { KvError } from '../common/errors';
+import { compareVersions } from '../common/hlc';
 import { decodeRecord, encodeRecord, supersedes, type KvRecord } from '../common/record';
 
 /**
@@ -37,6 +38,13 @@ export function storageKey(partition: number, key: Uint8Array): Buffer {
   return out;
 }
 
+function partitionStart(partition: number): Buffer {
+  const b = Buffer.alloc(2);
+  if (partition < MAX_PARTITIONS) b.writeUInt16BE(partition, 0);
+  else return Buffer.from([0xff, 0xff, 0xff]);
+  return b;
+}
+
 export interface NodeIdentity {
   readonly nodeId: string;
   readonly cluster: string;
@@ -45,11 +53,31 @@ export interface NodeIdentity {
   readonly createdAt: string;
 }
 
+/** A record that replaced another (or none) under the merge rule. */
+export interface AppliedChange {
+  readonly partition: number;
+  readonly key: Buffer;
+  readonly previous: KvRecord | undefined;
+  readonly next: KvRecord;
+}
+
+export type ApplyListener = (changes: readonly AppliedChange[]) => void;
+
+export interface ScannedRecord {
+  readonly key: Buffer;
+  /** encoded record */
+  readonly raw: Buffer;
+}
+
 export class Storage {
+  private readonly listeners: ApplyListener[] = [];
+
   private constructor(
     private readonly root: RootDatabase,
     private readonly data: Database<Buffer, Buffer>,
     readonly identity: NodeIdentity,
+    /** true when this open created the identity: a new or wiped data directory */
+    readonly freshDisk: boolean,
   ) {}
 
   /**
@@ -58,10 +86,11 @@ export class Storage {
    * silently serve someone else's data.
    */
   static open(dir: string, expect: { nodeId: string; cluster: string }): Storage {
-    const root = open({ path: dir, compression: false, maxDbs: 4 });
+    const root = open({ path: dir, compression: false, maxDbs: 8 });
     const data = root.openDB<Buffer, Buffer>({ name: 'data', keyEncoding: 'binary', encoding: 'binary' });
     const meta = root.openDB<unknown, string>({ name: 'meta' });
     let identity = meta.get('identity') as NodeIdentity | undefined;
+    const freshDisk = identity === undefined;
     if (identity && (identity.nodeId !== expect.nodeId || identity.cluster !== expect.cluster)) {
       void root.close();
       throw new StorageError(
@@ -79,7 +108,7 @@ export class Storage {
       };
       meta.putSync('identity', identity);
     }
-    return new Storage(root, data, identity);
+    return new Storage(root, data, identity, freshDisk);
   }
 
   get(partition: number, key: Uint8Array): KvRecord | undefined {
@@ -99,20 +128,77 @@ export class Storage {
    */
   async apply(writes: readonly StoredWrite[]): Promise<boolean[]> {
     const decoded = writes.map((w) => ({
+      partition: w.partition,
       key: storageKey(w.partition, w.key),
+      userKey: w.key,
       rec: decodeRecord(w.record),
       raw: w.record,
     }));
+    const changes: AppliedChange[] = [];
     const applied = await this.data.transaction(() =>
-      decoded.map(({ key, rec, raw }) => {
-        const current = this.data.getBinary(key);
-        if (current && !supersedes(rec, decodeRecord(current))) return false;
+      decoded.map(({ partition, key, userKey, rec, raw }) => {
+        const currentRaw = this.data.getBinary(key);
+        const current = currentRaw ? decodeRecord(currentRaw) : undefined;
+        if (!supersedes(rec, current)) return false;
         this.data.putSync(key, raw);
+        changes.push({ partition, key: userKey, previous: current, next: rec });
         return true;
       }),
     );
+    // Listeners (hash trees) learn of a change once it is committed, before it is acknowledged.
+    if (changes.length > 0) for (const l of this.listeners) l(changes);
     await this.root.flushed;
     return applied;
+  }
+
+  /** Called with every batch of records that replaced older ones, right after commit. */
+  onApplied(listener: ApplyListener): void {
+    this.listeners.push(listener);
+  }
+
+  /**
+   * Records of one partition in key order, starting after `afterKey` (exclusive),
+   * at most `limit`: a partition is one contiguous range, so this is a range scan.
+   */
+  scan(partition: number, opts: { afterKey?: Buffer; limit?: number } = {}): ScannedRecord[] {
+    const start = opts.afterKey
+      ? Buffer.concat([storageKey(partition, opts.afterKey), Buffer.from([0])])
+      : partitionStart(partition);
+    const out: ScannedRecord[] = [];
+    for (const { key, value } of this.data.getRange({
+      start,
+      end: partitionStart(partition + 1),
+      limit: opts.limit,
+    })) {
+      out.push({ key: Buffer.from(key.subarray(2)), raw: Buffer.from(value) });
+    }
+    return out;
+  }
+
+  /**
+   * Deletes a record only if it still has exactly `version` (purging tombstones and
+   * expired records): a newer write that raced the purge is never lost.
+   */
+  async purge(partition: number, key: Buffer, expected: KvRecord): Promise<boolean> {
+    const k = storageKey(partition, key);
+    return this.data.transaction(() => {
+      const raw = this.data.getBinary(k);
+      if (!raw) return false;
+      const current = decodeRecord(raw);
+      if (compareVersions(current.version, expected.version) !== 0) return false;
+      this.data.removeSync(k);
+      return true;
+    });
+  }
+
+  /** A named binary sub-database in the same environment (hints, repair state), crash-safe like the data. */
+  subDatabase(name: string): Database<Buffer, Buffer> {
+    return this.root.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
+  }
+
+  /** Resolves once everything committed so far is on disk. */
+  async flushed(): Promise<void> {
+    await this.root.flushed;
   }
 
   /** Writes a record built here (used by tests and tools); same merge rule as apply. */
