@@ -30,6 +30,8 @@ export interface LocalClusterOptions {
   readonly restart?: boolean;
   /** extra flags for every gateway process */
   readonly gatewayArgs?: readonly string[];
+  /** extra flags for every node process */
+  readonly nodeArgs?: readonly string[];
   readonly log?: Logger;
   readonly startTimeoutMs?: number;
   /** extra environment for every process (e.g. LOG_LEVEL) */
@@ -125,6 +127,7 @@ export class LocalCluster {
           '--admin-listen',
           `127.0.0.1:${adminPort(opts.port, i)}`,
           ...lc.metadataArgs,
+          ...(opts.nodeArgs ?? []),
         ],
         readyUrl: `http://127.0.0.1:${adminPort(opts.port, i)}/readyz`,
         logFile: path.join(lc.logDir, `${node.id}.log`),

@@ -111,7 +111,8 @@ describe('Storage ranges and hooks', () => {
     const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
     const seen: string[] = [];
     s.onApplied((changes) => {
-      for (const c of changes) seen.push(`${c.key}:${c.previous?.version.wall ?? '-'}->${c.next.version.wall}`);
+      for (const c of changes)
+        seen.push(`${c.key}:${c.previous?.version.wall ?? '-'}->${c.next.version.wall}`);
     });
     await s.applyRecord(1, Buffer.from('k'), rec(10, 'a'));
     await s.applyRecord(1, Buffer.from('k'), rec(5, 'older'));
