@@ -103,7 +103,12 @@ export class Coordinator {
         this.log.debug({ err, node, rid: opts.rid }, 'write to pending replica failed'),
       );
     }
-    const { quorum } = gather(replicas, need, send);
+    const { quorum, all } = gather(replicas, need, send);
+    // Hints go out once every replica has answered or failed, off the client's path,
+    // whether the write met its level or not (a 503 write may still be on some replicas).
+    all
+      .then((o) => this.leaveHints(p, key, encoded, o, opts.rid))
+      .catch((err: unknown) => this.log.error({ err, rid: opts.rid }, 'leaving hints failed'));
     const outcome = await quorum;
     if (outcome.ok.length >= need) return { done: true, value: undefined };
     return this.quorumFailure(op, opts, p, replicas.length, need, outcome);
@@ -163,6 +168,56 @@ export class Coordinator {
       }),
     );
     this.log.debug({ rid, partition: p, repaired: stale }, 'read repair');
+  }
+
+  /**
+   * Hinted handoff: for each replica the write missed because it was down or
+   * timed out, leave a hint with a replica that acknowledged the write, to be
+   * replayed when the missed one is back. Refusals (bad_request, stale_epoch)
+   * are not misses: a hint would be refused the same way. With no replica
+   * holding the write there is nobody to hold a hint, and nothing to hand off.
+   */
+  private async leaveHints(
+    p: number,
+    key: Buffer,
+    r: Buffer,
+    outcome: Outcome<unknown>,
+    rid: string | undefined,
+  ): Promise<void> {
+    const missed = outcome.failed
+      .filter(([, e]) => e instanceof RpcError && (e.failure === 'unavailable' || e.failure === 'timeout'))
+      .map(([node]) => node);
+    if (missed.length === 0) return;
+    const acked = outcome.ok.map(([node]) => node).sort();
+    if (acked.length === 0) {
+      this.metrics.hintsSent.inc({ outcome: 'no_live_replica' }, missed.length);
+      this.log.debug({ rid, partition: p, missed }, 'write missed replicas and no replica took it: no hint');
+      return;
+    }
+    // Start at a partition-dependent holder so hints spread over the live replicas.
+    const start = p % acked.length;
+    const holders = [...acked.slice(start), ...acked.slice(0, start)];
+    const items = missed.map((t) => ({ t, p, k: key, r }));
+    for (const holder of holders) {
+      try {
+        const reply = await this.client(holder).call({ op: 'hint', items }, rid);
+        const stored = reply.stored.filter(Boolean).length;
+        if (stored > 0) this.metrics.hintsSent.inc({ outcome: 'stored' }, stored);
+        if (items.length > stored) {
+          this.metrics.hintsSent.inc({ outcome: 'refused' }, items.length - stored);
+          this.log.warn({ rid, holder, partition: p, missed }, 'hint holder refused hints');
+        }
+        this.log.debug({ rid, holder, partition: p, missed }, 'hints left');
+        return;
+      } catch (err) {
+        this.log.warn(
+          { err, rid, holder, partition: p, missed },
+          'cannot leave hint; trying another replica',
+        );
+      }
+    }
+    this.metrics.hintsSent.inc({ outcome: 'failed' }, items.length);
+    this.log.warn({ rid, partition: p, missed, tried: holders }, 'no replica took the hints');
   }
 
   private quorumFailure(

@@ -34,6 +34,12 @@ export class GatewayMetrics {
     labelNames: ['op', 'consistency'] as const,
     registers: [this.registry],
   });
+  readonly hintsSent = new client.Counter({
+    name: 'kvstore_gateway_hints_sent_total',
+    help: 'Hints for replicas a write missed, left with a replica that took the write, by outcome (stored, refused, failed, no_live_replica)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly mapEpoch = new client.Gauge({
     name: 'kvstore_gateway_map_epoch',
     help: 'Epoch of the partition map this gateway routes by',

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { requiredOption, runMain, UsageError } from '../common/cli-options';
+import { intOption, requiredOption, runMain, UsageError } from '../common/cli-options';
 import { HybridLogicalClock } from '../common/hlc';
 import { createLogger } from '../common/logger';
 import { PartitionMapHolder } from '../common/metadata-store';
@@ -8,13 +8,16 @@ import { openMetadataStore } from '../common/open-metadata-store';
 import { PeerPool } from '../common/peer-pool';
 import { splitAddress } from '../common/rpc-client';
 import { AdminServer } from './admin-server';
+import { DEFAULT_MAX_HINT_BYTES } from './hint-store';
+import { DEFAULT_HINT_REPLAY_INTERVAL_MS, HintedHandoff } from './hinted-handoff';
 import { NodeMetrics } from './metrics';
 import { NodeRequestHandler } from './request-handler';
 import { RpcServer } from './rpc-server';
 import { Storage } from './storage';
 
 const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--listen HOST:PORT]
-       [--admin-listen HOST:PORT] (--metadata-file PATH | --redis URL)`;
+       [--admin-listen HOST:PORT] (--metadata-file PATH | --redis URL)
+       [--max-hint-bytes N] [--hint-replay-interval-ms MS]`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -26,6 +29,8 @@ async function main(): Promise<void> {
       'admin-listen': { type: 'string', default: '127.0.0.1:7101' },
       'metadata-file': { type: 'string' },
       redis: { type: 'string' },
+      'max-hint-bytes': { type: 'string' },
+      'hint-replay-interval-ms': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -37,6 +42,20 @@ async function main(): Promise<void> {
   const nodeId = requiredOption('id', values.id);
   const cluster = values.cluster;
   const dataDir = path.resolve(requiredOption('data-dir', values['data-dir']));
+  const maxHintBytes = intOption(
+    'max-hint-bytes',
+    values['max-hint-bytes'],
+    DEFAULT_MAX_HINT_BYTES,
+    1,
+    2 ** 50,
+  );
+  const hintReplayIntervalMs = intOption(
+    'hint-replay-interval-ms',
+    values['hint-replay-interval-ms'],
+    DEFAULT_HINT_REPLAY_INTERVAL_MS,
+    10,
+    3_600_000,
+  );
   let listen, admin;
   try {
     listen = splitAddress(values.listen);
@@ -61,6 +80,20 @@ async function main(): Promise<void> {
   };
   onMap();
   maps.on('change', onMap);
+  const refreshMap = (): void => {
+    maps.refresh().catch((err: unknown) => log.warn({ err }, 'map refresh failed'));
+  };
+  const hints = HintedHandoff.open(storage, {
+    nodeId,
+    storage,
+    peers,
+    map: () => maps.current(),
+    onStaleEpoch: refreshMap,
+    log,
+    registry: metrics.registry,
+    maxBytes: maxHintBytes,
+    intervalMs: hintReplayIntervalMs,
+  });
 
   const handler = new NodeRequestHandler(
     storage,
@@ -75,6 +108,7 @@ async function main(): Promise<void> {
     },
     metrics,
     log,
+    { hints },
   );
   const rpc = new RpcServer((req) => handler.handle(req), log);
   const adminServer = new AdminServer(
@@ -89,6 +123,7 @@ async function main(): Promise<void> {
   );
   const rpcAddr = await rpc.listen(listen.host, listen.port);
   const adminAddr = await adminServer.listen(admin.host, admin.port);
+  hints.start();
   log.info(
     {
       rpc: `${rpcAddr.address}:${rpcAddr.port}`,
@@ -108,6 +143,8 @@ async function main(): Promise<void> {
     await rpc.close();
     await adminServer.close();
     peers.close();
+    // After peers.close, so a replay waiting on a peer fails at once; before storage closes.
+    await hints.stop();
     maps.stop();
     await store.close();
     await storage.close();
