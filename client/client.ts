@@ -72,6 +72,41 @@ export interface ClusterInfo {
   moves: ClusterMove[];
 }
 
+/** One node's anti-entropy progress (`kvctl repair`). */
+export interface RepairProgress {
+  /** a pass is running (or queued) */
+  running: boolean;
+  partitionsTotal: number;
+  partitionsDone: number;
+  /** partitions of the pass not synced with every replica (one was unreachable) */
+  partitionsFailed?: number;
+  keysRepaired: number;
+  /** ms since the epoch of the last full pass that synced every partition with every replica; 0: none yet */
+  lastFullRepairAt: number;
+  /** refilling an empty disk from its peers; reads are refused meanwhile */
+  refilling?: boolean;
+}
+
+export interface NodeRepairReport {
+  id: string;
+  address: string;
+  /** serves reads (false while refilling); set by repairStatus */
+  ready?: boolean;
+  /** records on the node's disk, tombstones included; set by repairStatus */
+  keys?: number;
+  repair?: RepairProgress;
+  /** the node could not be asked */
+  error?: { code: string; message: string };
+}
+
+/** `POST` / `GET /v1/admin/repair`: every node of the map, each with its progress or its error. */
+export interface RepairReport {
+  epoch: number;
+  /** the partitions asked for; absent: all */
+  partitions?: number[];
+  nodes: NodeRepairReport[];
+}
+
 /**
  * Every failure of the client. Branch on `code`:
  * - the gateway's own codes (`bad_request`, `unauthorized`, `forbidden`, `not_found`, `payload_too_large`,
@@ -203,7 +238,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 interface Call {
-  method: 'GET' | 'PUT' | 'DELETE';
+  method: 'GET' | 'PUT' | 'POST' | 'DELETE';
   path: string;
   query?: Record<string, string>;
   body?: Uint8Array;
@@ -314,6 +349,27 @@ export class KeyValueStoreClient {
   async cluster(opts: Pick<RequestOptions, 'requestId' | 'signal'> = {}): Promise<ClusterInfo> {
     const answer = await this.send({ method: 'GET', path: '/v1/cluster', opts });
     return parseClusterInfo(this.json(answer), answer.ctx);
+  }
+
+  /** Starts an anti-entropy pass on every node, over all partitions or the given ones. */
+  async startRepair(
+    opts: { partitions?: readonly number[] } & Pick<RequestOptions, 'requestId' | 'signal'> = {},
+  ): Promise<RepairReport> {
+    const query: Record<string, string> = {};
+    if (opts.partitions !== undefined) {
+      if (opts.partitions.length === 0 || !opts.partitions.every((p) => Number.isInteger(p) && p >= 0)) {
+        throw localError('partitions must be a non-empty list of partition numbers');
+      }
+      query.partition = opts.partitions.join(',');
+    }
+    const answer = await this.send({ method: 'POST', path: '/v1/admin/repair', query, opts });
+    return parseRepairReport(this.json(answer), answer.ctx);
+  }
+
+  /** Each node's repair progress, readiness and record count. */
+  async repairStatus(opts: Pick<RequestOptions, 'requestId' | 'signal'> = {}): Promise<RepairReport> {
+    const answer = await this.send({ method: 'GET', path: '/v1/admin/repair', opts });
+    return parseRepairReport(this.json(answer), answer.ctx);
   }
 
   /** True when the gateway process answers `GET /healthz`; false when it fails or cannot be reached. */
@@ -500,4 +556,53 @@ export function parseClusterInfo(body: unknown, ctx?: ErrorContext): ClusterInfo
     partitions: cleanPartitions,
     moves: cleanMoves,
   };
+}
+
+/** Checks the shape of a repair report, so a wrong URL fails here rather than in a caller. */
+export function parseRepairReport(body: unknown, ctx?: ErrorContext): RepairReport {
+  const bad = (what: string): KvClientError =>
+    new KvClientError('bad_response', `unexpected response: ${what}`, ctx);
+  const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+  if (!isRecord(body) || !isNum(body.epoch) || !Array.isArray(body.nodes)) {
+    throw bad('repair report lacks epoch or nodes');
+  }
+  const nodes = body.nodes.map((n: unknown): NodeRepairReport => {
+    if (!isRecord(n) || typeof n.id !== 'string' || typeof n.address !== 'string') {
+      throw bad('malformed node in repair report');
+    }
+    const node: NodeRepairReport = { id: n.id, address: n.address };
+    if (typeof n.ready === 'boolean') node.ready = n.ready;
+    if (isNum(n.keys)) node.keys = n.keys;
+    if (isRecord(n.error) && typeof n.error.code === 'string' && typeof n.error.message === 'string') {
+      node.error = { code: n.error.code, message: n.error.message };
+    }
+    const r = n.repair;
+    if (r !== undefined) {
+      if (
+        !isRecord(r) ||
+        typeof r.running !== 'boolean' ||
+        !isNum(r.partitionsTotal) ||
+        !isNum(r.partitionsDone) ||
+        !isNum(r.keysRepaired) ||
+        !isNum(r.lastFullRepairAt)
+      ) {
+        throw bad(`malformed repair status of node ${n.id}`);
+      }
+      const progress: RepairProgress = {
+        running: r.running,
+        partitionsTotal: r.partitionsTotal,
+        partitionsDone: r.partitionsDone,
+        keysRepaired: r.keysRepaired,
+        lastFullRepairAt: r.lastFullRepairAt,
+      };
+      if (isNum(r.partitionsFailed)) progress.partitionsFailed = r.partitionsFailed;
+      if (typeof r.refilling === 'boolean') progress.refilling = r.refilling;
+      node.repair = progress;
+    }
+    return node;
+  });
+  const report: RepairReport = { epoch: body.epoch, nodes };
+  if (Array.isArray(body.partitions) && body.partitions.every(isNum))
+    report.partitions = [...body.partitions];
+  return report;
 }

@@ -18,3 +18,10 @@ export type {
   RequestOptions,
   WriteResult,
 } from './client';
+
+// Consistency verification, as `kvctl verify` runs it: a workload that records a history, and its checker.
+export { checkHistory, countViolations, describeOp, VIOLATION_KINDS } from './history-checker';
+export type { CheckOptions, CheckResult, Violation, ViolationKind } from './history-checker';
+export type { FinalRead, History, HistoryOp } from './history';
+export { readFinal, runWorkload, summarize } from './verify-workload';
+export type { WorkloadOptions, WorkloadStats } from './verify-workload';

@@ -8,6 +8,8 @@ import {
   type ClusterInfo,
   type Consistency,
 } from './client';
+import { isRepairCommand, runRepair } from './repair-command';
+import { isVerifyCommand, runVerify } from './verify-command';
 
 export const DEFAULT_URL = 'http://127.0.0.1:3000';
 
@@ -18,6 +20,10 @@ commands:
   get <key>                          write the value's bytes to stdout; exit 1 when the key is absent
   delete <key>                       delete a key (absent is fine); prints the version
   cluster [--json]                   show the partition map: nodes, replicas, moves in progress
+  verify [--duration 60s] [--clients N] [--keys K]  run writers and readers, check no acknowledged write is lost
+                                     (kvctl verify --help); exit 1 when it finds violations
+  repair [--partition P] [--watch]   start anti-entropy on every node; --watch follows it to the end
+                                     (kvctl repair --help)
   help                               show this help
 
 options:
@@ -163,6 +169,8 @@ function parseArgsMessage(err: unknown): string {
 
 /** Runs one kvctl invocation and returns its exit status; never throws, never exits the process. */
 export async function runKvctl(argv: readonly string[], io: KvctlIo): Promise<number> {
+  if (isVerifyCommand(argv)) return runVerify(argv, io);
+  if (isRepairCommand(argv)) return runRepair(argv, io);
   const fail = (code: string, message: string, status: number): number => {
     io.stderr.write(`kvctl: ${code}: ${message}\n`);
     return status;

@@ -59,6 +59,10 @@ export interface RepairStatus {
   readonly keysRepaired: number;
   /** ms since the epoch; 0 when no pass has finished */
   readonly lastFullRepairAt: number;
+  /** partitions of the current (or last) pass not synced with every replica (one was unreachable) */
+  readonly partitionsFailed?: number;
+  /** the node is refilling an empty disk from its peers and refuses reads meanwhile */
+  readonly refilling?: boolean;
 }
 
 export interface InfoReply {

@@ -3,6 +3,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { formatVersion } from '../common/hlc';
 import type { Logger } from '../common/logger';
 import type { PeerPool } from '../common/peer-pool';
+import { parsePartitionsParam, repairStatus, startRepair } from './admin-repair';
 import { ApiError } from './api-error';
 import type { Coordinator, MapSource } from './coordinator';
 import type { GatewayMetrics } from './metrics';
@@ -108,6 +109,25 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
       moves: map.moves,
     });
   });
+
+  // kvctl repair: start anti-entropy on every node (?partition=P, repeatable), or read each node's progress.
+  app.post('/v1/admin/repair', async (req, res) => {
+    locals(res).op = 'admin_repair';
+    const map = maps.current();
+    if (!map) throw new ApiError(503, 'not_ready', 'the gateway has no partition map yet');
+    const partitions = parsePartitionsParam(req.query.partition, map.partitionCount);
+    const report = await startRepair(maps, pool, partitions);
+    if (report.nodes.every((n) => n.error)) {
+      const reasons = report.nodes.map((n) => `${n.id}: ${n.error?.code}`).join(', ');
+      throw new ApiError(503, 'unavailable', `no node could start a repair (${reasons})`);
+    }
+    res.status(202).json(report);
+  });
+  app.get('/v1/admin/repair', async (_req, res) => {
+    locals(res).op = 'admin_repair';
+    res.json(await repairStatus(maps, pool));
+  });
+  app.all('/v1/admin/repair', methodNotAllowed('GET, HEAD, POST'));
 
   const kvPath = /^\/v1\/kv(?:\/.*)?$/;
 

@@ -32,7 +32,8 @@ export class HintStoreError extends KvError {}
  * target_left: its node left the map; not_replica: its node no longer holds the partition;
  * rejected: the target refused it as malformed.
  */
-export type HintDropReason = 'overflow' | 'too_large' | 'target_left' | 'not_replica' | 'rejected';
+export type HintDropReason =
+  'overflow' | 'too_large' | 'target_left' | 'not_replica' | 'rejected' | 'expired';
 
 export interface StoredHint {
   /** the hint's key in the store, used to delete it once delivered */

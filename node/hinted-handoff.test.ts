@@ -91,7 +91,9 @@ describe('HintedHandoff', () => {
   let map: PartitionMap;
   let handoff: HintedHandoff;
 
-  const openHandoff = (opts: { batchSize?: number; maxBackoffMs?: number } = {}): HintedHandoff =>
+  const openHandoff = (
+    opts: { batchSize?: number; maxBackoffMs?: number; maxHintAgeMs?: number } = {},
+  ): HintedHandoff =>
     HintedHandoff.open(holderStorage, {
       nodeId: 'n1',
       storage: holderStorage,
@@ -150,6 +152,40 @@ describe('HintedHandoff', () => {
         expect(target.storage.get(h.p, h.k)?.value.toString()).toBe(`v${i}`);
       }
       expect(target.storage.get(hints[0].p, hints[0].k)?.tombstone).toBe(true);
+    } finally {
+      await handoff.stop();
+      await stopTarget(target);
+    }
+  });
+
+  it('drops hints older than the max hint age instead of replaying them, so a purged delete cannot be undone', async () => {
+    const target = await startTarget(tmp());
+    try {
+      map = mapWith(target.port);
+      peers.update(map);
+      handoff = openHandoff({ maxHintAgeMs: 60_000 });
+      const old: HintWrite = {
+        t: 'n2',
+        p: 1,
+        k: Buffer.from('ancient'),
+        r: encodeRecord({
+          version: { wall: Date.now() - 120_000, logical: 0, writer: 'gw' },
+          value: Buffer.from('old'),
+          tombstone: false,
+        }),
+      };
+      const fresh = hint('n2', 'fresh', 'new');
+      expect(await handoff.store([old, fresh])).toEqual([true, true]);
+      handoff.start();
+      const deadline = Date.now() + 10_000;
+      while (handoff.count() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(handoff.count()).toBe(0);
+      expect(target.storage.get(fresh.p, fresh.k)?.value.toString()).toBe('new');
+      expect(target.storage.get(old.p, old.k)).toBeUndefined();
+      const dropped = (await registry.getMetricsAsJSON()).find(
+        (m) => m.name === 'kvstore_node_hints_dropped_total',
+      );
+      expect(dropped?.values.find((v) => v.labels.reason === 'expired')?.value).toBe(1);
     } finally {
       await handoff.stop();
       await stopTarget(target);

@@ -3,6 +3,7 @@ import { errorMessage } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { nodeById, pendingReplicasOf, replicasOf, type PartitionMap } from '../common/partition-map';
 import { RpcError, type RpcClient } from '../common/rpc-client';
+import { decodeRecord } from '../common/record';
 import type { HintWrite } from '../common/rpc-protocol';
 import { HintMetrics } from './hint-metrics';
 import { HintStore, type HintEnvironment, type StoredHint } from './hint-store';
@@ -28,6 +29,12 @@ export interface HintedHandoffOptions {
   readonly onStaleEpoch?: () => void;
   readonly log: Logger;
   readonly intervalMs?: number;
+  /**
+   * Hints for writes older than this are dropped, not replayed (Cassandra's
+   * max_hint_window). It must not exceed the tombstone grace period: a tombstone
+   * purged everywhere cannot stop an older hinted write from bringing a key back.
+   */
+  readonly maxHintAgeMs?: number;
   readonly batchSize?: number;
   readonly batchBytes?: number;
   readonly maxBackoffMs?: number;
@@ -168,11 +175,16 @@ export class HintedHandoff implements HintService {
     while (!this.stopped) {
       const batch = this.opts.store.list(target, this.batchSize, this.batchBytes);
       if (batch.length === 0) break;
-      const { deliver, stale } = this.splitByOwnership(map, target, batch);
+      const { deliver, stale, expired } = this.sortBatch(map, target, batch);
       let gone = 0;
-      if (stale.length > 0) {
-        gone = await this.opts.store.remove(stale.map((h) => h.id));
-        if (gone > 0) this.opts.store.reportDropped(target, gone, 'not_replica');
+      for (const [hints, reason] of [
+        [stale, 'not_replica'],
+        [expired, 'expired'],
+      ] as const) {
+        if (hints.length === 0) continue;
+        const n = await this.opts.store.remove(hints.map((h) => h.id));
+        if (n > 0) this.opts.store.reportDropped(target, n, reason);
+        gone += n;
       }
       if (deliver.length > 0 && !(await this.deliver(target, deliver))) return;
       const n = await this.opts.store.remove(deliver.map((h) => h.id));
@@ -191,21 +203,27 @@ export class HintedHandoff implements HintService {
   /**
    * A hint whose target no longer holds its partition (the partition moved) is
    * not needed there: the new replica was filled from replicas that had the write.
+   * A hint older than maxHintAgeMs is dropped: anti-entropy, bound by the same
+   * grace period, is what repairs that old a write.
    */
-  private splitByOwnership(
+  private sortBatch(
     map: PartitionMap,
     target: string,
     batch: readonly StoredHint[],
-  ): { deliver: StoredHint[]; stale: StoredHint[] } {
+  ): { deliver: StoredHint[]; stale: StoredHint[]; expired: StoredHint[] } {
     const deliver: StoredHint[] = [];
     const stale: StoredHint[] = [];
+    const expired: StoredHint[] = [];
+    const oldest = this.opts.maxHintAgeMs === undefined ? -Infinity : Date.now() - this.opts.maxHintAgeMs;
     for (const h of batch) {
       const holds =
         h.p < map.partitionCount &&
         (replicasOf(map, h.p).includes(target) || pendingReplicasOf(map, h.p).includes(target));
-      (holds ? deliver : stale).push(h);
+      if (!holds) stale.push(h);
+      else if (decodeRecord(h.r).version.wall < oldest) expired.push(h);
+      else deliver.push(h);
     }
-    return { deliver, stale };
+    return { deliver, stale, expired };
   }
 
   /** Sends one batch; true when done with it (acknowledged, or refused as malformed and dropped), false to retry later. */

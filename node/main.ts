@@ -8,16 +8,20 @@ import { openMetadataStore } from '../common/open-metadata-store';
 import { PeerPool } from '../common/peer-pool';
 import { splitAddress } from '../common/rpc-client';
 import { AdminServer } from './admin-server';
+import { AntiEntropy, rpcRepairPeer } from './anti-entropy';
 import { DEFAULT_MAX_HINT_BYTES } from './hint-store';
 import { DEFAULT_HINT_REPLAY_INTERVAL_MS, HintedHandoff } from './hinted-handoff';
 import { NodeMetrics } from './metrics';
+import { DEFAULT_TOMBSTONE_GRACE_MS } from './purge';
 import { NodeRequestHandler } from './request-handler';
 import { RpcServer } from './rpc-server';
 import { Storage } from './storage';
 
 const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--listen HOST:PORT]
        [--admin-listen HOST:PORT] (--metadata-file PATH | --redis URL)
-       [--max-hint-bytes N] [--hint-replay-interval-ms MS]`;
+       [--max-hint-bytes N] [--hint-replay-interval-ms MS]
+       [--anti-entropy-interval-ms MS (0: only on kvctl repair)] [--anti-entropy-max-keys-per-second N]
+       [--tombstone-grace-ms MS]`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -31,6 +35,9 @@ async function main(): Promise<void> {
       redis: { type: 'string' },
       'max-hint-bytes': { type: 'string' },
       'hint-replay-interval-ms': { type: 'string' },
+      'anti-entropy-interval-ms': { type: 'string' },
+      'anti-entropy-max-keys-per-second': { type: 'string' },
+      'tombstone-grace-ms': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -55,6 +62,27 @@ async function main(): Promise<void> {
     DEFAULT_HINT_REPLAY_INTERVAL_MS,
     10,
     3_600_000,
+  );
+  const antiEntropyIntervalMs = intOption(
+    'anti-entropy-interval-ms',
+    values['anti-entropy-interval-ms'],
+    60_000,
+    0,
+    7 * 24 * 3_600_000,
+  );
+  const antiEntropyMaxKeysPerSecond = intOption(
+    'anti-entropy-max-keys-per-second',
+    values['anti-entropy-max-keys-per-second'],
+    5000,
+    1,
+    10_000_000,
+  );
+  const tombstoneGraceMs = intOption(
+    'tombstone-grace-ms',
+    values['tombstone-grace-ms'],
+    DEFAULT_TOMBSTONE_GRACE_MS,
+    0,
+    10 * 365 * 24 * 3_600_000,
   );
   let listen, admin;
   try {
@@ -93,7 +121,26 @@ async function main(): Promise<void> {
     registry: metrics.registry,
     maxBytes: maxHintBytes,
     intervalMs: hintReplayIntervalMs,
+    maxHintAgeMs: tombstoneGraceMs,
   });
+  const antiEntropy = new AntiEntropy({
+    storage,
+    nodeId,
+    map: () => maps.current(),
+    peer: (id) => {
+      const client = peers.get(id);
+      return client ? rpcRepairPeer(client) : undefined;
+    },
+    onStaleEpoch: refreshMap,
+    log,
+    registry: metrics.registry,
+    intervalMs: antiEntropyIntervalMs,
+    maxKeysPerSecond: antiEntropyMaxKeysPerSecond,
+    tombstoneGraceMs,
+  });
+  // From disk, before the node takes any write.
+  antiEntropy.build();
+  maps.on('change', () => antiEntropy.onMapChange());
 
   const handler = new NodeRequestHandler(
     storage,
@@ -104,26 +151,30 @@ async function main(): Promise<void> {
       onNewerEpoch: () => {
         maps.refresh().catch((err: unknown) => log.warn({ err }, 'map refresh failed'));
       },
-      ready: () => maps.current() !== undefined,
+      // An empty disk being refilled answers everything but reads.
+      ready: () => maps.current() !== undefined && antiEntropy.readyForReads(),
     },
     metrics,
     log,
-    { hints },
+    { hints, repair: antiEntropy },
   );
   const rpc = new RpcServer((req) => handler.handle(req), log);
   const adminServer = new AdminServer(
     metrics,
     () => {
       const map = maps.current();
-      return map
-        ? { ready: true, epoch: map.epoch }
-        : { ready: false, reason: 'no partition map yet', epoch: 0 };
+      if (!map) return { ready: false, reason: 'no partition map yet', epoch: 0 };
+      const refilling = antiEntropy.notReadyReason();
+      return refilling
+        ? { ready: false, reason: refilling, epoch: map.epoch }
+        : { ready: true, epoch: map.epoch };
     },
     log,
   );
   const rpcAddr = await rpc.listen(listen.host, listen.port);
   const adminAddr = await adminServer.listen(admin.host, admin.port);
   hints.start();
+  antiEntropy.start();
   log.info(
     {
       rpc: `${rpcAddr.address}:${rpcAddr.port}`,
@@ -145,6 +196,7 @@ async function main(): Promise<void> {
     peers.close();
     // After peers.close, so a replay waiting on a peer fails at once; before storage closes.
     await hints.stop();
+    await antiEntropy.stop();
     maps.stop();
     await store.close();
     await storage.close();

@@ -1,0 +1,249 @@
+import { parseArgs } from 'node:util';
+import { KeyValueStoreClient, KvClientError, type NodeRepairReport, type RepairReport } from './client';
+
+/**
+ * `kvctl repair`: starts an anti-entropy pass on every node through the
+ * gateway (`POST /v1/admin/repair`) and, with --watch, follows each node's
+ * progress (`GET /v1/admin/repair`) until every one has finished.
+ */
+
+export const REPAIR_USAGE = `usage: kvctl repair [--url URL] [--token TOKEN] [--partition P]... [--watch] [--interval 1s]
+
+Starts an anti-entropy pass on every node: each node compares its hash trees with the other replicas of
+its partitions and exchanges the records that differ (newer versions win). Without --watch, prints what
+each node answered; with --watch, prints progress until every node has finished.
+
+options:
+  --partition P   only partition P (repeatable, or P,Q,...); default: every partition
+  --watch         follow the progress until every node has finished
+  --interval D    with --watch: time between polls, e.g. 500ms or 2s (default 1s)
+
+exit status: 0 started (with --watch: finished, every partition synced with every replica),
+             2 usage error, 3 a node could not be reached or could not sync a partition`;
+
+export const REPAIR_EXIT_OK = 0;
+export const REPAIR_EXIT_USAGE = 2;
+export const REPAIR_EXIT_FAILURE = 3;
+
+const DEFAULT_URL = 'http://127.0.0.1:3000';
+
+export interface RepairIo {
+  stdout: { write(chunk: string): unknown };
+  stderr: { write(chunk: string): unknown };
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+export class RepairUsageError extends Error {
+  override readonly name = 'RepairUsageError';
+}
+
+export interface RepairArgs {
+  readonly url: string;
+  readonly token?: string;
+  readonly partitions?: number[];
+  readonly watch: boolean;
+  readonly intervalMs: number;
+  readonly help: boolean;
+}
+
+const OPTIONS = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  // kvctl's global option; accepted for symmetry, repair does not read or write keys.
+  consistency: { type: 'string' },
+  partition: { type: 'string', multiple: true },
+  watch: { type: 'boolean' },
+  interval: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** True when kvctl's command line names the repair command (options may come before or after it). */
+export function isRepairCommand(argv: readonly string[]): boolean {
+  // Non-strict: other commands' options are unknown here; those that take a value are named so it is skipped.
+  const { positionals } = parseArgs({
+    args: [...argv],
+    options: { ...OPTIONS, ttl: { type: 'string' } },
+    allowPositionals: true,
+    strict: false,
+  });
+  return positionals[0] === 'repair';
+}
+
+/** Parses `kvctl ... repair ...`; throws RepairUsageError. Pure. */
+export function parseRepairArgs(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): RepairArgs {
+  let values: {
+    url?: string;
+    token?: string;
+    consistency?: string;
+    partition?: string[];
+    watch?: boolean;
+    interval?: string;
+    help?: boolean;
+  };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: [...argv],
+      options: OPTIONS,
+      allowPositionals: true,
+      strict: true,
+    }));
+  } catch (err) {
+    throw new RepairUsageError((err instanceof Error ? err.message : String(err)).replace(/^.*?: /, ''));
+  }
+  if (positionals[0] !== 'repair') throw new RepairUsageError('not a repair command line');
+  if (positionals.length > 1) throw new RepairUsageError(`repair takes no arguments, got ${positionals[1]}`);
+  let partitions: number[] | undefined;
+  if (values.partition !== undefined) {
+    const set = new Set<number>();
+    for (const p of values.partition.flatMap((v) => v.split(','))) {
+      if (!/^\d{1,5}$/.test(p.trim())) {
+        throw new RepairUsageError(`--partition takes partition numbers, got ${JSON.stringify(p)}`);
+      }
+      set.add(Number(p));
+    }
+    partitions = [...set].sort((a, b) => a - b);
+  }
+  if (values.interval !== undefined && !values.watch) throw new RepairUsageError('--interval needs --watch');
+  return {
+    url: values.url ?? (env.KVSTORE_URL || DEFAULT_URL),
+    token: values.token ?? (env.KVSTORE_TOKEN || undefined),
+    ...(partitions ? { partitions } : {}),
+    watch: values.watch === true,
+    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval),
+    help: values.help === true,
+  };
+}
+
+function parseInterval(text: string): number {
+  const m = /^(\d+)(ms|s)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * (m[2] === 'ms' ? 1 : 1000) : NaN;
+  if (!(ms >= 50 && ms <= 3_600_000)) {
+    throw new RepairUsageError(`--interval takes a duration from 50ms to 1h, e.g. 500ms or 2s; got ${text}`);
+  }
+  return ms;
+}
+
+/** Runs `kvctl repair`; returns the exit status, never throws. */
+export async function runRepair(
+  argv: readonly string[],
+  io: RepairIo,
+  sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
+): Promise<number> {
+  let args: RepairArgs;
+  try {
+    args = parseRepairArgs(argv, io.env ?? process.env);
+  } catch (err) {
+    if (!(err instanceof RepairUsageError)) throw err;
+    io.stderr.write(`kvctl: usage: ${err.message}\nRun 'kvctl repair --help' for usage.\n`);
+    return REPAIR_EXIT_USAGE;
+  }
+  if (args.help) {
+    io.stdout.write(`${REPAIR_USAGE}\n`);
+    return REPAIR_EXIT_OK;
+  }
+  try {
+    const client = new KeyValueStoreClient({ url: args.url, token: args.token });
+    const startedAt = Date.now();
+    const started = await client.startRepair(args.partitions ? { partitions: args.partitions } : {});
+    const accepted = started.nodes.filter((n) => !n.error).length;
+    const scope = args.partitions
+      ? `partition${args.partitions.length > 1 ? 's' : ''} ${args.partitions.join(', ')}`
+      : 'all partitions';
+    io.stdout.write(`repair started on ${accepted} of ${started.nodes.length} nodes (${scope})\n`);
+    for (const n of started.nodes)
+      if (n.error) io.stderr.write(`kvctl: ${n.id}: ${n.error.code}: ${n.error.message}\n`);
+    if (!args.watch) {
+      io.stdout.write(formatRepairReport(started));
+      return accepted === started.nodes.length ? REPAIR_EXIT_OK : REPAIR_EXIT_FAILURE;
+    }
+    let report: RepairReport;
+    for (;;) {
+      await sleep(args.intervalMs);
+      report = await client.repairStatus();
+      io.stdout.write(`${formatProgressLine(report, Date.now() - startedAt)}\n`);
+      if (report.nodes.every((n) => n.error || !n.repair?.running)) break;
+    }
+    io.stdout.write(formatRepairReport(report));
+    const unreachable = report.nodes.filter((n) => n.error || !n.repair);
+    const failed = report.nodes.reduce((sum, n) => sum + (n.repair?.partitionsFailed ?? 0), 0);
+    if (unreachable.length > 0 || failed > 0) {
+      const why = [
+        unreachable.length ? `${unreachable.map((n) => n.id).join(', ')} could not be asked` : '',
+        failed
+          ? `${failed} partition sync${failed > 1 ? 's' : ''} failed (a replica unreachable? see the node logs)`
+          : '',
+      ]
+        .filter(Boolean)
+        .join('; ');
+      io.stderr.write(`kvctl: repair incomplete: ${why}\n`);
+      return REPAIR_EXIT_FAILURE;
+    }
+    io.stdout.write(`repair finished in ${formatSeconds(Date.now() - startedAt)}\n`);
+    return REPAIR_EXIT_OK;
+  } catch (err) {
+    if (err instanceof KvClientError) {
+      io.stderr.write(`kvctl: ${err.code}: ${err.message}\n`);
+      return err.status === undefined && err.code === 'bad_request' ? REPAIR_EXIT_USAGE : REPAIR_EXIT_FAILURE;
+    }
+    io.stderr.write(`kvctl: internal: ${err instanceof Error ? err.message : String(err)}\n`);
+    return REPAIR_EXIT_FAILURE;
+  }
+}
+
+/** One line per poll: `[3.2s] n1 40/64, 120 keys | n2 done | n3 refilling 10/64`. */
+export function formatProgressLine(report: RepairReport, elapsedMs: number): string {
+  const parts = report.nodes.map((n) => {
+    if (n.error) return `${n.id} ${n.error.code}`;
+    const r = n.repair;
+    if (!r) return `${n.id} ?`;
+    const state = r.refilling ? 'refilling ' : '';
+    if (!r.running) return `${n.id} ${state}done${r.keysRepaired ? `, ${r.keysRepaired} keys` : ''}`;
+    return `${n.id} ${state}${r.partitionsDone}/${r.partitionsTotal}, ${r.keysRepaired} keys`;
+  });
+  return `[${formatSeconds(elapsedMs)}] ${parts.join(' | ')}`;
+}
+
+/** A table of every node's state, for people. */
+export function formatRepairReport(report: RepairReport, now = Date.now()): string {
+  const rows = [
+    ['NODE', 'READY', 'STATE', 'PARTITIONS', 'FAILED', 'KEYS REPAIRED', 'LAST FULL REPAIR'],
+    ...report.nodes.map((n) => row(n, now)),
+  ];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const lines = rows.map((r) =>
+    r
+      .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd(),
+  );
+  return `${lines.join('\n')}\n`;
+}
+
+function row(n: NodeRepairReport, now: number): string[] {
+  const ready = n.ready === undefined ? '-' : n.ready ? 'yes' : 'no';
+  if (n.error) return [n.id, ready, `error: ${n.error.code}`, '-', '-', '-', '-'];
+  const r = n.repair;
+  if (!r) return [n.id, ready, 'unknown', '-', '-', '-', '-'];
+  const state = r.refilling ? 'refilling' : r.running ? 'running' : 'idle';
+  const last =
+    r.lastFullRepairAt > 0
+      ? `${new Date(r.lastFullRepairAt).toISOString()} (${formatSeconds(now - r.lastFullRepairAt)} ago)`
+      : 'never';
+  return [
+    n.id,
+    ready,
+    state,
+    `${r.partitionsDone}/${r.partitionsTotal}`,
+    String(r.partitionsFailed ?? 0),
+    String(r.keysRepaired),
+    last,
+  ];
+}
+
+function formatSeconds(ms: number): string {
+  return `${(Math.max(0, ms) / 1000).toFixed(1)}s`;
+}

@@ -1,0 +1,240 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { runKvctl } from './kvctl';
+import {
+  formatReport,
+  isVerifyCommand,
+  parseDuration,
+  parseVerifyArgs,
+  runVerify,
+  VerifyUsageError,
+  VERIFY_EXIT_FAILURE,
+  VERIFY_EXIT_OK,
+  VERIFY_EXIT_USAGE,
+  VERIFY_EXIT_VIOLATIONS,
+} from './verify-command';
+import { latencySummary, summarize } from './verify-workload';
+import type { HistoryOp } from './history';
+
+describe('command line', () => {
+  test('verify is found wherever the global options are', () => {
+    expect(isVerifyCommand(['verify'])).toBe(true);
+    expect(isVerifyCommand(['--url', 'http://x', 'verify', '--duration', '5s'])).toBe(true);
+    expect(isVerifyCommand(['--consistency', 'one', '--token', 't', 'verify'])).toBe(true);
+    expect(isVerifyCommand(['put', 'verify', 'x'])).toBe(false);
+    expect(isVerifyCommand(['--ttl', '5', 'put', 'k', 'verify'])).toBe(false);
+    expect(isVerifyCommand([])).toBe(false);
+  });
+
+  test('defaults, environment and flags', () => {
+    expect(parseVerifyArgs(['verify'], {})).toEqual({
+      url: 'http://127.0.0.1:3000',
+      token: undefined,
+      consistency: 'quorum',
+      durationMs: 60_000,
+      maxOps: undefined,
+      clients: 4,
+      keys: 16,
+      timeoutMs: 5000,
+      historyFile: undefined,
+      help: false,
+    });
+    const a = parseVerifyArgs(
+      [
+        'verify',
+        '--duration',
+        '2m',
+        '--clients',
+        '8',
+        '--keys',
+        '100',
+        '--timeout',
+        '1500ms',
+        '--history',
+        'h.json',
+      ],
+      { KVSTORE_URL: 'http://gw:3000', KVSTORE_TOKEN: 'tok' },
+    );
+    expect(a).toMatchObject({
+      url: 'http://gw:3000',
+      token: 'tok',
+      durationMs: 120_000,
+      clients: 8,
+      keys: 100,
+      timeoutMs: 1500,
+      historyFile: 'h.json',
+    });
+    // --ops alone runs until the count, without the default duration
+    expect(parseVerifyArgs(['verify', '--ops', '500'], {})).toMatchObject({
+      maxOps: 500,
+      durationMs: undefined,
+    });
+  });
+
+  test.each([
+    [['verify', 'extra']],
+    [['verify', '--clients', '0']],
+    [['verify', '--keys', 'many']],
+    [['verify', '--duration', 'soon']],
+    [['verify', '--consistency', 'most']],
+    [['verify', '--bogus']],
+  ])('refuses %j', (argv) => {
+    expect(() => parseVerifyArgs(argv, {})).toThrow(VerifyUsageError);
+  });
+
+  test('durations', () => {
+    expect(parseDuration('60s', '--d')).toBe(60_000);
+    expect(parseDuration('60', '--d')).toBe(60_000);
+    expect(parseDuration('1.5s', '--d')).toBe(1500);
+    expect(parseDuration('250ms', '--d')).toBe(250);
+    expect(parseDuration('2m', '--d')).toBe(120_000);
+    expect(parseDuration('1h', '--d')).toBe(3_600_000);
+    expect(() => parseDuration('0', '--d')).toThrow(VerifyUsageError);
+    expect(() => parseDuration('-1s', '--d')).toThrow(VerifyUsageError);
+  });
+});
+
+describe('statistics', () => {
+  test('nearest-rank percentiles', () => {
+    const samples = Array.from({ length: 100 }, (_, i) => 100 - i); // 1..100, unsorted
+    expect(latencySummary(samples)).toEqual({ count: 100, p50: 50, p99: 99, max: 100 });
+    expect(latencySummary([7])).toEqual({ count: 1, p50: 7, p99: 7, max: 7 });
+    expect(latencySummary([])).toEqual({ count: 0, p50: 0, p99: 0, max: 0 });
+  });
+
+  test('counts by op and outcome, errors by code', () => {
+    const base = { client: 'c', key: 'k', start: 0 };
+    const ops: HistoryOp[] = [
+      { ...base, id: 1, op: 'put', value: 'a', end: 2, outcome: 'ok', version: '1.0.g' },
+      { ...base, id: 2, op: 'put', value: 'b', end: 4, outcome: 'failed', error: 'unavailable: 1 of 3' },
+      { ...base, id: 3, op: 'get', end: 6, outcome: 'timeout', error: 'timeout: no answer' },
+      { ...base, id: 4, op: 'delete', end: 8, outcome: 'failed', error: 'unreachable: ECONNREFUSED' },
+    ];
+    const s = summarize(ops, 1000);
+    expect(s.operations).toBe(4);
+    expect(s.byOp.put).toEqual({ ok: 1, failed: 1, timeout: 0 });
+    expect(s.errors).toEqual({ unavailable: 1, timeout: 1, unreachable: 1 });
+    expect(s.latency.all).toEqual({ count: 4, p50: 4, p99: 8, max: 8 });
+    const text = formatReport(s, 1, 'quorum', [
+      { kind: 'lost-write', key: 'k', message: 'put "a" #1 is gone' },
+    ]);
+    expect(text).toMatch(/^operations {3}4 in 1\.0 s/m);
+    expect(text).toMatch(/^errors {7}(unavailable 1|timeout 1|unreachable 1)/m);
+    expect(text).toMatch(/^violations {3}1 \(lost-write 1\)$/m);
+    expect(text).toMatch(/^ {2}lost-write {2}k: put "a" #1 is gone$/m);
+  });
+});
+
+/**
+ * A gateway in memory: last writer wins by a counter, like one kvstore gateway. `forget` acknowledges every
+ * fourth put without keeping it, a store that loses acknowledged writes.
+ */
+async function fakeGateway(forget: boolean): Promise<{ url: string; close(): Promise<void> }> {
+  const data = new Map<string, { value: Buffer; version: string } | null>();
+  let counter = 0;
+  let puts = 0;
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      if (url.pathname === '/readyz') {
+        res.end('{"status":"ready"}');
+        return;
+      }
+      const key = decodeURIComponent(url.pathname.slice('/v1/kv/'.length));
+      const version = `${1000 + ++counter}.0.fake`;
+      res.setHeader('content-type', 'application/json');
+      if (req.method === 'PUT') {
+        if (!(forget && ++puts % 4 === 0)) data.set(key, { value: Buffer.concat(chunks), version });
+        res.end(JSON.stringify({ key, version }));
+      } else if (req.method === 'DELETE') {
+        data.set(key, null);
+        res.end(JSON.stringify({ key, version }));
+      } else {
+        const rec = data.get(key);
+        if (!rec) {
+          res.statusCode = 404;
+          res.end('{"error":{"code":"not_found","message":"key not found"}}');
+          return;
+        }
+        res.setHeader('etag', `"${rec.version}"`);
+        res.setHeader('content-type', 'application/octet-stream');
+        res.end(rec.value);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+function capture(): { io: Parameters<typeof runVerify>[1]; out: () => string; err: () => string } {
+  let out = '';
+  let err = '';
+  return {
+    io: {
+      stdout: { write: (s: string) => (out += s) },
+      stderr: { write: (s: string) => (err += s) },
+      env: {},
+    },
+    out: () => out,
+    err: () => err,
+  };
+}
+
+describe('kvctl verify against a gateway', () => {
+  test('a correct store: operations, latencies, 0 violations, exit 0', async () => {
+    const gw = await fakeGateway(false);
+    try {
+      const c = capture();
+      const code = await runKvctl(
+        ['--url', gw.url, 'verify', '--ops', '400', '--clients', '3', '--keys', '4'],
+        {
+          ...c.io,
+          stdin: (async function* () {})(),
+        },
+      );
+      expect(c.err()).toBe('');
+      expect(code).toBe(VERIFY_EXIT_OK);
+      expect(c.out()).toMatch(/^operations {3}4\d\d in /m);
+      expect(c.out()).toMatch(/^latency ms {3}p50 [\d.]+ {2}p99 [\d.]+ {2}max [\d.]+$/m);
+      expect(c.out()).toMatch(/^final reads {2}4 keys at quorum$/m);
+      expect(c.out()).toMatch(/^violations {3}0$/m);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('a store that loses acknowledged writes: each violation listed, exit 1', async () => {
+    const gw = await fakeGateway(true);
+    try {
+      const c = capture();
+      const code = await runVerify(
+        ['verify', '--url', gw.url, '--ops', '400', '--clients', '3', '--keys', '4'],
+        c.io,
+      );
+      expect(code).toBe(VERIFY_EXIT_VIOLATIONS);
+      const listed = c.out().match(/^ {2}lost-write {2}verify\/\S+\/k\d: .+$/gm) ?? [];
+      const counted = Number(/^violations {3}(\d+)/m.exec(c.out())?.[1]);
+      expect(listed.length).toBeGreaterThan(0);
+      expect(listed.length).toBe(counted);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('usage errors exit 2; an unreachable gateway exits 3', async () => {
+    const c = capture();
+    expect(await runVerify(['verify', '--clients', 'x'], c.io)).toBe(VERIFY_EXIT_USAGE);
+    expect(c.err()).toMatch(/--clients takes a whole number/);
+    const d = capture();
+    expect(await runVerify(['verify', '--url', 'http://127.0.0.1:1', '--ops', '1'], d.io)).toBe(
+      VERIFY_EXIT_FAILURE,
+    );
+    expect(d.err()).toMatch(/not_ready: the gateway at http:\/\/127\.0\.0\.1:1 is not ready/);
+  });
+});

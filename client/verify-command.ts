@@ -1,0 +1,307 @@
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import {
+  CONSISTENCY_LEVELS,
+  KeyValueStoreClient,
+  KvClientError,
+  isConsistency,
+  type Consistency,
+} from './client';
+import {
+  checkHistory,
+  countViolations,
+  HistoryInputError,
+  VIOLATION_KINDS,
+  type Violation,
+} from './history-checker';
+import {
+  readFinal,
+  runId,
+  runWorkload,
+  VerifyError,
+  type LatencySummary,
+  type WorkloadStats,
+} from './verify-workload';
+
+/**
+ * `kvctl verify`: runs concurrent writers and readers against any running
+ * cluster, reads every key once more at the end, and checks the history
+ * (history-checker.ts). Exit 0 only when nothing was violated.
+ */
+
+export const VERIFY_USAGE = `usage: kvctl verify [--url URL] [--duration 60s | --ops N] [--clients N] [--keys K]
+                    [--timeout 5s] [--consistency one|quorum|all] [--token TOKEN] [--history FILE]
+
+Runs N concurrent clients, each a loop of puts (40%), deletes (10%) and gets (50%) of random keys among K
+fresh keys (prefix verify/<run id>/, left in the store afterwards), every value unique; then reads every key
+at the same consistency and checks what every request saw against kvstore's promise: with W + R > RF a read
+returns the latest acknowledged write or a newer one, a deleted key stays deleted, no value appears that was
+never written, and no request goes unanswered past its timeout.
+
+options:
+  --duration D     how long to run: 90s, 2m, 500ms, or seconds (default 60s)
+  --ops N          stop after N requests (with --duration, whichever comes first)
+  --clients N      concurrent clients (default 4)
+  --keys K         keys in the key space (default 16; fewer keys, more contention)
+  --timeout D      per request deadline (default 5s)
+  --consistency L  level of every request (default quorum)
+  --history FILE   also write the history (every request, the final reads) as JSON
+
+Versions from several gateways are not assumed to follow real time (README), so only what versions prove is
+reported.
+
+exit status: 0 no violations, 1 violations found, 2 usage error, 3 the cluster could not be reached or read`;
+
+export const VERIFY_EXIT_OK = 0;
+export const VERIFY_EXIT_VIOLATIONS = 1;
+export const VERIFY_EXIT_USAGE = 2;
+export const VERIFY_EXIT_FAILURE = 3;
+
+export interface VerifyIo {
+  stdout: { write(chunk: string): unknown };
+  stderr: { write(chunk: string): unknown };
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+export class VerifyUsageError extends Error {
+  override readonly name = 'VerifyUsageError';
+}
+
+export interface VerifyArgs {
+  readonly url: string;
+  readonly token?: string;
+  readonly consistency: Consistency;
+  readonly durationMs?: number;
+  readonly maxOps?: number;
+  readonly clients: number;
+  readonly keys: number;
+  readonly timeoutMs: number;
+  readonly historyFile?: string;
+  readonly help: boolean;
+}
+
+const OPTIONS = {
+  url: { type: 'string' },
+  consistency: { type: 'string' },
+  token: { type: 'string' },
+  duration: { type: 'string' },
+  ops: { type: 'string' },
+  clients: { type: 'string' },
+  keys: { type: 'string' },
+  timeout: { type: 'string' },
+  history: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** True when kvctl's command line names the verify command (options may come before or after it). */
+export function isVerifyCommand(argv: readonly string[]): boolean {
+  // Non-strict: kvctl's other options are unknown here; those that take a value are named so their value is skipped.
+  const { positionals } = parseArgs({
+    args: [...argv],
+    options: { ...OPTIONS, ttl: { type: 'string' } },
+    allowPositionals: true,
+    strict: false,
+  });
+  return positionals[0] === 'verify';
+}
+
+/** `90s`, `2m`, `500ms`, `1.5s`, or a bare number of seconds, to ms. */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m)
+    throw new VerifyUsageError(
+      `${flag} takes a duration such as 60s, 2m or 500ms, got ${JSON.stringify(text)}`,
+    );
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000;
+  const ms = Math.round(Number(m[1]) * unit);
+  if (ms < 1) throw new VerifyUsageError(`${flag} must be at least 1 ms`);
+  return ms;
+}
+
+function positiveInt(text: string, flag: string, max: number): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > max) {
+    throw new VerifyUsageError(`${flag} takes a whole number from 1 to ${max}, got ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
+
+/** Pure: the command line to settings, or VerifyUsageError. */
+export function parseVerifyArgs(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): VerifyArgs {
+  let values: {
+    url?: string;
+    consistency?: string;
+    token?: string;
+    duration?: string;
+    ops?: string;
+    clients?: string;
+    keys?: string;
+    timeout?: string;
+    history?: string;
+    help?: boolean;
+  };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: [...argv],
+      options: OPTIONS,
+      allowPositionals: true,
+      strict: true,
+    }));
+  } catch (err) {
+    throw new VerifyUsageError(
+      err instanceof Error ? err.message.replace(/^\w*Error \[ERR_[A-Z_]+\]: /, '') : String(err),
+    );
+  }
+  if (positionals[0] !== 'verify' || positionals.length > 1) {
+    throw new VerifyUsageError(`verify takes no arguments, got ${positionals.slice(1).join(' ')}`);
+  }
+  const consistency = values.consistency ?? 'quorum';
+  if (!isConsistency(consistency)) {
+    throw new VerifyUsageError(
+      `--consistency must be one of ${CONSISTENCY_LEVELS.join(', ')}, got ${JSON.stringify(consistency)}`,
+    );
+  }
+  const maxOps = values.ops === undefined ? undefined : positiveInt(values.ops, '--ops', 1e9);
+  const durationMs =
+    values.duration !== undefined
+      ? parseDuration(values.duration, '--duration')
+      : maxOps === undefined
+        ? 60_000
+        : undefined;
+  return {
+    url: values.url ?? (env.KVSTORE_URL || 'http://127.0.0.1:3000'),
+    token: values.token ?? (env.KVSTORE_TOKEN || undefined),
+    consistency,
+    durationMs,
+    maxOps,
+    clients: values.clients === undefined ? 4 : positiveInt(values.clients, '--clients', 1000),
+    keys: values.keys === undefined ? 16 : positiveInt(values.keys, '--keys', 1_000_000),
+    timeoutMs: values.timeout === undefined ? 5000 : parseDuration(values.timeout, '--timeout'),
+    historyFile: values.history,
+    help: values.help === true,
+  };
+}
+
+/** Runs `kvctl verify`; returns the exit status, never throws. */
+export async function runVerify(argv: readonly string[], io: VerifyIo): Promise<number> {
+  let args: VerifyArgs;
+  try {
+    args = parseVerifyArgs(argv, io.env ?? process.env);
+  } catch (err) {
+    if (!(err instanceof VerifyUsageError)) throw err;
+    io.stderr.write(`kvctl: usage: ${err.message}\nRun 'kvctl verify --help' for usage.\n`);
+    return VERIFY_EXIT_USAGE;
+  }
+  if (args.help) {
+    io.stdout.write(`${VERIFY_USAGE}\n`);
+    return VERIFY_EXIT_OK;
+  }
+  try {
+    return await verify(args, io);
+  } catch (err) {
+    if (err instanceof KvClientError || err instanceof VerifyError) {
+      io.stderr.write(`kvctl: ${err.code}: ${err.message}\n`);
+      // A client refusal before anything was sent (a malformed --url) is a usage error.
+      return err instanceof KvClientError && err.code === 'bad_request' && err.status === undefined
+        ? VERIFY_EXIT_USAGE
+        : VERIFY_EXIT_FAILURE;
+    }
+    io.stderr.write(`kvctl: internal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    return VERIFY_EXIT_FAILURE;
+  }
+}
+
+async function verify(args: VerifyArgs, io: VerifyIo): Promise<number> {
+  const kv = new KeyValueStoreClient({ url: args.url, token: args.token, timeoutMs: args.timeoutMs });
+  if (!(await kv.ready())) {
+    throw new VerifyError('not_ready', `the gateway at ${kv.url} is not ready (GET /readyz)`);
+  }
+  const prefix = `verify/${runId()}/`;
+  const limit = [
+    args.durationMs !== undefined ? `${args.durationMs / 1000} s` : '',
+    args.maxOps !== undefined ? `${args.maxOps} requests` : '',
+  ]
+    .filter(Boolean)
+    .join(' or ');
+  io.stdout.write(
+    `verify: ${kv.url}, ${args.clients} clients, ${args.keys} keys under ${prefix}, ${args.consistency}, ${limit}\n`,
+  );
+
+  const started = Date.now();
+  const progress = setInterval(() => {
+    io.stderr.write(`verify: ${Math.round((Date.now() - started) / 1000)} s\n`);
+  }, 10_000);
+  let result;
+  try {
+    result = await runWorkload({
+      url: args.url,
+      token: args.token,
+      clients: args.clients,
+      keys: args.keys,
+      durationMs: args.durationMs,
+      maxOps: args.maxOps,
+      timeoutMs: args.timeoutMs,
+      consistency: args.consistency,
+      keyPrefix: prefix,
+    });
+  } finally {
+    clearInterval(progress);
+  }
+
+  const touched = [...new Set(result.recorder.operations().map((op) => op.key))];
+  const final = await readFinal(kv, touched, { consistency: args.consistency, source: 'gateway' });
+  const history = result.recorder.history(final);
+  if (args.historyFile) fs.writeFileSync(args.historyFile, `${JSON.stringify(history)}\n`);
+
+  let violations: readonly Violation[];
+  try {
+    violations = checkHistory(history, { timeoutMs: args.timeoutMs }).violations;
+  } catch (err) {
+    // The history is ours: a malformed one is a bug in the workload, reported as such.
+    if (err instanceof HistoryInputError)
+      throw new Error(`the recorded history is malformed: ${err.message}`);
+    throw err;
+  }
+  io.stdout.write(formatReport(result.stats, final.length, args.consistency, violations));
+  if (args.historyFile) io.stdout.write(`history      ${args.historyFile}\n`);
+  return violations.length === 0 ? VERIFY_EXIT_OK : VERIFY_EXIT_VIOLATIONS;
+}
+
+function ms(n: number): string {
+  return n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : n.toFixed(0);
+}
+
+function latencyLine(l: LatencySummary): string {
+  return l.count === 0 ? '-' : `p50 ${ms(l.p50)}  p99 ${ms(l.p99)}  max ${ms(l.max)}`;
+}
+
+/** The human report: operations, outcomes, errors, latencies, violations (each one). Pure. */
+export function formatReport(
+  stats: WorkloadStats,
+  finalReads: number,
+  consistency: Consistency,
+  violations: readonly Violation[],
+): string {
+  const secs = stats.durationMs / 1000;
+  const lines = [
+    `operations   ${stats.operations} in ${secs.toFixed(1)} s (${secs > 0 ? (stats.operations / secs).toFixed(0) : '-'}/s)`,
+  ];
+  for (const op of ['put', 'delete', 'get'] as const) {
+    const o = stats.byOp[op];
+    lines.push(`  ${op.padEnd(10)} ${o.ok} ok, ${o.failed} failed, ${o.timeout} timed out`);
+  }
+  const errors = Object.entries(stats.errors).sort((a, b) => b[1] - a[1]);
+  lines.push(`errors       ${errors.length ? errors.map(([code, n]) => `${code} ${n}`).join(', ') : 'none'}`);
+  lines.push(`latency ms   ${latencyLine(stats.latency.all)}`);
+  for (const op of ['put', 'delete', 'get'] as const)
+    lines.push(`  ${op.padEnd(10)} ${latencyLine(stats.latency[op])}`);
+  lines.push(`final reads  ${finalReads} keys at ${consistency}`);
+  const counts = countViolations(violations);
+  const nonZero = VIOLATION_KINDS.filter((k) => counts[k] > 0).map((k) => `${k} ${counts[k]}`);
+  lines.push(`violations   ${violations.length}${nonZero.length ? ` (${nonZero.join(', ')})` : ''}`);
+  for (const v of violations) lines.push(`  ${v.kind}  ${v.key}: ${v.message}`);
+  return `${lines.join('\n')}\n`;
+}
