@@ -1,12 +1,13 @@
 /**
  * TypeScript client for the kvstore gateway's public REST API (DESIGN.md, "Public API").
  *
- * Self-contained on purpose: it is the npm package's entry point, so it depends on
- * nothing but Node 20's global fetch.
+ * It is the npm package's entry point, so it depends on nothing but Node 20's
+ * global fetch and the dependency-free contract in common/consistency.ts.
  */
 
-export type Consistency = 'one' | 'quorum' | 'all';
-export const CONSISTENCY_LEVELS: readonly Consistency[] = ['one', 'quorum', 'all'];
+import { CONSISTENCY_LEVELS, type Consistency } from '../common/consistency';
+
+export { CONSISTENCY_LEVELS, type Consistency };
 
 export interface ClientOptions {
   /** Base URL of the gateway, e.g. `http://127.0.0.1:3000`. A path prefix (ingress) is kept. */

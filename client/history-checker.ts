@@ -1,4 +1,7 @@
-import type { ConsistencyLevel, DeleteOp, FinalRead, History, HistoryOp, PutOp } from './history';
+import { requiredAcks } from '../common/consistency';
+import { errorMessage } from '../common/errors';
+import { compareVersions, parseVersion, type Version } from '../common/hlc';
+import type { DeleteOp, FinalRead, History, HistoryOp, PutOp } from './history';
 
 /**
  * Checks a history of requests against what kvstore promises (README,
@@ -111,35 +114,19 @@ export class HistoryInputError extends Error {
   override readonly name = 'HistoryInputError';
 }
 
-export interface ParsedVersion {
-  readonly wall: number;
-  readonly logical: number;
-  readonly writer: string;
-}
+export type ParsedVersion = Version;
 
+/** The gateway's version text, as common/hlc.ts writes it; a malformed one is bad input to the checker. */
 export function parseVersionText(text: string): ParsedVersion {
-  const m = /^(\d{1,16})\.(\d{1,10})\.(.+)$/.exec(text);
-  if (!m) throw new HistoryInputError(`not a version: ${JSON.stringify(text)}`);
-  return { wall: Number(m[1]), logical: Number(m[2]), writer: m[3] };
-}
-
-export function compareParsedVersions(a: ParsedVersion, b: ParsedVersion): number {
-  if (a.wall !== b.wall) return a.wall < b.wall ? -1 : 1;
-  if (a.logical !== b.logical) return a.logical < b.logical ? -1 : 1;
-  if (a.writer === b.writer) return 0;
-  return a.writer < b.writer ? -1 : 1;
-}
-
-function levelStrength(level: ConsistencyLevel | undefined, rf: number): number {
-  switch (level ?? 'quorum') {
-    case 'one':
-      return 1;
-    case 'quorum':
-      return Math.floor(rf / 2) + 1;
-    case 'all':
-      return rf;
+  try {
+    return parseVersion(text);
+  } catch (err) {
+    throw new HistoryInputError(errorMessage(err));
   }
 }
+
+/** The store's own order of versions: wall, then logical, then writer. */
+export const compareParsedVersions = compareVersions;
 
 /** A put or delete, with what is known about its version. */
 interface Write {
@@ -215,7 +202,7 @@ export function checkHistory(history: History, options: CheckOptions = {}): Chec
       const w: Write = {
         op,
         acked,
-        strength: levelStrength(op.consistency, rf),
+        strength: requiredAcks(op.consistency ?? 'quorum', rf),
         version: op.version === undefined ? undefined : parseVersionText(op.version),
         versionText: op.version,
         // An answer (even an error) means the gateway versioned the write, if at all, before it answered.
@@ -233,7 +220,7 @@ export function checkHistory(history: History, options: CheckOptions = {}): Chec
         versionText: op.version,
         start: op.start,
         end: op.end,
-        strength: levelStrength(op.consistency, rf),
+        strength: requiredAcks(op.consistency ?? 'quorum', rf),
         opId: op.id,
         label: describeOp(op),
       });
@@ -244,7 +231,7 @@ export function checkHistory(history: History, options: CheckOptions = {}): Chec
         versionText: f.version,
         start: Infinity,
         end: Infinity,
-        strength: f.consistency === undefined ? Infinity : levelStrength(f.consistency, rf),
+        strength: f.consistency === undefined ? Infinity : requiredAcks(f.consistency, rf),
         finalSource: f.source,
         label: `final read from ${f.source}${f.consistency ? ` at ${f.consistency}` : ''}`,
       });

@@ -7,6 +7,7 @@
  * the checker, or built by hand in tests. Self-contained like the rest of the
  * client package: no imports.
  */
+import type { Consistency } from '../common/consistency';
 
 export type OpKind = 'put' | 'delete' | 'get';
 
@@ -18,7 +19,7 @@ export type OpKind = 'put' | 'delete' | 'get';
  */
 export type Outcome = 'ok' | 'failed' | 'timeout';
 
-export type ConsistencyLevel = 'one' | 'quorum' | 'all';
+export type ConsistencyLevel = Consistency;
 
 interface OpBase {
   /** unique within the history */

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { KeyValueStoreClient, KvClientError, type NodeRepairReport, type RepairReport } from './client';
+import { namesCommand } from './kvctl-command';
 
 /**
  * `kvctl repair`: starts an anti-entropy pass on every node through the
@@ -57,16 +58,9 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-/** True when kvctl's command line names the repair command (options may come before or after it). */
+/** True when kvctl's command line names the repair command. */
 export function isRepairCommand(argv: readonly string[]): boolean {
-  // Non-strict: other commands' options are unknown here; those that take a value are named so it is skipped.
-  const { positionals } = parseArgs({
-    args: [...argv],
-    options: { ...OPTIONS, ttl: { type: 'string' } },
-    allowPositionals: true,
-    strict: false,
-  });
-  return positionals[0] === 'repair';
+  return namesCommand(argv, 'repair', OPTIONS);
 }
 
 /** Parses `kvctl ... repair ...`; throws RepairUsageError. Pure. */

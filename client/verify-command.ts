@@ -14,6 +14,7 @@ import {
   VIOLATION_KINDS,
   type Violation,
 } from './history-checker';
+import { namesCommand } from './kvctl-command';
 import {
   readFinal,
   runId,
@@ -93,16 +94,9 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-/** True when kvctl's command line names the verify command (options may come before or after it). */
+/** True when kvctl's command line names the verify command. */
 export function isVerifyCommand(argv: readonly string[]): boolean {
-  // Non-strict: kvctl's other options are unknown here; those that take a value are named so their value is skipped.
-  const { positionals } = parseArgs({
-    args: [...argv],
-    options: { ...OPTIONS, ttl: { type: 'string' } },
-    allowPositionals: true,
-    strict: false,
-  });
-  return positionals[0] === 'verify';
+  return namesCommand(argv, 'verify', OPTIONS);
 }
 
 /** `90s`, `2m`, `500ms`, `1.5s`, or a bare number of seconds, to ms. */

@@ -7,8 +7,8 @@ import { decodeRecord, encodeRecord, isLive, newerRecord, type KvRecord } from '
 import { RpcError } from '../common/rpc-client';
 import { ApiError } from './api-error';
 import type { GatewayMetrics } from './metrics';
-import { gather, requiredAcks, type Outcome } from './quorum';
-import type { Consistency } from './request-input';
+import { gather, type Outcome } from './quorum';
+import { requiredAcks, type Consistency } from '../common/consistency';
 
 export interface MapSource {
   current(): PartitionMap | undefined;

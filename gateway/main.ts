@@ -59,6 +59,7 @@ async function main(): Promise<void> {
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;
   const pool = new PeerPool({ clock, epoch, timeoutMs, log });
+  metrics.nodeStatus = () => (maps.current()?.nodes ?? []).map((n) => ({ node: n.id, status: pool.status(n.id) }));
   const onMap = (): void => {
     const map = maps.current();
     if (map) pool.update(map);

@@ -46,8 +46,31 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  /**
+   * How this gateway's connections to the nodes stand, read at scrape time; main sets it once the peer
+   * pool exists. It is the cluster-labelled "is the node up" signal the dashboards and the node-down alert
+   * use, independent of how Prometheus names its scrape jobs.
+   */
+  nodeStatus: () => ReadonlyArray<{ readonly node: string; readonly status: 'up' | 'down' | 'unknown' }> =
+    () => [];
+
   constructor(labels: Record<string, string>) {
     this.registry.setDefaultLabels(labels);
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_gateway_process_' });
+    // Prefix without "process_": prom-client's own names start with process_ or nodejs_ already.
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_gateway_' });
+    const source = (): ReturnType<GatewayMetrics['nodeStatus']> => this.nodeStatus();
+    new client.Gauge({
+      name: 'kvstore_gateway_node_up',
+      help: "1 while this gateway's connection to the node is up, 0 once it failed; absent before the first contact",
+      labelNames: ['node'] as const,
+      registers: [this.registry],
+      collect() {
+        // Rebuilt each scrape so a node that left the map stops being reported.
+        this.reset();
+        for (const { node, status } of source()) {
+          if (status !== 'unknown') this.set({ node }, status === 'up' ? 1 : 0);
+        }
+      },
+    });
   }
 }

@@ -1,17 +1,3 @@
-import type { Consistency } from './request-input';
-
-/** Acknowledgements needed for a consistency level at replication factor rf (quorum of 3 is 2). */
-export function requiredAcks(consistency: Consistency, rf: number): number {
-  switch (consistency) {
-    case 'one':
-      return 1;
-    case 'quorum':
-      return Math.floor(rf / 2) + 1;
-    case 'all':
-      return rf;
-  }
-}
-
 export interface Outcome<T> {
   readonly ok: ReadonlyArray<readonly [string, T]>;
   readonly failed: ReadonlyArray<readonly [string, unknown]>;

@@ -1,11 +1,10 @@
+import { CONSISTENCY_LEVELS, type Consistency } from '../common/consistency';
 import { ApiError } from './api-error';
 
 /**
  * Everything the gateway takes from a client is parsed here, before any replica
  * is contacted, so a bad request is refused whole and changes nothing.
  */
-export type Consistency = 'one' | 'quorum' | 'all';
-export const CONSISTENCY_LEVELS: readonly Consistency[] = ['one', 'quorum', 'all'];
 
 export interface InputLimits {
   readonly maxKeyBytes: number;
