@@ -99,7 +99,7 @@ test('a map change published through Redis reaches both gateways and every node'
     expect(await store.compareAndSet(next, current.epoch)).toBe(true);
     for (const url of [tc.url, secondUrl]) {
       let epoch = 0;
-      for (let i = 0; i < 100 && epoch !== next.epoch; i++) {
+      for (let i = 0; i < 300 && epoch !== next.epoch; i++) {
         epoch = await epochAt(url);
         if (epoch !== next.epoch) await new Promise((r) => setTimeout(r, 50));
       }

@@ -31,7 +31,7 @@ test('a coordinator on a stale epoch is refused, reloads the map, and succeeds',
   // wait until every node has taken the new epoch
   for (const id of tc.cluster.nodeIds()) {
     let text = '';
-    for (let i = 0; i < 100 && !text.includes(`} ${next.epoch}\n`); i++) {
+    for (let i = 0; i < 300 && !text.includes(`} ${next.epoch}\n`); i++) {
       if (i) await new Promise((r) => setTimeout(r, 50));
       text =
         (await (await fetch(`${tc.cluster.adminUrl(id)}/metrics`)).text())
