@@ -95,6 +95,10 @@ export interface NodeRepairReport {
   ready?: boolean;
   /** records on the node's disk, tombstones included; set by repairStatus */
   keys?: number;
+  /** bytes used by the node's data tree; set by repairStatus */
+  bytes?: number;
+  /** hints the node holds for other nodes; set by repairStatus */
+  hints?: number;
   repair?: RepairProgress;
   /** the node could not be asked */
   error?: { code: string; message: string };
@@ -574,6 +578,8 @@ export function parseRepairReport(body: unknown, ctx?: ErrorContext): RepairRepo
     const node: NodeRepairReport = { id: n.id, address: n.address };
     if (typeof n.ready === 'boolean') node.ready = n.ready;
     if (isNum(n.keys)) node.keys = n.keys;
+    if (isNum(n.bytes)) node.bytes = n.bytes;
+    if (isNum(n.hints)) node.hints = n.hints;
     if (isRecord(n.error) && typeof n.error.code === 'string' && typeof n.error.message === 'string') {
       node.error = { code: n.error.code, message: n.error.message };
     }

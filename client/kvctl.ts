@@ -9,6 +9,7 @@ import {
   type Consistency,
 } from './client';
 import { isRepairCommand, runRepair } from './repair-command';
+import { isStatusCommand, runStatus } from './status-command';
 import { isVerifyCommand, runVerify } from './verify-command';
 
 export const DEFAULT_URL = 'http://127.0.0.1:3000';
@@ -20,6 +21,8 @@ commands:
   get <key>                          write the value's bytes to stdout; exit 1 when the key is absent
   delete <key>                       delete a key (absent is fine); prints the version
   cluster [--json]                   show the partition map: nodes, replicas, moves in progress
+  status [--watch] [--json]          nodes with state, keys, bytes; under-replicated partitions; moves
+                                     (kvctl status --help); exit 1 when the cluster is degraded
   verify [--duration 60s] [--clients N] [--keys K]  run writers and readers, check no acknowledged write is lost
                                      (kvctl verify --help); exit 1 when it finds violations
   repair [--partition P] [--watch]   start anti-entropy on every node; --watch follows it to the end
@@ -171,6 +174,7 @@ function parseArgsMessage(err: unknown): string {
 export async function runKvctl(argv: readonly string[], io: KvctlIo): Promise<number> {
   if (isVerifyCommand(argv)) return runVerify(argv, io);
   if (isRepairCommand(argv)) return runRepair(argv, io);
+  if (isStatusCommand(argv)) return runStatus(argv, io);
   const fail = (code: string, message: string, status: number): number => {
     io.stderr.write(`kvctl: ${code}: ${message}\n`);
     return status;

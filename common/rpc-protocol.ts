@@ -69,6 +69,8 @@ export interface InfoReply {
   readonly nodeId: string;
   readonly epoch: number;
   readonly keys: number;
+  /** bytes used by the data tree (absent from nodes older than this field) */
+  readonly bytes?: number;
   readonly ready: boolean;
   /** hints held for other nodes */
   readonly hints?: number;

@@ -19,6 +19,10 @@ export interface NodeRepairReport {
   readonly ready?: boolean;
   /** records on the node's disk, tombstones included */
   readonly keys?: number;
+  /** bytes used by the node's data tree */
+  readonly bytes?: number;
+  /** hints the node holds for other nodes */
+  readonly hints?: number;
   readonly repair?: RepairStatus;
   readonly error?: { readonly code: string; readonly message: string };
 }
@@ -73,6 +77,8 @@ export async function repairStatus(maps: MapSource, pool: PeerPool): Promise<Rep
     return {
       ready: info.ready,
       keys: info.keys,
+      ...(typeof info.bytes === 'number' ? { bytes: info.bytes } : {}),
+      ...(typeof info.hints === 'number' ? { hints: info.hints } : {}),
       ...(info.repair ? { repair: checkStatus(id, info.repair) } : {}),
     };
   });

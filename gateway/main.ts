@@ -59,7 +59,8 @@ async function main(): Promise<void> {
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;
   const pool = new PeerPool({ clock, epoch, timeoutMs, log });
-  metrics.nodeStatus = () => (maps.current()?.nodes ?? []).map((n) => ({ node: n.id, status: pool.status(n.id) }));
+  metrics.nodeStatus = () =>
+    (maps.current()?.nodes ?? []).map((n) => ({ node: n.id, status: pool.status(n.id) }));
   const onMap = (): void => {
     const map = maps.current();
     if (map) pool.update(map);

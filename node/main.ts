@@ -95,7 +95,7 @@ async function main(): Promise<void> {
   const log = createLogger('node', { node: nodeId, cluster });
   const storage = Storage.open(dataDir, { nodeId, cluster });
   const clock = new HybridLogicalClock(nodeId);
-  const metrics = new NodeMetrics({ node: nodeId, cluster }, () => storage.stats());
+  const metrics = new NodeMetrics({ node: nodeId, cluster }, () => storage.stats(), dataDir);
   const store = openMetadataStore({ cluster, file: values['metadata-file'], redisUrl: values.redis }, log);
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import client from 'prom-client';
 
 /** The node's Prometheus metrics, on their own registry so tests can run several nodes in one process. */
@@ -28,9 +29,16 @@ export class NodeMetrics {
     registers: [this.registry],
   });
 
-  constructor(labels: Record<string, string>, stats: () => { keys: number; bytes: number }) {
+  constructor(
+    labels: Record<string, string>,
+    stats: () => { keys: number; bytes: number },
+    /** the data directory; its filesystem's size and free space are exported when given */
+    dataDir?: string,
+  ) {
     this.registry.setDefaultLabels(labels);
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_node_process_' });
+    // Prefix without "process_": prom-client's own names start with process_ or nodejs_ already.
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_node_' });
+    if (dataDir !== undefined) registerDiskGauges(this.registry, dataDir);
     // Storage gauges are read at scrape time: an LMDB stat call is cheap and always current.
     new client.Gauge({
       name: 'kvstore_node_stored_keys',
@@ -49,4 +57,37 @@ export class NodeMetrics {
       },
     });
   }
+}
+
+/**
+ * Size and free space of the filesystem holding the data directory, read at scrape time (one statfs call),
+ * so "disk nearly full" is measured where LMDB writes, not guessed from stored bytes.
+ */
+function registerDiskGauges(registry: client.Registry, dataDir: string): void {
+  const statfs = (): fs.StatsFs | undefined => {
+    try {
+      return fs.statfsSync(dataDir);
+    } catch {
+      // Unreadable for a moment (the volume is being remounted): report nothing rather than a wrong 0.
+      return undefined;
+    }
+  };
+  new client.Gauge({
+    name: 'kvstore_node_disk_size_bytes',
+    help: "Size of the filesystem holding the node's data directory",
+    registers: [registry],
+    collect() {
+      const s = statfs();
+      if (s) this.set(s.blocks * s.bsize);
+    },
+  });
+  new client.Gauge({
+    name: 'kvstore_node_disk_free_bytes',
+    help: "Bytes the node's process can still write on the filesystem holding its data directory",
+    registers: [registry],
+    collect() {
+      const s = statfs();
+      if (s) this.set(s.bavail * s.bsize);
+    },
+  });
 }

@@ -10,6 +10,7 @@ import {
   type ReadReply,
   type RecordWrite,
   type RpcErrorBody,
+  type RpcOp,
   type RpcReply,
   type RepairStatus,
   type RpcRequestFrame,
@@ -50,6 +51,18 @@ export interface NodeServices {
 
 export class BadRequest extends Error {}
 
+/** Every op of the protocol, as a record so the compiler notices a new one. */
+const METRIC_OPS: Readonly<Record<RpcOp, true>> = {
+  read: true,
+  write: true,
+  info: true,
+  hint: true,
+  'tree-roots': true,
+  'tree-leaves': true,
+  bucket: true,
+  repair: true,
+};
+
 /**
  * Serves the internal API on top of storage. Everything from the wire is
  * checked before it touches the database: a malformed request gets a
@@ -66,7 +79,9 @@ export class NodeRequestHandler {
   ) {}
 
   async handle(req: RpcRequestFrame): Promise<RpcReply> {
-    const op = typeof req?.body?.op === 'string' ? req.body.op : 'unknown';
+    // The op names a metric label: only the protocol's ops, so a peer sending junk cannot grow the series.
+    const sent: unknown = req?.body?.op;
+    const op = typeof sent === 'string' && Object.hasOwn(METRIC_OPS, sent) ? sent : 'unknown';
     const stopTimer = this.metrics.rpcDuration.startTimer({ op });
     const reply = await this.handleUntimed(req);
     stopTimer();
@@ -149,10 +164,12 @@ export class NodeRequestHandler {
   }
 
   private info(): InfoReply {
+    const stats = this.storage.stats();
     return {
       nodeId: this.state.nodeId,
       epoch: this.state.epoch(),
-      keys: this.storage.stats().keys,
+      keys: stats.keys,
+      bytes: stats.bytes,
       ready: this.state.ready(),
       ...(this.services.hints ? { hints: this.services.hints.count() } : {}),
       ...(this.services.repair ? { repair: this.services.repair.status() } : {}),

@@ -1,0 +1,85 @@
+import os from 'node:os';
+import type { LoadResult, Workload } from './load';
+
+/** One row of the results: a system under one workload. */
+export interface ResultRow extends LoadResult {
+  readonly system: string;
+  /** 'ours' (bench/load.ts) or 'wrk' */
+  readonly tool: string;
+}
+
+export interface Machine {
+  readonly cpus: number;
+  readonly cpuModel: string;
+  readonly memoryGiB: number;
+  readonly os: string;
+  readonly node: string;
+}
+
+export function machine(): Machine {
+  const cpus = os.cpus();
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+  };
+}
+
+const ms = (us: number): string => (us / 1000).toFixed(2);
+
+export function table(rows: readonly ResultRow[]): string {
+  const head = '| system | tool | workload | keys | ops/s | p50 ms | p99 ms | p99.9 ms | errors | misses |';
+  const sep = '|---|---|---|---|--:|--:|--:|--:|--:|--:|';
+  const lines = rows.map(
+    (r) =>
+      `| ${r.system} | ${r.tool} | ${r.workload} | ${r.distribution} | ${r.opsPerSec.toLocaleString('en-US')} | ${ms(r.latencyUs.p50)} | ${ms(r.latencyUs.p99)} | ${ms(r.latencyUs.p999)} | ${r.errors} | ${r.misses} |`,
+  );
+  return [head, sep, ...lines].join('\n');
+}
+
+export interface Ratio {
+  readonly workload: Workload;
+  readonly distribution: string;
+  readonly throughput: number;
+  readonly p99: number;
+}
+
+/** a / b for every workload both ran with our generator */
+export function ratios(rows: readonly ResultRow[], a: string, b: string): Ratio[] {
+  const out: Ratio[] = [];
+  for (const ra of rows) {
+    if (ra.system !== a || ra.tool !== 'ours' || ra.workload === 'preload') continue;
+    const rb = rows.find(
+      (r) =>
+        r.system === b &&
+        r.tool === 'ours' &&
+        r.workload === ra.workload &&
+        r.distribution === ra.distribution,
+    );
+    if (!rb) continue;
+    out.push({
+      workload: ra.workload,
+      distribution: ra.distribution,
+      throughput: round2(ra.opsPerSec / rb.opsPerSec),
+      p99: round2(ra.latencyUs.p99 / rb.latencyUs.p99),
+    });
+  }
+  return out;
+}
+
+export function ratioTable(title: string, rs: readonly Ratio[]): string {
+  if (rs.length === 0) return '';
+  return [
+    `| ${title} | keys | throughput ratio | p99 ratio |`,
+    '|---|---|--:|--:|',
+    ...rs.map(
+      (r) => `| ${r.workload} | ${r.distribution} | ${r.throughput.toFixed(2)} | ${r.p99.toFixed(2)} |`,
+    ),
+  ].join('\n');
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
+}

@@ -1,0 +1,49 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { markdown, parseBenchArgs, runBench } from '../bench/run';
+
+/**
+ * The benchmark in CI size: a second per workload against the minimal server
+ * and a one-node kvstore. It checks that the harness starts systems, drives
+ * load, and reports; never a timing (CI machines are too noisy for that).
+ */
+jest.setTimeout(60_000);
+
+test('npm run bench runs end to end and reports every workload', async () => {
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvstore-bench-smoke-'));
+  try {
+    const opts = parseBenchArgs([
+      '--systems',
+      'minimal,kvstore-rf1',
+      '--duration',
+      '1',
+      '--warmup',
+      '0',
+      '--keys',
+      '200',
+      '--concurrency',
+      '4',
+      '--work-dir',
+      workDir,
+    ]);
+    if (!opts) throw new Error('no options');
+    const lines: string[] = [];
+    const report = await runBench(opts, (l) => lines.push(l));
+    for (const system of ['minimal node:http', 'kvstore 1 node RF 1']) {
+      for (const workload of ['preload', 'get', 'put', 'mixed']) {
+        const row = report.results.find((r) => r.system === system && r.workload === workload);
+        expect(row).toBeDefined();
+        expect(row?.ops).toBeGreaterThan(0);
+        expect(row?.errors).toBe(0);
+        expect(row?.latencyUs.p99).toBeGreaterThan(0);
+      }
+    }
+    expect(report.ratios['kvstore 1 node RF 1 / minimal node:http']).toHaveLength(3);
+    const md = markdown(report);
+    expect(md).toContain('| kvstore 1 node RF 1 | ours | get |');
+    expect(md).toContain('ops/s');
+  } finally {
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
+});
