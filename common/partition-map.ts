@@ -27,6 +27,21 @@ export interface PartitionMap {
   /** partitions[p] lists the node ids holding partition p, in placement order. */
   readonly partitions: readonly (readonly string[])[];
   readonly moves: readonly PartitionMove[];
+  /** Present while a rebalance is under way: the recorded plan a restarted map owner resumes. */
+  readonly rebalance?: RebalanceRecord;
+}
+
+/**
+ * The plan of a rebalance, kept in the map itself so whoever owns the map (the
+ * operator, or the local launcher) can die mid-move and resume from it.
+ */
+export interface RebalanceRecord {
+  /** node ids the cluster is moving to; nodes in `nodes` but not here are being drained */
+  readonly targetNodes: readonly string[];
+  /** moves in the plan when it was made: progress is (movesTotal - moves.length) / movesTotal */
+  readonly movesTotal: number;
+  /** ms since the Unix epoch */
+  readonly startedAt: number;
 }
 
 export class InvalidMapError extends KvError {
@@ -45,7 +60,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** Checks a map read from outside (file, Redis, ConfigMap) before anyone acts on it. */
 export function validatePartitionMap(input: unknown): PartitionMap {
   if (!isObject(input)) throw new InvalidMapError('partition map must be an object');
-  const { cluster, epoch, partitionCount, replicationFactor, nodes, partitions, moves } = input;
+  const { cluster, epoch, partitionCount, replicationFactor, nodes, partitions, moves, rebalance } = input;
   if (typeof cluster !== 'string' || !ID_RE.test(cluster))
     throw new InvalidMapError('bad cluster name', { cluster });
   if (!Number.isSafeInteger(epoch) || (epoch as number) < 1)
@@ -112,7 +127,29 @@ export function validatePartitionMap(input: unknown): PartitionMap {
       cleanMoves.push({ partition: m.partition as number, from: m.from, to: m.to });
     }
   }
+  let cleanRebalance: RebalanceRecord | undefined;
+  if (rebalance !== undefined) {
+    if (
+      !isObject(rebalance) ||
+      !Array.isArray(rebalance.targetNodes) ||
+      rebalance.targetNodes.length === 0 ||
+      !rebalance.targetNodes.every((id) => typeof id === 'string' && ids.has(id)) ||
+      new Set(rebalance.targetNodes).size !== rebalance.targetNodes.length ||
+      !Number.isSafeInteger(rebalance.movesTotal) ||
+      (rebalance.movesTotal as number) < 0 ||
+      !Number.isSafeInteger(rebalance.startedAt) ||
+      (rebalance.startedAt as number) < 0
+    ) {
+      throw new InvalidMapError('malformed rebalance record', { rebalance });
+    }
+    cleanRebalance = {
+      targetNodes: [...(rebalance.targetNodes as string[])],
+      movesTotal: rebalance.movesTotal as number,
+      startedAt: rebalance.startedAt as number,
+    };
+  }
   return {
+    ...(cleanRebalance ? { rebalance: cleanRebalance } : {}),
     cluster,
     epoch: epoch as number,
     partitionCount: partitionCount as number,

@@ -37,7 +37,19 @@ export type RpcRequestBody =
   /** anti-entropy, level 3: every record of one leaf (bucket) of a partition */
   | { readonly op: 'bucket'; readonly p: number; readonly b: number }
   /** start a repair pass now (kvctl repair); all partitions this node holds when absent */
-  | { readonly op: 'repair'; readonly partitions?: readonly number[] };
+  | { readonly op: 'repair'; readonly partitions?: readonly number[] }
+  /**
+   * rebalancing: records of partition p in key order after key `after` (exclusive), at most
+   * `limit` records and about `maxBytes` bytes (at least one record): a new replica streams a
+   * partition by calling this until `more` is false
+   */
+  | {
+      readonly op: 'scan';
+      readonly p: number;
+      readonly after?: Buffer;
+      readonly limit: number;
+      readonly maxBytes: number;
+    };
 
 export type RpcOp = RpcRequestBody['op'];
 
@@ -65,6 +77,32 @@ export interface RepairStatus {
   readonly refilling?: boolean;
 }
 
+/** Where a move that fills a partition on this node stands (rebalancing, DESIGN.md). */
+export type IncomingMoveState =
+  /** copying the partition by range scan from the source */
+  | 'streaming'
+  /** copied; reconciling with the source's hash tree (writes that raced the scan) */
+  | 'syncing'
+  /** the hash tree matched the source's at the last check: the map owner may switch */
+  | 'ready';
+
+export interface IncomingMoveStatus {
+  readonly partition: number;
+  readonly from: string;
+  readonly state: IncomingMoveState;
+  /** records and bytes copied by this move so far (across restarts of the node) */
+  readonly keys: number;
+  readonly bytes: number;
+  /** last failure talking to the source, while it lasts */
+  readonly error?: string;
+}
+
+export interface ScanReply {
+  readonly items: { readonly k: Buffer; readonly r: Buffer }[];
+  /** false once the partition's last record is in `items` */
+  readonly more: boolean;
+}
+
 export interface InfoReply {
   readonly nodeId: string;
   readonly epoch: number;
@@ -75,6 +113,11 @@ export interface InfoReply {
   /** hints held for other nodes */
   readonly hints?: number;
   readonly repair?: RepairStatus;
+  /** moves filling partitions on this node (absent from nodes older than this field) */
+  readonly incoming?: readonly IncomingMoveStatus[];
+  /** records and bytes this node copied by moves since it started */
+  readonly streamedKeys?: number;
+  readonly streamedBytes?: number;
 }
 
 export interface HintReply {
@@ -105,6 +148,7 @@ export interface ReplyByOp {
   'tree-leaves': TreeLeavesReply;
   bucket: BucketReply;
   repair: RepairStatus;
+  scan: ScanReply;
 }
 
 export interface RpcRequestFrame {

@@ -90,7 +90,10 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
 
   app.get('/metrics', async (_req, res) => {
     locals(res).op = 'metrics';
-    metrics.mapEpoch.set(maps.current()?.epoch ?? 0);
+    const map = maps.current();
+    metrics.mapEpoch.set(map?.epoch ?? 0);
+    metrics.movesPending.set(map?.moves.length ?? 0);
+    metrics.movesPlanned.set(map?.rebalance?.movesTotal ?? 0);
     res.setHeader('Content-Type', metrics.registry.contentType);
     res.send(await metrics.registry.metrics());
   });
@@ -109,6 +112,8 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
       nodes: map.nodes.map((n) => ({ ...n, status: pool.status(n.id), partitions: held.get(n.id) ?? 0 })),
       partitions: map.partitions,
       moves: map.moves,
+      // the recorded plan while a rebalance is under way (kvctl status shows its progress)
+      rebalance: map.rebalance ?? null,
     });
   });
 

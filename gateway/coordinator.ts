@@ -21,14 +21,18 @@ export interface OpOptions {
   readonly rid?: string;
 }
 
+/** Map refreshes one request may go through when replicas keep saying its epoch is stale. */
+const MAX_STALE_RETRIES = 8;
+
 type Attempt<T> = { done: true; value: T } | { done: false; staleEpoch: boolean; error: ApiError };
 
 /**
  * The quorum coordinator (Dynamo style). Writes go to every replica of the key's
  * partition, plus any replica a move is filling, and are acknowledged after W
- * durable acks; reads ask every replica, answer after R replies with the newest
- * version, and repair stale replicas in the background. A replica that says our
- * map is stale makes us reload the map and try once more (as Redis Cluster's MOVED).
+ * durable acks (W + 1 per such pending replica); reads ask every replica, answer
+ * after R replies with the newest version, and repair stale replicas in the
+ * background. A replica that says our map is stale makes us reload the map and
+ * try again (as Redis Cluster's MOVED), as long as each reload brings a newer epoch.
  */
 export class Coordinator {
   constructor(
@@ -73,12 +77,12 @@ export class Coordinator {
   private async withRetry<T>(attempt: (map: PartitionMap) => Promise<Attempt<T>>): Promise<T> {
     let map = this.requireMap();
     let result = await attempt(map);
-    if (!result.done && result.staleEpoch) {
+    // A rebalance publishes an epoch per switch: a request may race several in a row.
+    for (let retry = 0; retry < MAX_STALE_RETRIES && !result.done && result.staleEpoch; retry++) {
       const fresh = await this.maps.refresh();
-      if (fresh && fresh.epoch > map.epoch) {
-        map = fresh;
-        result = await attempt(map);
-      }
+      if (!fresh || fresh.epoch <= map.epoch) break;
+      map = fresh;
+      result = await attempt(map);
     }
     if (result.done) return result.value;
     throw result.error;
@@ -93,17 +97,16 @@ export class Coordinator {
   ): Promise<Attempt<undefined>> {
     const p = partitionOf(key, map.partitionCount);
     const replicas = replicasOf(map, p);
-    const need = requiredAcks(opts.consistency, replicas.length);
+    const pending = pendingReplicasOf(map, p);
+    // A move's new replica gets every write, and each one raises the acks needed by one (as
+    // Cassandra's pending ranges do): when the switch drops the old replica, a write acknowledged
+    // meanwhile is still on W replicas of the new set, whichever W answered.
+    const need = requiredAcks(opts.consistency, replicas.length) + pending.length;
+    const targets = pending.length === 0 ? replicas : [...replicas, ...pending];
     const items = [{ p, k: key, r: encoded }];
     const send = (node: string): Promise<unknown> =>
       this.call(node, 'write', () => this.client(node).call({ op: 'write', items }, opts.rid));
-    // Pending replicas of a move get every write but never count toward W.
-    for (const node of pendingReplicasOf(map, p)) {
-      send(node).catch((err: unknown) =>
-        this.log.debug({ err, node, rid: opts.rid }, 'write to pending replica failed'),
-      );
-    }
-    const { quorum, all } = gather(replicas, need, send);
+    const { quorum, all } = gather(targets, need, send);
     // Hints go out once every replica has answered or failed, off the client's path,
     // whether the write met its level or not (a 503 write may still be on some replicas).
     all
@@ -111,7 +114,7 @@ export class Coordinator {
       .catch((err: unknown) => this.log.error({ err, rid: opts.rid }, 'leaving hints failed'));
     const outcome = await quorum;
     if (outcome.ok.length >= need) return { done: true, value: undefined };
-    return this.quorumFailure(op, opts, p, replicas.length, need, outcome);
+    return this.quorumFailure(op, opts, p, targets.length, need, outcome);
   }
 
   private async readOnce(

@@ -45,6 +45,16 @@ export class GatewayMetrics {
     help: 'Epoch of the partition map this gateway routes by',
     registers: [this.registry],
   });
+  readonly movesPending = new client.Gauge({
+    name: 'kvstore_gateway_partition_moves_pending',
+    help: 'Partition moves in the map this gateway routes by, not switched yet',
+    registers: [this.registry],
+  });
+  readonly movesPlanned = new client.Gauge({
+    name: 'kvstore_gateway_partition_moves_planned',
+    help: 'Moves in the rebalance under way when it was planned (0 when none is)',
+    registers: [this.registry],
+  });
 
   /**
    * How this gateway's connections to the nodes stand, read at scrape time; main sets it once the peer

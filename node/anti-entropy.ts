@@ -184,6 +184,11 @@ export class AntiEntropy implements RepairService {
     this.refillPending = opts.storage.freshDisk || this.state.get(REFILL_MARKER) !== undefined;
     this.metrics.refilling.set(this.refillPending ? 1 : 0);
     opts.storage.onApplied((changes) => this.onApplied(changes));
+    opts.storage.onRemoved((partition, removed) => {
+      if (!this.built) return;
+      const tree = this.tree(partition, this.now());
+      for (const { key, record } of removed) tree.remove(this.entry(key, record));
+    });
   }
 
   /**
@@ -292,6 +297,18 @@ export class AntiEntropy implements RepairService {
   /** The current tree of a partition, for tests and tools. */
   treeOf(partition: number): PartitionTree {
     return this.currentTree(partition);
+  }
+
+  /**
+   * Reconciles one partition with one node, whether or not the map lists either
+   * as its replica: a move's new replica catching up with its source before the
+   * switch (node/partition-receiver.ts). True when both trees are equal at the end.
+   */
+  async syncWith(partition: number, nodeId: string): Promise<boolean> {
+    const peer = this.opts.peer(nodeId);
+    if (!peer) throw new RepairProtocolError(nodeId, 'no connection to this node');
+    const { agreed } = await this.syncWithPeer(partition, peer);
+    return agreed;
   }
 
   // ---- passes ----

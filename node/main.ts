@@ -12,6 +12,8 @@ import { AntiEntropy, rpcRepairPeer } from './anti-entropy';
 import { DEFAULT_MAX_HINT_BYTES } from './hint-store';
 import { DEFAULT_HINT_REPLAY_INTERVAL_MS, HintedHandoff } from './hinted-handoff';
 import { NodeMetrics } from './metrics';
+import { DEFAULT_MOVED_DATA_GRACE_MS, MovedDataCleanup } from './moved-data-cleanup';
+import { DEFAULT_MOVE_MAX_BYTES_PER_SECOND, PartitionReceiver } from './partition-receiver';
 import { DEFAULT_TOMBSTONE_GRACE_MS } from './purge';
 import { NodeRequestHandler } from './request-handler';
 import { RpcServer } from './rpc-server';
@@ -21,7 +23,7 @@ const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--li
        [--admin-listen HOST:PORT] (--metadata-file PATH | --redis URL)
        [--max-hint-bytes N] [--hint-replay-interval-ms MS]
        [--anti-entropy-interval-ms MS (0: only on kvctl repair)] [--anti-entropy-max-keys-per-second N]
-       [--tombstone-grace-ms MS]`;
+       [--tombstone-grace-ms MS] [--move-max-bytes-per-second N] [--moved-data-grace-ms MS]`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -38,6 +40,8 @@ async function main(): Promise<void> {
       'anti-entropy-interval-ms': { type: 'string' },
       'anti-entropy-max-keys-per-second': { type: 'string' },
       'tombstone-grace-ms': { type: 'string' },
+      'move-max-bytes-per-second': { type: 'string' },
+      'moved-data-grace-ms': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -83,6 +87,20 @@ async function main(): Promise<void> {
     DEFAULT_TOMBSTONE_GRACE_MS,
     0,
     10 * 365 * 24 * 3_600_000,
+  );
+  const moveMaxBytesPerSecond = intOption(
+    'move-max-bytes-per-second',
+    values['move-max-bytes-per-second'],
+    DEFAULT_MOVE_MAX_BYTES_PER_SECOND,
+    1024,
+    2 ** 40,
+  );
+  const movedDataGraceMs = intOption(
+    'moved-data-grace-ms',
+    values['moved-data-grace-ms'],
+    DEFAULT_MOVED_DATA_GRACE_MS,
+    0,
+    30 * 24 * 3_600_000,
   );
   let listen, admin;
   try {
@@ -141,6 +159,29 @@ async function main(): Promise<void> {
   // From disk, before the node takes any write.
   antiEntropy.build();
   maps.on('change', () => antiEntropy.onMapChange());
+  const receiver = new PartitionReceiver({
+    storage,
+    nodeId,
+    map: () => maps.current(),
+    peer: (id) => peers.get(id),
+    sync: (p, from) => antiEntropy.syncWith(p, from),
+    onStaleEpoch: refreshMap,
+    log,
+    registry: metrics.registry,
+    maxBytesPerSecond: moveMaxBytesPerSecond,
+  });
+  const cleanup = new MovedDataCleanup({
+    storage,
+    nodeId,
+    map: () => maps.current(),
+    log,
+    registry: metrics.registry,
+    graceMs: movedDataGraceMs,
+  });
+  maps.on('change', () => {
+    receiver.onMapChange();
+    cleanup.check();
+  });
 
   const handler = new NodeRequestHandler(
     storage,
@@ -156,7 +197,7 @@ async function main(): Promise<void> {
     },
     metrics,
     log,
-    { hints, repair: antiEntropy },
+    { hints, repair: antiEntropy, moves: receiver },
   );
   const rpc = new RpcServer((req) => handler.handle(req), log);
   const adminServer = new AdminServer(
@@ -175,6 +216,8 @@ async function main(): Promise<void> {
   const adminAddr = await adminServer.listen(admin.host, admin.port);
   hints.start();
   antiEntropy.start();
+  receiver.start();
+  cleanup.start();
   log.info(
     {
       rpc: `${rpcAddr.address}:${rpcAddr.port}`,
@@ -196,6 +239,8 @@ async function main(): Promise<void> {
     peers.close();
     // After peers.close, so a replay waiting on a peer fails at once; before storage closes.
     await hints.stop();
+    await receiver.stop();
+    await cleanup.stop();
     await antiEntropy.stop();
     maps.stop();
     await store.close();

@@ -5,6 +5,7 @@ import {
   fromWireClock,
   toWireClock,
   type HintWrite,
+  type IncomingMoveStatus,
   type InfoReply,
   type KeyRef,
   type ReadReply,
@@ -14,6 +15,7 @@ import {
   type RpcReply,
   type RepairStatus,
   type RpcRequestFrame,
+  type ScanReply,
   type WriteReply,
 } from '../common/rpc-protocol';
 import type { NodeMetrics } from './metrics';
@@ -44,9 +46,16 @@ export interface RepairService {
   status(): RepairStatus;
 }
 
+/** Fills partitions moving to this node (node/partition-receiver.ts). */
+export interface MoveService {
+  status(): IncomingMoveStatus[];
+  streamed(): { keys: number; bytes: number };
+}
+
 export interface NodeServices {
   readonly hints?: HintService;
   readonly repair?: RepairService;
+  readonly moves?: MoveService;
 }
 
 export class BadRequest extends Error {}
@@ -61,6 +70,7 @@ const METRIC_OPS: Readonly<Record<RpcOp, true>> = {
   'tree-leaves': true,
   bucket: true,
   repair: true,
+  scan: true,
 };
 
 /**
@@ -135,6 +145,15 @@ export class NodeRequestHandler {
               req.body.partitions === undefined ? undefined : checkPartitions(req.body.partitions),
             ),
           );
+        case 'scan':
+          return this.ok(
+            this.scan(
+              checkPartition(req.body.p),
+              req.body.after,
+              checkRange(req.body.limit, 'limit', MAX_ITEMS),
+              checkRange(req.body.maxBytes, 'maxBytes', MAX_SCAN_BYTES),
+            ),
+          );
         default:
           return this.fail({
             code: 'bad_request',
@@ -163,8 +182,26 @@ export class NodeRequestHandler {
     return { applied };
   }
 
+  /** A batch of a partition's records in key order, for a node receiving the partition by a move. */
+  private scan(p: number, after: unknown, limit: number, maxBytes: number): ScanReply {
+    if (after !== undefined && (!Buffer.isBuffer(after) || after.length === 0)) {
+      throw new BadRequest('after must be non-empty key bytes');
+    }
+    const batch = this.storage.scan(p, { afterKey: after, limit });
+    const items: { k: Buffer; r: Buffer }[] = [];
+    let bytes = 0;
+    for (const { key, raw } of batch) {
+      if (items.length > 0 && bytes + key.length + raw.length > maxBytes) break;
+      items.push({ k: key, r: raw });
+      bytes += key.length + raw.length;
+    }
+    return { items, more: items.length < batch.length || batch.length === limit };
+  }
+
   private info(): InfoReply {
     const stats = this.storage.stats();
+    const moves = this.services.moves;
+    const streamed = moves?.streamed();
     return {
       nodeId: this.state.nodeId,
       epoch: this.state.epoch(),
@@ -173,6 +210,9 @@ export class NodeRequestHandler {
       ready: this.state.ready(),
       ...(this.services.hints ? { hints: this.services.hints.count() } : {}),
       ...(this.services.repair ? { repair: this.services.repair.status() } : {}),
+      ...(moves && streamed
+        ? { incoming: moves.status(), streamedKeys: streamed.keys, streamedBytes: streamed.bytes }
+        : {}),
     };
   }
 
@@ -192,6 +232,15 @@ export class NodeRequestHandler {
 }
 
 const MAX_ITEMS = 10_000;
+/** One scan reply stays well inside the 64 MiB frame limit. */
+const MAX_SCAN_BYTES = 16 * 1024 * 1024;
+
+function checkRange(v: unknown, name: string, max: number): number {
+  if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max) {
+    throw new BadRequest(`${name} must be an integer in 1..${max}`);
+  }
+  return v as number;
+}
 
 function checkItems(items: unknown): unknown[] {
   if (!Array.isArray(items) || items.length === 0 || items.length > MAX_ITEMS) {

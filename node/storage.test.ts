@@ -133,4 +133,21 @@ describe('Storage ranges and hooks', () => {
     expect(s.get(1, Buffer.from('k2'))?.value.toString()).toBe('rewritten');
     await s.close();
   });
+
+  it('drop deletes a moved partition but keeps a record rewritten since the scan', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    for (let i = 0; i < 5; i++) await s.applyRecord(3, Buffer.from(`k${i}`), rec(100, `v${i}`));
+    await s.applyRecord(4, Buffer.from('other'), rec(100, 'x'));
+    const removed: string[] = [];
+    s.onRemoved((p, items) => removed.push(...items.map((i) => `${p}/${i.key.toString()}`)));
+    const scanned = s.scan(3);
+    // A write that raced the clean-up: newer than what was scanned, so it stays.
+    await s.applyRecord(3, Buffer.from('k2'), rec(200, 'newer'));
+    expect(await s.drop(3, scanned)).toBe(4);
+    expect(s.scan(3).map((r) => r.key.toString())).toEqual(['k2']);
+    expect(s.get(3, Buffer.from('k2'))?.value.toString()).toBe('newer');
+    expect(s.get(4, Buffer.from('other'))?.value.toString()).toBe('x');
+    expect(removed.sort()).toEqual(['3/k0', '3/k1', '3/k3', '3/k4']);
+    await s.close();
+  });
 });

@@ -63,6 +63,12 @@ export interface AppliedChange {
 
 export type ApplyListener = (changes: readonly AppliedChange[]) => void;
 
+/** Records deleted by `drop` (a partition that moved away): the hash trees forget them. */
+export type RemoveListener = (
+  partition: number,
+  removed: readonly { key: Buffer; record: KvRecord }[],
+) => void;
+
 export interface ScannedRecord {
   readonly key: Buffer;
   /** encoded record */
@@ -71,6 +77,7 @@ export interface ScannedRecord {
 
 export class Storage {
   private readonly listeners: ApplyListener[] = [];
+  private readonly removeListeners: RemoveListener[] = [];
 
   private constructor(
     private readonly root: RootDatabase,
@@ -189,6 +196,32 @@ export class Storage {
       this.data.removeSync(k);
       return true;
     });
+  }
+
+  /**
+   * Deletes records of a partition this node no longer holds (moved away and
+   * past the clean-up grace), each only if it is still exactly the scanned
+   * bytes: a write that raced the clean-up is kept. Returns how many went.
+   */
+  async drop(partition: number, records: readonly ScannedRecord[]): Promise<number> {
+    const removed: { key: Buffer; record: KvRecord }[] = [];
+    await this.data.transaction(() => {
+      for (const { key, raw } of records) {
+        const k = storageKey(partition, key);
+        const current = this.data.getBinary(k);
+        if (!current || !Buffer.from(current).equals(raw)) continue;
+        this.data.removeSync(k);
+        removed.push({ key, record: decodeRecord(raw) });
+      }
+    });
+    if (removed.length > 0) for (const l of this.removeListeners) l(partition, removed);
+    await this.root.flushed;
+    return removed.length;
+  }
+
+  /** Called with the records `drop` deleted, right after commit. */
+  onRemoved(listener: RemoveListener): void {
+    this.removeListeners.push(listener);
   }
 
   /** A named binary sub-database in the same environment (hints, repair state), crash-safe like the data. */
