@@ -23,7 +23,8 @@ const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--li
        [--admin-listen HOST:PORT] (--metadata-file PATH | --redis URL)
        [--max-hint-bytes N] [--hint-replay-interval-ms MS]
        [--anti-entropy-interval-ms MS (0: only on kvctl repair)] [--anti-entropy-max-keys-per-second N]
-       [--tombstone-grace-ms MS] [--move-max-bytes-per-second N] [--moved-data-grace-ms MS]`;
+       [--tombstone-grace-ms MS] [--move-max-bytes-per-second N] [--move-concurrency N]
+       [--moved-data-grace-ms MS]`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -41,6 +42,7 @@ async function main(): Promise<void> {
       'anti-entropy-max-keys-per-second': { type: 'string' },
       'tombstone-grace-ms': { type: 'string' },
       'move-max-bytes-per-second': { type: 'string' },
+      'move-concurrency': { type: 'string' },
       'moved-data-grace-ms': { type: 'string' },
       help: { type: 'boolean' },
     },
@@ -95,6 +97,7 @@ async function main(): Promise<void> {
     1024,
     2 ** 40,
   );
+  const moveConcurrency = intOption('move-concurrency', values['move-concurrency'], 2, 1, 64);
   const movedDataGraceMs = intOption(
     'moved-data-grace-ms',
     values['moved-data-grace-ms'],
@@ -165,10 +168,11 @@ async function main(): Promise<void> {
     map: () => maps.current(),
     peer: (id) => peers.get(id),
     sync: (p, from) => antiEntropy.syncWith(p, from),
-    onStaleEpoch: refreshMap,
+    onStaleEpoch: () => maps.refresh(),
     log,
     registry: metrics.registry,
     maxBytesPerSecond: moveMaxBytesPerSecond,
+    concurrency: moveConcurrency,
   });
   const cleanup = new MovedDataCleanup({
     storage,

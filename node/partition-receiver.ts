@@ -32,12 +32,12 @@ export interface PartitionReceiverOptions {
   readonly registry: Registry;
   /** stream bandwidth of this node, all moves together (default 32 MiB/s) */
   readonly maxBytesPerSecond?: number;
-  /** partitions streamed at once (default 2) */
   readonly concurrency?: number;
   /** a ready move re-checks its tree against the source this often (default 2 s) */
   readonly recheckMs?: number;
-  /** a peer said our map is stale */
-  readonly onStaleEpoch?: () => void;
+  /** a peer said our map is stale: resolves once a newer map is held (or the reload failed) */
+  readonly onStaleEpoch?: () => Promise<unknown>;
+  /** streaming at once, partitions (default 2) */
 }
 
 export const DEFAULT_MOVE_MAX_BYTES_PER_SECOND = 32 * 1024 * 1024;
@@ -52,6 +52,11 @@ interface SavedMove {
   readonly keys: number;
   readonly bytes: number;
   readonly streamed: boolean;
+}
+
+interface SlotWaiter {
+  grant(): void;
+  cancel(): void;
 }
 
 interface Task {
@@ -82,7 +87,7 @@ export class PartitionReceiver {
   private readonly concurrency: number;
   private readonly recheckMs: number;
   private streamingSlots: number;
-  private readonly slotWaiters: (() => void)[] = [];
+  private readonly slotWaiters: SlotWaiter[] = [];
   private started = false;
   private readonly totals = { keys: 0, bytes: 0 };
   private readonly metrics: {
@@ -193,7 +198,7 @@ export class PartitionReceiver {
     this.started = false;
     const tasks = [...this.tasks.values()];
     for (const t of tasks) t.abort.abort();
-    for (const w of this.slotWaiters.splice(0)) w();
+    for (const w of this.slotWaiters.splice(0)) w.cancel();
     await Promise.all(tasks.map((t) => t.done));
     this.tasks.clear();
   }
@@ -238,9 +243,15 @@ export class PartitionReceiver {
         backoffMs = 250;
       } catch (err) {
         if (signal.aborted) return;
+        if (err instanceof RpcError && err.remote?.code === 'stale_epoch') {
+          // The source saw a switch before we did (one epoch per switch): reload and go on at once,
+          // unless the reload brought nothing newer (then back off like any failure).
+          const held = this.opts.map()?.epoch ?? 0;
+          await this.opts.onStaleEpoch?.().catch(() => undefined);
+          if ((this.opts.map()?.epoch ?? 0) > held) continue;
+        }
         task.error = errorMessage(err);
         this.metrics.errors.inc();
-        if (err instanceof RpcError && err.remote?.code === 'stale_epoch') this.opts.onStaleEpoch?.();
         this.opts.log.warn(
           { partition: p, from, err: task.error, retryInMs: backoffMs },
           'incoming move step failed',
@@ -317,22 +328,38 @@ export class PartitionReceiver {
   }
 
   /** False when the task was stopped while waiting: it holds no slot then. */
-  private async acquireSlot(signal: AbortSignal): Promise<boolean> {
-    while (this.streamingSlots === 0 && !signal.aborted) {
-      await new Promise<void>((resolve) => {
-        this.slotWaiters.push(resolve);
-        signal.addEventListener('abort', () => resolve(), { once: true });
-      });
+  private acquireSlot(signal: AbortSignal): Promise<boolean> {
+    if (signal.aborted) return Promise.resolve(false);
+    if (this.streamingSlots > 0) {
+      this.streamingSlots--;
+      return Promise.resolve(true);
     }
-    if (signal.aborted) return false;
-    this.streamingSlots--;
-    return true;
+    return new Promise<boolean>((resolve) => {
+      const waiter: SlotWaiter = {
+        grant: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(true);
+        },
+        cancel: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(false);
+        },
+      };
+      const onAbort = (): void => {
+        const i = this.slotWaiters.indexOf(waiter);
+        if (i >= 0) this.slotWaiters.splice(i, 1);
+        resolve(false);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.slotWaiters.push(waiter);
+    });
   }
 
+  /** Hands the slot straight to the longest waiting task, first come first served. */
   private releaseSlot(): void {
-    this.streamingSlots++;
-    // Every waiter re-checks; some may have been stopped meanwhile.
-    for (const w of this.slotWaiters.splice(0)) w();
+    const next = this.slotWaiters.shift();
+    if (next) next.grant();
+    else this.streamingSlots++;
   }
 }
 
