@@ -713,6 +713,8 @@ async function runOne(
     nodes: 1,
     replicationFactor: 1,
     partitionCount: o.partitions,
+    // This benchmark drives its own Rebalancer (to a different node set than n1..nN): one map owner.
+    rebalancer: false,
     // n1 scans its whole disk into hash trees before it listens: allow for 1 M records on a slow disk.
     startTimeoutMs: 600_000,
   };

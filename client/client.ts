@@ -50,7 +50,8 @@ export interface ClusterNode {
   id: string;
   address: string;
   zone?: string;
-  status: 'up' | 'down';
+  /** as the gateway last saw it; 'unknown' until it has talked to the node (one that just joined) */
+  status: 'up' | 'down' | 'unknown';
   /** Number of partition replicas this node holds. */
   partitions: number;
 }
@@ -59,6 +60,16 @@ export interface ClusterMove {
   partition: number;
   from: string;
   to: string;
+}
+
+/** The plan of a rebalance under way, as recorded in the partition map. */
+export interface ClusterRebalance {
+  /** node ids the cluster is moving to; nodes listed but not here are being drained */
+  targetNodes: string[];
+  /** moves in the plan when it was made */
+  movesTotal: number;
+  /** ms since the Unix epoch */
+  startedAt: number;
 }
 
 /** The gateway's view of the partition map (`GET /v1/cluster`). */
@@ -71,6 +82,61 @@ export interface ClusterInfo {
   /** partitions[p] lists the ids of the nodes holding partition p. */
   partitions: string[][];
   moves: ClusterMove[];
+  /** present while a rebalance is under way */
+  rebalance?: ClusterRebalance;
+}
+
+/** `streaming`: copying by range scan; `syncing`: reconciling with the source; `ready`: may be switched. */
+export type IncomingMoveState = 'streaming' | 'syncing' | 'ready';
+
+/** A move filling a partition on a node, as that node reports it. */
+export interface IncomingMove {
+  partition: number;
+  from: string;
+  state: IncomingMoveState;
+  /** records and bytes copied so far */
+  keys: number;
+  bytes: number;
+  /** the last failure talking to the source, while it lasts */
+  error?: string;
+}
+
+/** One move of a rebalance; `waiting`: its receiving node has not reported it yet. */
+export interface RebalanceMoveStatus {
+  partition: number;
+  from: string;
+  to: string;
+  state: IncomingMoveState | 'waiting';
+  keys: number;
+  bytes: number;
+  error?: string;
+}
+
+/** Where a rebalance stands (`GET /v1/admin/rebalance` on the local launcher). */
+export interface RebalanceStatus {
+  epoch: number;
+  /** a rebalance is under way */
+  active: boolean;
+  targetNodes: string[];
+  /** nodes being emptied, to leave the cluster when the moves are done */
+  drainingNodes: string[];
+  movesTotal: number;
+  movesDone: number;
+  movesLeft: number;
+  /** keys and bytes copied by the moves still in flight */
+  keysInFlight: number;
+  bytesInFlight: number;
+  /** keys and bytes every node reports having streamed since it started */
+  keysStreamed: number;
+  bytesStreamed: number;
+  /** ms since the Unix epoch */
+  startedAt?: number;
+  moves: RebalanceMoveStatus[];
+}
+
+/** `POST /v1/admin/scale`: the rebalance as planned, and the nodes started for it. */
+export interface ScaleResult extends RebalanceStatus {
+  addedNodes: string[];
 }
 
 /** One node's anti-entropy progress (`kvctl repair`). */
@@ -100,6 +166,11 @@ export interface NodeRepairReport {
   /** hints the node holds for other nodes; set by repairStatus */
   hints?: number;
   repair?: RepairProgress;
+  /** moves filling partitions on the node (rebalancing); set by repairStatus */
+  incoming?: IncomingMove[];
+  /** records and bytes the node copied by moves since it started; set by repairStatus */
+  streamedKeys?: number;
+  streamedBytes?: number;
   /** the node could not be asked */
   error?: { code: string; message: string };
 }
@@ -247,6 +318,8 @@ interface Call {
   path: string;
   query?: Record<string, string>;
   body?: Uint8Array;
+  /** of the body; application/octet-stream when absent */
+  contentType?: string;
   opts?: RequestOptions;
 }
 
@@ -377,6 +450,39 @@ export class KeyValueStoreClient {
     return parseRepairReport(this.json(answer), answer.ctx);
   }
 
+  /**
+   * Asks the map owner to grow or shrink the cluster to `nodes` storage nodes. Sent to the
+   * local launcher's admin listener (`npm start`: port + 100), not to a gateway: create
+   * this client with that URL.
+   */
+  async scale(nodes: number, opts: Pick<RequestOptions, 'requestId' | 'signal'> = {}): Promise<ScaleResult> {
+    const body = Buffer.from(JSON.stringify({ nodes: checkPositiveInt('nodes', nodes) }));
+    const answer = await this.send({
+      method: 'POST',
+      path: '/v1/admin/scale',
+      body,
+      contentType: 'application/json',
+      opts,
+    });
+    const json = this.json(answer);
+    const status = parseRebalanceStatus(json, answer.ctx);
+    const added = isRecord(json) ? json.addedNodes : undefined;
+    if (!Array.isArray(added) || !added.every((id) => typeof id === 'string')) {
+      throw new KvClientError(
+        'bad_response',
+        'unexpected response: scale result lacks addedNodes',
+        answer.ctx,
+      );
+    }
+    return { ...status, addedNodes: [...added] };
+  }
+
+  /** Where the rebalance stands, from the map owner (the local launcher's admin URL, as for scale). */
+  async rebalanceStatus(opts: Pick<RequestOptions, 'requestId' | 'signal'> = {}): Promise<RebalanceStatus> {
+    const answer = await this.send({ method: 'GET', path: '/v1/admin/rebalance', opts });
+    return parseRebalanceStatus(this.json(answer), answer.ctx);
+  }
+
   /** True when the gateway process answers `GET /healthz`; false when it fails or cannot be reached. */
   async health(): Promise<boolean> {
     return this.probe('/healthz');
@@ -435,12 +541,12 @@ export class KeyValueStoreClient {
     }
   }
 
-  private async send({ method, path, query, body, opts = {} }: Call): Promise<Answer> {
+  private async send({ method, path, query, body, contentType, opts = {} }: Call): Promise<Answer> {
     const consistency = checkConsistency(opts.consistency) ?? this.consistency;
     const headers: Record<string, string> = { ...this.headers };
     if (consistency !== undefined && path.startsWith('/v1/kv/')) headers['x-consistency'] = consistency;
     if (opts.requestId !== undefined) headers['x-request-id'] = checkHeader('x-request-id', opts.requestId);
-    if (body !== undefined) headers['content-type'] = 'application/octet-stream';
+    if (body !== undefined) headers['content-type'] = contentType ?? 'application/octet-stream';
 
     const url = new URL(this.base.href);
     // The key is already encoded; assigning pathname would not re-encode '%', so it arrives as sent.
@@ -524,7 +630,7 @@ export function parseClusterInfo(body: unknown, ctx?: ErrorContext): ClusterInfo
   const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
   const isStr = (v: unknown): v is string => typeof v === 'string';
   if (!isRecord(body)) throw badResponse('cluster info is not an object');
-  const { cluster, epoch, partitionCount, replicationFactor, nodes, partitions, moves } = body;
+  const { cluster, epoch, partitionCount, replicationFactor, nodes, partitions, moves, rebalance } = body;
   if (!isStr(cluster) || !isInt(epoch) || !isInt(partitionCount) || !isInt(replicationFactor)) {
     throw badResponse('cluster info lacks cluster, epoch, partitionCount or replicationFactor');
   }
@@ -535,7 +641,7 @@ export function parseClusterInfo(body: unknown, ctx?: ErrorContext): ClusterInfo
     if (!isRecord(n) || !isStr(n.id) || !isStr(n.address) || !isInt(n.partitions)) {
       throw badResponse('malformed node in cluster info');
     }
-    if (n.status !== 'up' && n.status !== 'down')
+    if (n.status !== 'up' && n.status !== 'down' && n.status !== 'unknown')
       throw badResponse(`node ${n.id} has status ${String(n.status)}`);
     const node: ClusterNode = { id: n.id, address: n.address, status: n.status, partitions: n.partitions };
     if (isStr(n.zone)) node.zone = n.zone;
@@ -552,7 +658,7 @@ export function parseClusterInfo(body: unknown, ctx?: ErrorContext): ClusterInfo
     }
     return { partition: m.partition, from: m.from, to: m.to };
   });
-  return {
+  const info: ClusterInfo = {
     cluster,
     epoch,
     partitionCount,
@@ -561,6 +667,133 @@ export function parseClusterInfo(body: unknown, ctx?: ErrorContext): ClusterInfo
     partitions: cleanPartitions,
     moves: cleanMoves,
   };
+  // null or absent: no rebalance (gateways older than the field send none).
+  if (rebalance !== undefined && rebalance !== null) {
+    if (
+      !isRecord(rebalance) ||
+      !Array.isArray(rebalance.targetNodes) ||
+      !rebalance.targetNodes.every(isStr) ||
+      !isInt(rebalance.movesTotal) ||
+      !isInt(rebalance.startedAt)
+    ) {
+      throw badResponse('malformed rebalance in cluster info');
+    }
+    info.rebalance = {
+      targetNodes: [...rebalance.targetNodes],
+      movesTotal: rebalance.movesTotal,
+      startedAt: rebalance.startedAt,
+    };
+  }
+  return info;
+}
+
+const MOVE_STATES: readonly string[] = ['streaming', 'syncing', 'ready'];
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** A node's incoming moves; undefined when malformed. */
+function parseIncoming(v: unknown): IncomingMove[] | undefined {
+  if (!Array.isArray(v)) return undefined;
+  const out: IncomingMove[] = [];
+  for (const m of v) {
+    if (
+      !isRecord(m) ||
+      !isCount(m.partition) ||
+      typeof m.from !== 'string' ||
+      typeof m.state !== 'string' ||
+      !MOVE_STATES.includes(m.state) ||
+      !isCount(m.keys) ||
+      !isCount(m.bytes)
+    ) {
+      return undefined;
+    }
+    const move: IncomingMove = {
+      partition: m.partition,
+      from: m.from,
+      state: m.state as IncomingMoveState,
+      keys: m.keys,
+      bytes: m.bytes,
+    };
+    if (typeof m.error === 'string') move.error = m.error;
+    out.push(move);
+  }
+  return out;
+}
+
+/** Checks the shape of a rebalance status, so a wrong URL (the gateway's, say) fails here. */
+export function parseRebalanceStatus(body: unknown, ctx?: ErrorContext): RebalanceStatus {
+  const bad = (what: string): KvClientError =>
+    new KvClientError('bad_response', `unexpected response: ${what}`, ctx);
+  const ids = (v: unknown): v is string[] => Array.isArray(v) && v.every((id) => typeof id === 'string');
+  if (
+    !isRecord(body) ||
+    typeof body.active !== 'boolean' ||
+    !ids(body.targetNodes) ||
+    !ids(body.drainingNodes) ||
+    !Array.isArray(body.moves)
+  ) {
+    throw bad('not a rebalance status (is the URL the launcher admin URL, port + 100?)');
+  }
+  const counts = [
+    'epoch',
+    'movesTotal',
+    'movesDone',
+    'movesLeft',
+    'keysInFlight',
+    'bytesInFlight',
+    'keysStreamed',
+    'bytesStreamed',
+  ] as const;
+  const n: Record<(typeof counts)[number], number> = {
+    epoch: 0,
+    movesTotal: 0,
+    movesDone: 0,
+    movesLeft: 0,
+    keysInFlight: 0,
+    bytesInFlight: 0,
+    keysStreamed: 0,
+    bytesStreamed: 0,
+  };
+  for (const k of counts) {
+    const v = body[k];
+    if (!isCount(v)) throw bad(`rebalance status lacks ${k}`);
+    n[k] = v;
+  }
+  const moves = body.moves.map((m: unknown): RebalanceMoveStatus => {
+    if (
+      !isRecord(m) ||
+      !isCount(m.partition) ||
+      typeof m.from !== 'string' ||
+      typeof m.to !== 'string' ||
+      typeof m.state !== 'string' ||
+      !(m.state === 'waiting' || MOVE_STATES.includes(m.state)) ||
+      !isCount(m.keys) ||
+      !isCount(m.bytes)
+    ) {
+      throw bad('malformed move in rebalance status');
+    }
+    const move: RebalanceMoveStatus = {
+      partition: m.partition,
+      from: m.from,
+      to: m.to,
+      state: m.state as RebalanceMoveStatus['state'],
+      keys: m.keys,
+      bytes: m.bytes,
+    };
+    if (typeof m.error === 'string') move.error = m.error;
+    return move;
+  });
+  const status: RebalanceStatus = {
+    ...n,
+    active: body.active,
+    targetNodes: [...body.targetNodes],
+    drainingNodes: [...body.drainingNodes],
+    moves,
+  };
+  if (isCount(body.startedAt)) status.startedAt = body.startedAt;
+  return status;
 }
 
 /** Checks the shape of a repair report, so a wrong URL fails here rather than in a caller. */
@@ -580,6 +813,13 @@ export function parseRepairReport(body: unknown, ctx?: ErrorContext): RepairRepo
     if (isNum(n.keys)) node.keys = n.keys;
     if (isNum(n.bytes)) node.bytes = n.bytes;
     if (isNum(n.hints)) node.hints = n.hints;
+    if (n.incoming !== undefined) {
+      const incoming = parseIncoming(n.incoming);
+      if (!incoming) throw bad(`malformed incoming moves of node ${n.id}`);
+      node.incoming = incoming;
+    }
+    if (isCount(n.streamedKeys)) node.streamedKeys = n.streamedKeys;
+    if (isCount(n.streamedBytes)) node.streamedBytes = n.streamedBytes;
     if (isRecord(n.error) && typeof n.error.code === 'string' && typeof n.error.message === 'string') {
       node.error = { code: n.error.code, message: n.error.message };
     }

@@ -8,11 +8,13 @@ import {
   type ClusterInfo,
   type Consistency,
 } from './client';
+import { DEFAULT_GATEWAY_URL } from './kvctl-command';
 import { isRepairCommand, runRepair } from './repair-command';
+import { isScaleCommand, runScale } from './scale-command';
 import { isStatusCommand, runStatus } from './status-command';
 import { isVerifyCommand, runVerify } from './verify-command';
 
-export const DEFAULT_URL = 'http://127.0.0.1:3000';
+export const DEFAULT_URL = DEFAULT_GATEWAY_URL;
 
 export const USAGE = `usage: kvctl [--url URL] [--consistency one|quorum|all] [--token TOKEN] <command> [args]
 
@@ -27,6 +29,8 @@ commands:
                                      (kvctl verify --help); exit 1 when it finds violations
   repair [--partition P] [--watch]   start anti-entropy on every node; --watch follows it to the end
                                      (kvctl repair --help)
+  scale --nodes N [--wait]           grow or shrink the npm start cluster to N nodes, moving partitions live
+                                     (kvctl scale --help; talks to the launcher, --admin-url, default :3100)
   help                               show this help
 
 options:
@@ -175,6 +179,7 @@ export async function runKvctl(argv: readonly string[], io: KvctlIo): Promise<nu
   if (isVerifyCommand(argv)) return runVerify(argv, io);
   if (isRepairCommand(argv)) return runRepair(argv, io);
   if (isStatusCommand(argv)) return runStatus(argv, io);
+  if (isScaleCommand(argv)) return runScale(argv, io);
   const fail = (code: string, message: string, status: number): number => {
     io.stderr.write(`kvctl: ${code}: ${message}\n`);
     return status;

@@ -1,6 +1,12 @@
-import { parseArgs } from 'node:util';
-import { KeyValueStoreClient, KvClientError, type NodeRepairReport, type RepairReport } from './client';
-import { namesCommand } from './kvctl-command';
+import { KeyValueStoreClient, type NodeRepairReport, type RepairReport } from './client';
+import {
+  GLOBAL_OPTIONS,
+  gatewayTarget,
+  namesCommand,
+  parseCommandArgs,
+  parseInterval,
+  reportFailure,
+} from './kvctl-command';
 
 /**
  * `kvctl repair`: starts an anti-entropy pass on every node through the
@@ -26,8 +32,6 @@ export const REPAIR_EXIT_OK = 0;
 export const REPAIR_EXIT_USAGE = 2;
 export const REPAIR_EXIT_FAILURE = 3;
 
-const DEFAULT_URL = 'http://127.0.0.1:3000';
-
 export interface RepairIo {
   stdout: { write(chunk: string): unknown };
   stderr: { write(chunk: string): unknown };
@@ -48,14 +52,10 @@ export interface RepairArgs {
 }
 
 const OPTIONS = {
-  url: { type: 'string' },
-  token: { type: 'string' },
-  // kvctl's global option; accepted for symmetry, repair does not read or write keys.
-  consistency: { type: 'string' },
+  ...GLOBAL_OPTIONS,
   partition: { type: 'string', multiple: true },
   watch: { type: 'boolean' },
   interval: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** True when kvctl's command line names the repair command. */
@@ -68,28 +68,8 @@ export function parseRepairArgs(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
 ): RepairArgs {
-  let values: {
-    url?: string;
-    token?: string;
-    consistency?: string;
-    partition?: string[];
-    watch?: boolean;
-    interval?: string;
-    help?: boolean;
-  };
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: [...argv],
-      options: OPTIONS,
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (err) {
-    throw new RepairUsageError((err instanceof Error ? err.message : String(err)).replace(/^.*?: /, ''));
-  }
-  if (positionals[0] !== 'repair') throw new RepairUsageError('not a repair command line');
-  if (positionals.length > 1) throw new RepairUsageError(`repair takes no arguments, got ${positionals[1]}`);
+  const usage = (message: string): Error => new RepairUsageError(message);
+  const values = parseCommandArgs(argv, 'repair', OPTIONS, usage);
   let partitions: number[] | undefined;
   if (values.partition !== undefined) {
     const set = new Set<number>();
@@ -103,22 +83,12 @@ export function parseRepairArgs(
   }
   if (values.interval !== undefined && !values.watch) throw new RepairUsageError('--interval needs --watch');
   return {
-    url: values.url ?? (env.KVSTORE_URL || DEFAULT_URL),
-    token: values.token ?? (env.KVSTORE_TOKEN || undefined),
+    ...gatewayTarget(values, env),
     ...(partitions ? { partitions } : {}),
     watch: values.watch === true,
-    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval),
+    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval, 50, 3_600_000, usage),
     help: values.help === true,
   };
-}
-
-function parseInterval(text: string): number {
-  const m = /^(\d+)(ms|s)?$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * (m[2] === 'ms' ? 1 : 1000) : NaN;
-  if (!(ms >= 50 && ms <= 3_600_000)) {
-    throw new RepairUsageError(`--interval takes a duration from 50ms to 1h, e.g. 500ms or 2s; got ${text}`);
-  }
-  return ms;
 }
 
 /** Runs `kvctl repair`; returns the exit status, never throws. */
@@ -179,12 +149,7 @@ export async function runRepair(
     io.stdout.write(`repair finished in ${formatSeconds(Date.now() - startedAt)}\n`);
     return REPAIR_EXIT_OK;
   } catch (err) {
-    if (err instanceof KvClientError) {
-      io.stderr.write(`kvctl: ${err.code}: ${err.message}\n`);
-      return err.status === undefined && err.code === 'bad_request' ? REPAIR_EXIT_USAGE : REPAIR_EXIT_FAILURE;
-    }
-    io.stderr.write(`kvctl: internal: ${err instanceof Error ? err.message : String(err)}\n`);
-    return REPAIR_EXIT_FAILURE;
+    return reportFailure(err, io.stderr);
   }
 }
 

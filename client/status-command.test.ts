@@ -7,7 +7,10 @@ import {
   formatStatus,
   isStatusCommand,
   parseStatusArgs,
+  formatRebalanceLine,
+  formatAge,
   progressBar,
+  rebalanceRates,
   runStatus,
   StatusUsageError,
 } from './status-command';
@@ -112,7 +115,110 @@ describe('kvctl status', () => {
     const text = formatStatus(clusterStatus(up, all), 2_000);
     expect(text).toContain('healthy');
     expect(text).toContain('partitions: all replicas up');
-    expect(text).toMatch(/moves in progress: 1\n {2}PARTITION {2}FROM {2}TO\n {2}2 {10}n3 {4}n2/);
+    expect(text).toContain('moves in progress: 1 (no rebalance plan recorded in the map)');
+    expect(text).toMatch(
+      /^ {2}PARTITION {2}FROM {2}TO {2}STATE {4}KEYS {2}BYTES\n {2}2 {10}n3 {4}n2 {2}waiting {2}0 {5}0 B$/m,
+    );
+  });
+
+  describe('a rebalance under way', () => {
+    // n1, n2, n3, n4 moving to n1, n2, n4: n3 drains into n4; 8 of the plan's 32 moves are done.
+    const T0 = 1_000_000;
+    const growing: ClusterInfo = {
+      ...info,
+      epoch: 9,
+      nodes: info.nodes.map((n) => ({ ...n, status: 'up' })),
+      moves: [
+        { partition: 0, from: 'n3', to: 'n4' },
+        { partition: 1, from: 'n3', to: 'n4' },
+        ...Array.from({ length: 22 }, (_, i) => ({ partition: 2 + (i % 2), from: 'n3', to: 'n4' })),
+      ],
+      rebalance: { targetNodes: ['n1', 'n2', 'n4'], movesTotal: 32, startedAt: T0 },
+    };
+    const reports: RepairReport = {
+      epoch: 9,
+      nodes: [
+        { id: 'n1', address: 'h:1', ready: true, keys: 5, streamedKeys: 0, streamedBytes: 0 },
+        { id: 'n2', address: 'h:2', ready: true, keys: 5, streamedKeys: 0, streamedBytes: 0 },
+        { id: 'n3', address: 'h:3', ready: true, keys: 5 },
+        {
+          id: 'n4',
+          address: 'h:4',
+          ready: true,
+          keys: 3,
+          streamedKeys: 1000,
+          streamedBytes: 4 * 1024 * 1024,
+          incoming: [
+            { partition: 0, from: 'n3', state: 'streaming', keys: 120, bytes: 2048 },
+            { partition: 1, from: 'n3', state: 'ready', keys: 80, bytes: 1024, error: 'n3 slow' },
+          ],
+        },
+      ],
+    };
+
+    it('joins the plan with what the receiving nodes report', () => {
+      const r = clusterStatus(growing, reports).rebalance;
+      expect(r).toMatchObject({
+        active: true,
+        movesTotal: 32,
+        movesDone: 8,
+        movesLeft: 24,
+        keysInFlight: 200,
+        bytesInFlight: 3072,
+        keysStreamed: 1000,
+        bytesStreamed: 4 * 1024 * 1024,
+        drainingNodes: ['n3'],
+        startedAt: T0,
+      });
+      expect(r.moves.slice(0, 3).map((m) => m.state)).toEqual(['streaming', 'ready', 'waiting']);
+    });
+
+    it('computes the rate between two refreshes, else since the start, and the time left from moves done', () => {
+      const r = clusterStatus(growing, reports).rebalance;
+      // 8 of 32 moves in 40 s: 24 left take 120 s; 4 MiB in 40 s is 102.4 KiB/s.
+      expect(rebalanceRates(r, T0 + 40_000)).toEqual({
+        bytesPerSecond: (4 * 1024 * 1024) / 40,
+        etaMs: 120_000,
+      });
+      // Between two refreshes 2 s apart, 1 MiB more: 512 KiB/s.
+      const prev = { at: T0 + 38_000, bytesStreamed: 3 * 1024 * 1024 };
+      expect(rebalanceRates(r, T0 + 40_000, prev).bytesPerSecond).toBe(512 * 1024);
+      // A node restarted (counters went down): back to the rate since the start.
+      const restarted = { at: T0 + 38_000, bytesStreamed: 9 * 1024 * 1024 };
+      expect(rebalanceRates(r, T0 + 40_000, restarted).bytesPerSecond).toBe((4 * 1024 * 1024) / 40);
+      // Nothing moved yet: no estimate.
+      expect(rebalanceRates({ ...r, movesDone: 0, movesLeft: 32 }, T0 + 40_000).etaMs).toBeUndefined();
+      expect(formatAge(120_000)).toBe('2m');
+    });
+
+    it('draws a progress bar, rate, time left, draining nodes and the first 20 moves', () => {
+      const text = formatStatus(clusterStatus(growing, reports), T0 + 40_000, {
+        at: T0 + 38_000,
+        bytesStreamed: 3 * 1024 * 1024,
+      });
+      expect(text).toContain('rebalance to 3 nodes (n1, n2, n4), started 40s ago');
+      expect(text).toContain(
+        '  [#####---------------] 8/32 partitions moved, 1000 keys, 4.0 MiB streamed, 512.0 KiB/s, about 2m left',
+      );
+      expect(text).toContain('  in flight: 24 moves, 200 keys, 3.0 KiB copied so far');
+      expect(text).toContain('  draining: n3');
+      expect(text).toMatch(/^n3\s+h:3\s+up, draining\s/m);
+      expect(text).toMatch(/^ {2}0 +n3 +n4 +streaming +120 +2\.0 KiB$/m);
+      expect(text).toMatch(/^ {2}1 +n3 +n4 +ready \(n3 slow\) +80 +1\.0 KiB$/m);
+      expect(text).toContain('  ... and 4 more (--json lists all)');
+      expect(text.split('\n').filter((l) => / n3 +n4 /.test(l))).toHaveLength(20);
+    });
+
+    it('says done when nothing is left', () => {
+      const done = clusterStatus({ ...growing, moves: [], rebalance: undefined }, reports).rebalance;
+      expect(done.active).toBe(false);
+      expect(formatRebalanceLine(done, {})).toBe(
+        '[####################] 0/0 partitions moved, 1000 keys, 4.0 MiB streamed, done',
+      );
+      expect(formatStatus(clusterStatus({ ...growing, moves: [] }, reports), T0)).toContain(
+        'rebalance to 3 nodes',
+      );
+    });
   });
 
   it('formats sizes and bars', () => {
@@ -175,7 +281,11 @@ describe('kvctl status', () => {
       down = true;
       const r = await run(['status', '--url', url, '--json']);
       expect(r.code).toBe(1);
-      expect(JSON.parse(r.out)).toMatchObject({ cluster: 'c1', belowQuorum: [2] });
+      expect(JSON.parse(r.out)).toMatchObject({
+        cluster: 'c1',
+        belowQuorum: [2],
+        rebalance: { active: false, movesTotal: 0 },
+      });
     });
 
     it('--watch redraws until stopped', async () => {

@@ -1,4 +1,5 @@
-import { parseArgs } from 'node:util';
+import type { PartitionMap } from '../common/partition-map';
+import { rebalanceProgress, type RebalanceProgress } from '../common/rebalance-progress';
 import {
   KeyValueStoreClient,
   KvClientError,
@@ -6,20 +7,28 @@ import {
   type NodeRepairReport,
   type RepairReport,
 } from './client';
-import { namesCommand } from './kvctl-command';
+import {
+  GLOBAL_OPTIONS,
+  gatewayTarget,
+  namesCommand,
+  parseCommandArgs,
+  parseInterval,
+} from './kvctl-command';
 
 /**
  * `kvctl status`: one screen that says whether the cluster is healthy, from the
- * gateway alone: the map (`GET /v1/cluster`: nodes, replicas, moves) joined with
- * each node's own answer (`GET /v1/admin/repair`: ready, keys, bytes, hints,
- * repair progress). `--watch` redraws it until interrupted.
+ * gateway alone: the map (`GET /v1/cluster`: nodes, replicas, moves, the
+ * rebalance plan) joined with each node's own answer (`GET /v1/admin/repair`:
+ * ready, keys, bytes, hints, repair progress, incoming moves). `--watch`
+ * redraws it until interrupted.
  */
 
 export const STATUS_USAGE = `usage: kvctl status [--url URL] [--token TOKEN] [--watch] [--interval 2s] [--json]
 
 Shows the cluster as the gateway sees it: every node with its state, keys, bytes, hints and repair
 progress; partitions whose replicas are not all up (under-replicated) and those left with fewer than a
-quorum; moves in progress.
+quorum; a rebalance under way: partitions moved, keys and bytes streamed, rate, time left, draining
+nodes and each move's state.
 
 options:
   --watch         redraw every --interval until interrupted (Ctrl-C)
@@ -34,7 +43,6 @@ export const STATUS_EXIT_DEGRADED = 1;
 export const STATUS_EXIT_USAGE = 2;
 export const STATUS_EXIT_FAILURE = 3;
 
-const DEFAULT_URL = 'http://127.0.0.1:3000';
 /** Partition numbers listed per group; the rest are counted (all of them are in --json). */
 const MAX_PARTITIONS_SHOWN = 16;
 const MAX_MOVES_SHOWN = 20;
@@ -60,14 +68,10 @@ export interface StatusArgs {
 }
 
 const OPTIONS = {
-  url: { type: 'string' },
-  token: { type: 'string' },
-  // kvctl's global option; accepted for symmetry, status reads no keys.
-  consistency: { type: 'string' },
+  ...GLOBAL_OPTIONS,
   watch: { type: 'boolean' },
   interval: { type: 'string' },
   json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** True when kvctl's command line names the status command. */
@@ -80,46 +84,16 @@ export function parseStatusArgs(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
 ): StatusArgs {
-  let values: {
-    url?: string;
-    token?: string;
-    consistency?: string;
-    watch?: boolean;
-    interval?: string;
-    json?: boolean;
-    help?: boolean;
-  };
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: [...argv],
-      options: OPTIONS,
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (err) {
-    throw new StatusUsageError((err instanceof Error ? err.message : String(err)).replace(/^.*?: /, ''));
-  }
-  if (positionals[0] !== 'status') throw new StatusUsageError('not a status command line');
-  if (positionals.length > 1) throw new StatusUsageError(`status takes no arguments, got ${positionals[1]}`);
+  const usage = (message: string): Error => new StatusUsageError(message);
+  const values = parseCommandArgs(argv, 'status', OPTIONS, usage);
   if (values.interval !== undefined && !values.watch) throw new StatusUsageError('--interval needs --watch');
   return {
-    url: values.url ?? (env.KVSTORE_URL || DEFAULT_URL),
-    token: values.token ?? (env.KVSTORE_TOKEN || undefined),
+    ...gatewayTarget(values, env),
     watch: values.watch === true,
-    intervalMs: values.interval === undefined ? 2000 : parseInterval(values.interval),
+    intervalMs: values.interval === undefined ? 2000 : parseInterval(values.interval, 100, 3_600_000, usage),
     json: values.json === true,
     help: values.help === true,
   };
-}
-
-function parseInterval(text: string): number {
-  const m = /^(\d+)(ms|s)?$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * (m[2] === 'ms' ? 1 : 1000) : NaN;
-  if (!(ms >= 100 && ms <= 3_600_000)) {
-    throw new StatusUsageError(`--interval takes a duration from 100ms to 1h, e.g. 500ms or 5s; got ${text}`);
-  }
-  return ms;
 }
 
 /** A node as status shows it: the map's view joined with the node's own answer. */
@@ -136,6 +110,8 @@ export interface NodeStatusRow {
   readonly bytes?: number;
   readonly hints?: number;
   readonly repair?: NodeRepairReport['repair'];
+  /** being emptied by a rebalance, to leave the cluster when it holds nothing */
+  readonly draining?: boolean;
   readonly error?: { readonly code: string; readonly message: string };
 }
 
@@ -150,11 +126,36 @@ export interface ClusterStatus {
   /** partitions with fewer replicas up than a quorum: quorum reads and writes of their keys fail */
   readonly belowQuorum: readonly number[];
   readonly moves: ClusterInfo['moves'];
+  /** where a rebalance stands (`active` false when none is under way) */
+  readonly rebalance: RebalanceProgress;
 }
 
 /** Joins the two gateway answers. Pure, so the view is testable without a cluster. */
 export function clusterStatus(info: ClusterInfo, report: RepairReport): ClusterStatus {
   const reports = new Map(report.nodes.map((n) => [n.id, n]));
+  // The same computation as the map owner's (common/rebalance-progress.ts), from what the gateway relays.
+  const map: PartitionMap = {
+    cluster: info.cluster,
+    epoch: info.epoch,
+    partitionCount: info.partitionCount,
+    replicationFactor: info.replicationFactor,
+    nodes: info.nodes.map((n) => ({ id: n.id, address: n.address })),
+    partitions: info.partitions,
+    moves: info.moves,
+    ...(info.rebalance ? { rebalance: info.rebalance } : {}),
+  };
+  const rebalance = rebalanceProgress(
+    map,
+    new Map(
+      report.nodes
+        .filter((n) => !n.error)
+        .map((n) => [
+          n.id,
+          { incoming: n.incoming, streamedKeys: n.streamedKeys, streamedBytes: n.streamedBytes },
+        ]),
+    ),
+  );
+  const draining = new Set(rebalance.drainingNodes);
   const nodes = info.nodes.map((n): NodeStatusRow => {
     const r = reports.get(n.id);
     const state: NodeState =
@@ -177,6 +178,7 @@ export function clusterStatus(info: ClusterInfo, report: RepairReport): ClusterS
       ...(r?.bytes !== undefined ? { bytes: r.bytes } : {}),
       ...(r?.hints !== undefined ? { hints: r.hints } : {}),
       ...(r?.repair ? { repair: r.repair } : {}),
+      ...(draining.has(n.id) ? { draining: true } : {}),
       ...(r?.error ? { error: r.error } : {}),
     };
   });
@@ -198,6 +200,7 @@ export function clusterStatus(info: ClusterInfo, report: RepairReport): ClusterS
     underReplicated,
     belowQuorum,
     moves: info.moves,
+    rebalance,
   };
 }
 
@@ -205,8 +208,102 @@ export function isHealthy(s: ClusterStatus): boolean {
   return s.underReplicated.length === 0 && s.nodes.every((n) => n.state === 'up');
 }
 
-/** The terminal view. `now` is injected so tests get stable "ago" texts. */
-export function formatStatus(s: ClusterStatus, now = Date.now()): string {
+/** The previous refresh of a --watch, for the streaming rate between two refreshes. */
+export interface StreamSample {
+  /** ms since the Unix epoch */
+  readonly at: number;
+  readonly bytesStreamed: number;
+}
+
+export interface RebalanceRates {
+  /** bytes streamed per second: between two refreshes, else since the rebalance started */
+  readonly bytesPerSecond?: number;
+  /** time left at the pace of the moves done so far; absent until one is done */
+  readonly etaMs?: number;
+}
+
+/**
+ * Rate and time left. The streaming rate is the difference between two refreshes when
+ * there is a previous one (counters are per node run: a node restart makes the difference
+ * negative, so then it falls back), else the total over the time since the plan was made.
+ * Time left extrapolates the moves done so far: moves of one plan are alike in size.
+ */
+export function rebalanceRates(r: RebalanceProgress, now: number, prev?: StreamSample): RebalanceRates {
+  let bytesPerSecond: number | undefined;
+  if (prev && now > prev.at && r.bytesStreamed >= prev.bytesStreamed) {
+    bytesPerSecond = ((r.bytesStreamed - prev.bytesStreamed) * 1000) / (now - prev.at);
+  } else if (r.startedAt !== undefined && now > r.startedAt) {
+    bytesPerSecond = (r.bytesStreamed * 1000) / (now - r.startedAt);
+  }
+  const etaMs =
+    r.active && r.startedAt !== undefined && r.movesDone > 0 && now > r.startedAt
+      ? (r.movesLeft * (now - r.startedAt)) / r.movesDone
+      : undefined;
+  return {
+    ...(bytesPerSecond !== undefined ? { bytesPerSecond } : {}),
+    ...(etaMs !== undefined ? { etaMs } : {}),
+  };
+}
+
+/** One line: `[#####---------------] 10/40 partitions moved, 1200 keys, 3.0 MiB streamed, 1.0 MiB/s, about 30s left`. */
+export function formatRebalanceLine(r: RebalanceProgress, rates: RebalanceRates): string {
+  const fraction = r.movesTotal > 0 ? r.movesDone / r.movesTotal : r.active ? 0 : 1;
+  return [
+    `${progressBar(fraction)} ${r.movesDone}/${r.movesTotal} partitions moved`,
+    `${r.keysStreamed} keys, ${formatBytes(r.bytesStreamed)} streamed`,
+    rates.bytesPerSecond === undefined ? '' : `${formatBytes(Math.round(rates.bytesPerSecond))}/s`,
+    !r.active
+      ? 'done'
+      : rates.etaMs === undefined
+        ? 'time left: estimating'
+        : `about ${formatAge(rates.etaMs)} left`,
+  ]
+    .filter(Boolean)
+    .join(', ');
+}
+
+/** The rebalance section of the view: progress, draining nodes, the first moves with their state. */
+export function formatRebalance(r: RebalanceProgress, rates: RebalanceRates, now: number): string[] {
+  if (!r.active) return ['rebalance: none'];
+  const targets =
+    r.targetNodes.length > MAX_PARTITIONS_SHOWN
+      ? `${r.targetNodes.slice(0, MAX_PARTITIONS_SHOWN).join(', ')}, ...`
+      : r.targetNodes.join(', ');
+  const lines = [
+    r.startedAt !== undefined
+      ? `rebalance to ${r.targetNodes.length} nodes (${targets}), started ${formatAge(now - r.startedAt)} ago`
+      : // moves someone wrote into the map without a plan: no target, no start time
+        `moves in progress: ${r.movesLeft} (no rebalance plan recorded in the map)`,
+    `  ${formatRebalanceLine(r, rates)}`,
+    `  in flight: ${r.movesLeft} moves, ${r.keysInFlight} keys, ${formatBytes(r.bytesInFlight)} copied so far`,
+    `  draining: ${r.drainingNodes.length > 0 ? r.drainingNodes.join(', ') : 'none'}`,
+  ];
+  if (r.moves.length > 0) {
+    const shown = r.moves.slice(0, MAX_MOVES_SHOWN);
+    lines.push(
+      ...table([
+        ['PARTITION', 'FROM', 'TO', 'STATE', 'KEYS', 'BYTES'],
+        ...shown.map((m) => [
+          String(m.partition),
+          m.from,
+          m.to,
+          m.error ? `${m.state} (${m.error})` : m.state,
+          String(m.keys),
+          formatBytes(m.bytes),
+        ]),
+      ]).map((l) => `  ${l}`),
+    );
+    if (r.moves.length > shown.length)
+      lines.push(`  ... and ${r.moves.length - shown.length} more (--json lists all)`);
+  }
+  return lines;
+}
+
+/**
+ * The terminal view. `now` is injected so tests get stable "ago" texts; `prev`, the previous
+ * refresh of a --watch, gives the streaming rate between the two.
+ */
+export function formatStatus(s: ClusterStatus, now = Date.now(), prev?: StreamSample): string {
   const notUp = s.nodes.filter((n) => n.state !== 'up').length;
   const health = isHealthy(s)
     ? 'healthy'
@@ -225,7 +322,7 @@ export function formatStatus(s: ClusterStatus, now = Date.now()): string {
       ...s.nodes.map((n) => [
         n.id,
         n.address,
-        n.state,
+        n.draining ? `${n.state}, draining` : n.state,
         String(n.replicas),
         n.keys === undefined ? '-' : String(n.keys),
         n.bytes === undefined ? '-' : formatBytes(n.bytes),
@@ -251,18 +348,10 @@ export function formatStatus(s: ClusterStatus, now = Date.now()): string {
       );
     }
   }
-  if (s.moves.length === 0) {
-    lines.push('moves in progress: none');
+  if (s.rebalance.active) {
+    lines.push(...formatRebalance(s.rebalance, rebalanceRates(s.rebalance, now, prev), now));
   } else {
-    lines.push(`moves in progress: ${s.moves.length}`);
-    const shown = s.moves.slice(0, MAX_MOVES_SHOWN);
-    lines.push(
-      ...table([['PARTITION', 'FROM', 'TO'], ...shown.map((m) => [String(m.partition), m.from, m.to])]).map(
-        (l) => `  ${l}`,
-      ),
-    );
-    if (s.moves.length > shown.length)
-      lines.push(`  ... and ${s.moves.length - shown.length} more (--json lists all)`);
+    lines.push('moves in progress: none');
   }
   return `${lines.join('\n')}\n`;
 }
@@ -299,7 +388,8 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
-function formatAge(ms: number): string {
+/** `45s`, `12m`, `3h`, `2d`: coarse, for ages and time left. */
+export function formatAge(ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000));
   if (s < 120) return `${s}s`;
   if (s < 7200) return `${Math.round(s / 60)}m`;
@@ -354,20 +444,23 @@ export async function runStatus(
   const now = opts.now ?? Date.now;
   const client = new KeyValueStoreClient({ url: args.url, token: args.token });
   let code: number = STATUS_EXIT_OK;
+  let prev: StreamSample | undefined;
   for (;;) {
     try {
       const [info, report] = await Promise.all([client.cluster(), client.repairStatus()]);
       const status = clusterStatus(info, report);
+      const at = now();
       code = isHealthy(status) ? STATUS_EXIT_OK : STATUS_EXIT_DEGRADED;
       if (args.json) {
-        io.stdout.write(`${JSON.stringify(status, null, args.watch ? undefined : 2)}\n`);
+        const rates = rebalanceRates(status.rebalance, at, prev);
+        const out = { ...status, rebalance: { ...status.rebalance, ...rates } };
+        io.stdout.write(`${JSON.stringify(out, null, args.watch ? undefined : 2)}\n`);
       } else {
         const clear = args.watch && io.stdout.isTTY ? CLEAR : '';
-        const stamp = args.watch
-          ? `${new Date(now()).toISOString()}  every ${args.intervalMs / 1000}s\n`
-          : '';
-        io.stdout.write(`${clear}${stamp}${formatStatus(status, now())}`);
+        const stamp = args.watch ? `${new Date(at).toISOString()}  every ${args.intervalMs / 1000}s\n` : '';
+        io.stdout.write(`${clear}${stamp}${formatStatus(status, at, prev)}`);
       }
+      prev = { at, bytesStreamed: status.rebalance.bytesStreamed };
     } catch (err) {
       const message =
         err instanceof KvClientError

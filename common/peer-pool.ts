@@ -3,12 +3,16 @@ import type { Logger } from './logger';
 import type { PartitionMap } from './partition-map';
 import { RpcClient, type NodeStatus } from './rpc-client';
 
+/** How long a client of a node that left the map (or moved) stays open for requests already sent. */
+const RETIRE_AFTER_MS = 10_000;
+
 /**
  * One RpcClient per node of the current map. Rebuilt on map changes: clients of
  * nodes that left are closed, a node whose address changed gets a fresh client.
  */
 export class PeerPool {
   private readonly clients = new Map<string, RpcClient>();
+  private readonly retiring = new Set<RpcClient>();
 
   constructor(
     private readonly opts: {
@@ -23,8 +27,14 @@ export class PeerPool {
     const wanted = new Map(map.nodes.map((n) => [n.id, n.address]));
     for (const [id, client] of this.clients) {
       if (wanted.get(id) !== client.address) {
-        client.close();
         this.clients.delete(id);
+        // Requests routed by the previous map may still be in flight to it (a node that just left
+        // the map is usually still up): let them finish rather than fail them by closing now.
+        this.retiring.add(client);
+        setTimeout(() => {
+          this.retiring.delete(client);
+          client.close();
+        }, RETIRE_AFTER_MS).unref();
       }
     }
     for (const [id, address] of wanted) {
@@ -54,6 +64,8 @@ export class PeerPool {
 
   close(): void {
     for (const c of this.clients.values()) c.close();
+    for (const c of this.retiring) c.close();
     this.clients.clear();
+    this.retiring.clear();
   }
 }

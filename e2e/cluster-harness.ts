@@ -28,7 +28,9 @@ function canBind(port: number): Promise<boolean> {
 /** A base port such that base..base+nodes and base+101..base+101+nodes are free. */
 export async function freePortBlock(nodes: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    // Below Linux's ephemeral range (32768+), where an outgoing connection could take a port
+    // between this check and the bind.
+    const base = 10_000 + Math.floor(Math.random() * 22_000);
     const ports = [base];
     for (let i = 0; i < nodes; i++) ports.push(base + 1 + i, base + 101 + i);
     const free = await Promise.all(ports.map(canBind));

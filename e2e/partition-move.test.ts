@@ -102,6 +102,8 @@ test('a node joins and leaves a live cluster: no failed request, no lost write, 
     nodes: 3,
     replicationFactor: 2,
     partitionCount: 16,
+    // This test drives the Rebalancer module itself: the launcher must not own the map too.
+    rebalancer: false,
     nodeArgs: ['--moved-data-grace-ms', String(GRACE_MS)],
   });
   const client = new KeyValueStoreClient({ url: tc.url, consistency: 'quorum' });

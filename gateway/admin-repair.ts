@@ -2,7 +2,7 @@ import { errorMessage } from '../common/errors';
 import type { PartitionMap } from '../common/partition-map';
 import type { PeerPool } from '../common/peer-pool';
 import { RpcError, type RpcClient } from '../common/rpc-client';
-import type { RepairStatus } from '../common/rpc-protocol';
+import type { IncomingMoveStatus, InfoReply, RepairStatus } from '../common/rpc-protocol';
 import { ApiError } from './api-error';
 import type { MapSource } from './coordinator';
 
@@ -24,6 +24,11 @@ export interface NodeRepairReport {
   /** hints the node holds for other nodes */
   readonly hints?: number;
   readonly repair?: RepairStatus;
+  /** moves filling partitions on the node (rebalancing) */
+  readonly incoming?: readonly IncomingMoveStatus[];
+  /** records and bytes the node copied by moves since it started */
+  readonly streamedKeys?: number;
+  readonly streamedBytes?: number;
   readonly error?: { readonly code: string; readonly message: string };
 }
 
@@ -80,6 +85,7 @@ export async function repairStatus(maps: MapSource, pool: PeerPool): Promise<Rep
       ...(typeof info.bytes === 'number' ? { bytes: info.bytes } : {}),
       ...(typeof info.hints === 'number' ? { hints: info.hints } : {}),
       ...(info.repair ? { repair: checkStatus(id, info.repair) } : {}),
+      ...checkStreaming(id, info),
     };
   });
 }
@@ -134,6 +140,51 @@ function checkStatus(id: string, s: RepairStatus): RepairStatus {
     );
   if (!ok) throw new ApiError(502, 'internal', `${id} answered with a malformed repair status`);
   return s;
+}
+
+const MOVE_STATES: ReadonlySet<unknown> = new Set(['streaming', 'syncing', 'ready']);
+
+/** The rebalancing fields of a node's info, checked: a node older than them has none, which is fine. */
+function checkStreaming(
+  id: string,
+  info: InfoReply,
+): Pick<NodeRepairReport, 'incoming' | 'streamedKeys' | 'streamedBytes'> {
+  const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const { incoming, streamedKeys, streamedBytes } = info as {
+    incoming?: unknown;
+    streamedKeys?: unknown;
+    streamedBytes?: unknown;
+  };
+  const bad = (what: string): ApiError => new ApiError(502, 'internal', `${id} answered info with ${what}`);
+  if (incoming !== undefined && !Array.isArray(incoming)) throw bad('incoming that is not a list');
+  const moves = (incoming ?? []).map((m: unknown): IncomingMoveStatus => {
+    const r = (typeof m === 'object' && m !== null ? m : {}) as Record<string, unknown>;
+    if (
+      !count(r.partition) ||
+      typeof r.from !== 'string' ||
+      !MOVE_STATES.has(r.state) ||
+      !count(r.keys) ||
+      !count(r.bytes) ||
+      (r.error !== undefined && typeof r.error !== 'string')
+    ) {
+      throw bad('a malformed incoming move');
+    }
+    return {
+      partition: r.partition,
+      from: r.from,
+      state: r.state as IncomingMoveStatus['state'],
+      keys: r.keys,
+      bytes: r.bytes,
+      ...(typeof r.error === 'string' ? { error: r.error } : {}),
+    };
+  });
+  if (streamedKeys !== undefined && !count(streamedKeys)) throw bad('a malformed streamedKeys');
+  if (streamedBytes !== undefined && !count(streamedBytes)) throw bad('a malformed streamedBytes');
+  return {
+    ...(incoming !== undefined ? { incoming: moves } : {}),
+    ...(streamedKeys !== undefined ? { streamedKeys } : {}),
+    ...(streamedBytes !== undefined ? { streamedBytes } : {}),
+  };
 }
 
 function requireMap(maps: MapSource): PartitionMap {

@@ -24,7 +24,8 @@ export interface OpOptions {
 /** Map refreshes one request may go through when replicas keep saying its epoch is stale. */
 const MAX_STALE_RETRIES = 8;
 
-type Attempt<T> = { done: true; value: T } | { done: false; staleEpoch: boolean; error: ApiError };
+type Attempt<T> =
+  { done: true; value: T } | { done: false; staleEpoch: boolean; error: ApiError; report: () => void };
 
 /**
  * The quorum coordinator (Dynamo style). Writes go to every replica of the key's
@@ -78,13 +79,18 @@ export class Coordinator {
     let map = this.requireMap();
     let result = await attempt(map);
     // A rebalance publishes an epoch per switch: a request may race several in a row.
-    for (let retry = 0; retry < MAX_STALE_RETRIES && !result.done && result.staleEpoch; retry++) {
-      const fresh = await this.maps.refresh();
+    // So may a failure of a replica the map dropped meanwhile: whenever a newer map is held by
+    // the time an attempt fails, the attempt is retried by it.
+    for (let retry = 0; retry < MAX_STALE_RETRIES && !result.done; retry++) {
+      const held = this.maps.current();
+      const fresh =
+        held && held.epoch > map.epoch ? held : result.staleEpoch ? await this.maps.refresh() : undefined;
       if (!fresh || fresh.epoch <= map.epoch) break;
       map = fresh;
       result = await attempt(map);
     }
     if (result.done) return result.value;
+    result.report();
     throw result.error;
   }
 
@@ -237,18 +243,21 @@ export class Coordinator {
     const reasons = outcome.failed
       .map(([node, e]) => `${node}: ${e instanceof RpcError ? e.code : 'error'}`)
       .join(', ');
-    this.metrics.quorumFailures.inc({ op, consistency: opts.consistency });
-    this.log.warn(
-      { rid: opts.rid, op, partition, need, ok: outcome.ok.length, reasons },
-      'not enough replicas',
-    );
+    // Counted and logged only if it is the answer: an attempt retried with a newer map is not a failure.
+    const report = (): void => {
+      this.metrics.quorumFailures.inc({ op, consistency: opts.consistency });
+      this.log.warn(
+        { rid: opts.rid, op, partition, need, ok: outcome.ok.length, reasons },
+        'not enough replicas',
+      );
+    };
     const error = new ApiError(
       503,
       'unavailable',
       `consistency ${opts.consistency} needs ${need} of ${rf} replicas of partition ${partition}; ${outcome.ok.length} answered (${reasons})`,
       { partition, need, rf },
     );
-    return { done: false, staleEpoch, error };
+    return { done: false, staleEpoch, error, report };
   }
 
   private async call<T>(node: string, op: 'read' | 'write', fn: () => Promise<T>): Promise<T> {

@@ -1,14 +1,18 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { intOption, runMain } from '../common/cli-options';
+import { intOption, runMain, UsageError } from '../common/cli-options';
 import { createLogger } from '../common/logger';
-import { LocalCluster } from './cluster';
+import { RunnerAdminServer } from './admin-server';
+import { LocalCluster, LocalClusterError, MAX_NODES } from './cluster';
 
 const USAGE = `usage: npm start -- [--port 3000] [--nodes N] [--replication-factor RF] [--partitions P]
                     [--data-dir ./.kvstore-data] [--redis URL] [--cluster NAME]
+                    [--node-arg=--FLAG=VALUE]...  (passed to every node, e.g. --node-arg=--move-max-bytes-per-second=1048576)
 
-Runs N storage nodes and a gateway as local processes on 127.0.0.1.
-Started again on the same --data-dir, every key is still there.`;
+Runs N storage nodes and a gateway as local processes on 127.0.0.1, and an admin
+listener on port+100 for \`kvctl scale\`. Started again on the same --data-dir, every
+key is still there; a different --nodes scales the cluster to it. If this launcher
+dies, the processes keep serving and the next launcher adopts them.`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -20,6 +24,7 @@ async function main(): Promise<void> {
       'data-dir': { type: 'string', default: '.kvstore-data' },
       redis: { type: 'string' },
       cluster: { type: 'string' },
+      'node-arg': { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -33,17 +38,37 @@ async function main(): Promise<void> {
     raw === undefined ? undefined : intOption(name, raw, 0, 1, max);
   const dataDir = path.resolve(values['data-dir']);
   const log = createLogger('local');
+  // Listening first: a busy admin port (another launcher on this --port) stops us before any process starts.
+  const admin = new RunnerAdminServer(log);
+  const adminPort = port + 100;
+  try {
+    await admin.listen('127.0.0.1', adminPort);
+  } catch (err) {
+    throw new UsageError(
+      `port ${adminPort} (the launcher's admin port, --port + 100) is unavailable on 127.0.0.1 (${(err as Error).message}); is another kvstore running? pick another --port`,
+    );
+  }
   const cluster = await LocalCluster.start({
     dataDir,
     port,
-    nodes: opt('nodes', values.nodes, 99),
+    nodes: opt('nodes', values.nodes, MAX_NODES),
     replicationFactor: opt('replication-factor', values['replication-factor'], 99),
     partitionCount: opt('partitions', values.partitions, 65535),
     cluster: values.cluster,
     redisUrl: values.redis,
+    nodeArgs: values['node-arg'] ?? [],
     restart: true,
+    detach: true,
     log,
+  }).catch(async (err: unknown) => {
+    await admin.close();
+    // Another launcher on this data directory: a one-line answer, not a stack trace.
+    if (err instanceof LocalClusterError && err.code === 'already_running') throw new UsageError(err.message);
+    throw err;
   });
+  admin.attach(cluster);
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  const adopted = cluster.adoptedProcesses();
   const m = cluster.map;
   const relative = path.relative(process.cwd(), dataDir) || '.';
   const rel = relative.startsWith('..') ? dataDir : relative;
@@ -54,6 +79,15 @@ async function main(): Promise<void> {
       `  gateway   ${cluster.url}`,
       `  data      ${rel}  (logs in ${path.join(rel, 'logs')})`,
       `  metadata  ${values.redis ? values.redis : path.join(rel, 'partition-map.json')}`,
+      `  admin     ${adminUrl}  (npx kvctl scale --nodes N --admin-url ${adminUrl})`,
+      ...(adopted.length > 0
+        ? [`  adopted   ${adopted.join(', ')} (left running by a launcher that died)`]
+        : []),
+      ...(m.rebalance
+        ? [
+            `  rebalance ${m.moves.length} of ${m.rebalance.movesTotal} moves left, to ${m.rebalance.targetNodes.length} nodes (npx kvctl --url ${cluster.url} status --watch)`,
+          ]
+        : []),
       '',
       `  try       curl -X PUT --data-binary 'hello' ${cluster.url}/v1/kv/greeting`,
       `            curl ${cluster.url}/v1/kv/greeting`,
@@ -68,8 +102,9 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     process.stdout.write('stopping kvstore...\n');
-    cluster
-      .stop()
+    admin
+      .close()
+      .then(() => cluster.stop())
       .then(() => {
         process.stdout.write('stopped.\n');
         process.exit(0);

@@ -100,8 +100,8 @@ export class PartitionReceiver {
   constructor(private readonly opts: PartitionReceiverOptions) {
     this.db = opts.storage.subDatabase('incoming-moves');
     const rate = opts.maxBytesPerSecond ?? DEFAULT_MOVE_MAX_BYTES_PER_SECOND;
-    // A burst of one batch: the first batch of a move is not held back, the long-run rate is.
-    this.limiter = new TokenBucket(rate, Math.max(rate, BATCH_BYTES));
+    // A burst of one second's worth; a batch larger than that puts the bucket in debt and waits.
+    this.limiter = new TokenBucket(rate);
     this.concurrency = opts.concurrency ?? 2;
     this.streamingSlots = this.concurrency;
     this.recheckMs = opts.recheckMs ?? 2000;
