@@ -13,7 +13,7 @@ import { GatewayMetrics } from './metrics';
 import { DEFAULT_LIMITS } from './request-input';
 
 const USAGE = `usage: kvstore-gateway [--id ID] [--cluster NAME] [--host HOST] [--port PORT]
-       (--metadata-file PATH | --redis URL) [--rpc-timeout-ms MS]
+       (--metadata-file PATH | --redis URL | --kube-namespace NS [--redis URL]) [--rpc-timeout-ms MS]
        [--max-key-bytes N] [--max-value-bytes N]`;
 
 async function main(): Promise<void> {
@@ -25,6 +25,7 @@ async function main(): Promise<void> {
       port: { type: 'string' },
       'metadata-file': { type: 'string' },
       redis: { type: 'string' },
+      'kube-namespace': { type: 'string' },
       'rpc-timeout-ms': { type: 'string' },
       'max-key-bytes': { type: 'string' },
       'max-value-bytes': { type: 'string' },
@@ -55,7 +56,15 @@ async function main(): Promise<void> {
   const log = createLogger('gateway', { gateway: id, cluster });
   const clock = new HybridLogicalClock(id);
   const metrics = new GatewayMetrics({ gateway: id, cluster });
-  const store = openMetadataStore({ cluster, file: values['metadata-file'], redisUrl: values.redis }, log);
+  const store = openMetadataStore(
+    {
+      cluster,
+      file: values['metadata-file'],
+      redisUrl: values.redis,
+      kubeNamespace: values['kube-namespace'],
+    },
+    log,
+  );
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;
   const pool = new PeerPool({ clock, epoch, timeoutMs, log });

@@ -20,7 +20,7 @@ import { RpcServer } from './rpc-server';
 import { Storage } from './storage';
 
 const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--listen HOST:PORT]
-       [--admin-listen HOST:PORT] (--metadata-file PATH | --redis URL)
+       [--admin-listen HOST:PORT] (--metadata-file PATH | --redis URL | --kube-namespace NS [--redis URL])
        [--max-hint-bytes N] [--hint-replay-interval-ms MS]
        [--anti-entropy-interval-ms MS (0: only on kvctl repair)] [--anti-entropy-max-keys-per-second N]
        [--tombstone-grace-ms MS] [--move-max-bytes-per-second N] [--move-concurrency N]
@@ -36,6 +36,7 @@ async function main(): Promise<void> {
       'admin-listen': { type: 'string', default: '127.0.0.1:7101' },
       'metadata-file': { type: 'string' },
       redis: { type: 'string' },
+      'kube-namespace': { type: 'string' },
       'max-hint-bytes': { type: 'string' },
       'hint-replay-interval-ms': { type: 'string' },
       'anti-entropy-interval-ms': { type: 'string' },
@@ -117,7 +118,15 @@ async function main(): Promise<void> {
   const storage = Storage.open(dataDir, { nodeId, cluster });
   const clock = new HybridLogicalClock(nodeId);
   const metrics = new NodeMetrics({ node: nodeId, cluster }, () => storage.stats(), dataDir);
-  const store = openMetadataStore({ cluster, file: values['metadata-file'], redisUrl: values.redis }, log);
+  const store = openMetadataStore(
+    {
+      cluster,
+      file: values['metadata-file'],
+      redisUrl: values.redis,
+      kubeNamespace: values['kube-namespace'],
+    },
+    log,
+  );
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;
   // Connections to peers, for hint replay and anti-entropy.

@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# Starts a real Kubernetes control plane on 127.0.0.1 for tests: etcd,
+# kube-apiserver and kube-controller-manager, built by build.sh. There is no
+# kubelet and no scheduler, so pods stay Pending; everything an operator talks
+# to (CRDs, RBAC, workloads, ConfigMaps, Leases, the controllers that turn a
+# Deployment into ReplicaSets and pods) is real.
+#
+# Usage: e2e/k8s/start.sh WORK_DIR
+#   WORK_DIR gets certs/, the etcd data, logs/, pids/, and:
+#     kubeconfig  admin (system:masters) client-certificate kubeconfig, for kubectl,
+#                 helm and @kubernetes/client-node
+#     env         shell lines to source: KUBECONFIG, PATH with the binaries, ports, pids
+# Environment:
+#   KVSTORE_K8S_BIN            the bin folder (default: what build.sh prints; builds if needed)
+#   KVSTORE_K8S_START_TIMEOUT  seconds to wait for readiness (default 300: a loaded 2-core machine is slow)
+#   KVSTORE_K8S_OWNER_PID      stop everything when this process is gone (so a killed test run
+#                              leaves no servers behind)
+# Stop with e2e/k8s/stop.sh WORK_DIR.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+work_arg="${1:?usage: start.sh WORK_DIR}"
+mkdir -p "$work_arg"
+work="$(cd "$work_arg" && pwd)"
+timeout="${KVSTORE_K8S_START_TIMEOUT:-300}"
+
+log() { echo "k8s-start: $*" >&2; }
+
+if [ -e "$work/pids" ] && [ -n "$(ls -A "$work/pids" 2>/dev/null)" ]; then
+  log "$work already has running processes (pids/); run stop.sh $work first"
+  exit 1
+fi
+
+bin="${KVSTORE_K8S_BIN:-$(bash "$here/build.sh" | tail -n 1)}"
+for b in etcd kube-apiserver kube-controller-manager kubectl; do
+  [ -x "$bin/$b" ] || { log "$bin/$b is missing; run e2e/k8s/build.sh"; exit 1; }
+done
+
+certs="$work/certs"
+logs="$work/logs"
+pids="$work/pids"
+mkdir -p "$certs" "$logs" "$pids"
+
+# If anything below fails, leave no half-started control plane behind.
+started=0
+on_exit() {
+  local status=$?
+  if [ "$status" -ne 0 ] && [ "$started" -eq 0 ]; then
+    log "start failed; last log lines:"
+    for f in "$logs"/*.log; do
+      [ -e "$f" ] || continue
+      echo "---- $f" >&2
+      tail -n 25 "$f" >&2
+    done
+    bash "$here/stop.sh" "$work" >&2 || true
+  fi
+}
+trap on_exit EXIT
+
+# ---------------------------------------------------------------- certificates
+# One CA signs the API server's serving cert and the client certs (all but the
+# front proxy's, below); the API server trusts client certs from it
+# (--client-ca-file), so the admin and the controller manager authenticate by
+# certificate, as in a kubeadm cluster.
+# Made once per work dir; .complete marks a set that was written whole.
+# openssl chats on stderr when all is well: show its output only when it fails.
+ossl() {
+  local out
+  out="$(openssl "$@" 2>&1)" || { echo "openssl $1 failed: $out" >&2; return 1; }
+}
+gen_key() { ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
+# sign NAME SUBJECT EXTENSIONS [CA_NAME]
+sign() {
+  local ca="${4:-ca}"
+  gen_key "$certs/$1.key"
+  ossl req -new -key "$certs/$1.key" -subj "$2" -out "$certs/$1.csr"
+  printf '%b\n' "$3" >"$certs/$1.ext"
+  ossl x509 -req -in "$certs/$1.csr" -CA "$certs/$ca.crt" -CAkey "$certs/$ca.key" -CAcreateserial \
+    -days 30 -sha256 -extfile "$certs/$1.ext" -out "$certs/$1.crt"
+  rm -f "$certs/$1.csr"
+}
+if [ ! -f "$certs/.complete" ]; then
+  rm -f "$certs"/*
+  gen_key "$certs/ca.key"
+  ossl req -x509 -new -key "$certs/ca.key" -subj "/CN=kvstore-e2e-ca" -days 30 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$certs/ca.crt"
+  client_ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth"
+  # 10.0.0.1 is the first address of --service-cluster-ip-range: the `kubernetes` Service's ClusterIP.
+  sign apiserver "/CN=kube-apiserver" \
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  # system:masters is bound to cluster-admin by the API server's bootstrap RBAC.
+  sign admin "/O=system:masters/CN=kvstore-e2e-admin" "$client_ext"
+  # The bootstrap RBAC policy grants this exact user name what the controller manager needs.
+  sign kube-controller-manager "/CN=system:kube-controller-manager" "$client_ext"
+  # The front proxy (aggregation layer): without a request-header CA the controller
+  # manager's delegated authentication logs errors every second, and aggregated
+  # APIs (metrics-server, say) could not be registered. Its own CA, as kubeadm does.
+  gen_key "$certs/front-proxy-ca.key"
+  ossl req -x509 -new -key "$certs/front-proxy-ca.key" -subj "/CN=kvstore-e2e-front-proxy-ca" -days 30 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$certs/front-proxy-ca.crt"
+  sign front-proxy-client "/CN=front-proxy-client" "$client_ext" front-proxy-ca
+  # The service-account token signer: the API server verifies with the public half,
+  # the controller manager's token controller signs with the private half.
+  ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$certs/sa.key"
+  ossl pkey -in "$certs/sa.key" -pubout -out "$certs/sa.pub"
+  # A static bearer token for the admin too, for tools that prefer a token to a client cert.
+  admin_token="$(openssl rand -hex 24)"
+  echo "$admin_token,kvstore-e2e-admin-token,kvstore-e2e-admin-token,system:masters" >"$certs/tokens.csv"
+  chmod 600 "$certs"/*.key "$certs/tokens.csv"
+  touch "$certs/.complete"
+fi
+admin_token="$(cut -d, -f1 "$certs/tokens.csv")"
+
+# ---------------------------------------------------------------- helpers
+# Free loopback ports, chosen by the kernel and all held at once so they differ.
+# Another process may still take one before we bind it; the starts below retry.
+free_ports() {
+  node -e '
+    const net = require("net");
+    const n = Number(process.argv[1]);
+    const servers = [];
+    let left = n;
+    for (let i = 0; i < n; i++) {
+      const s = net.createServer();
+      servers.push(s);
+      s.listen(0, "127.0.0.1", () => {
+        if (--left === 0) {
+          console.log(servers.map((x) => x.address().port).join(" "));
+          servers.forEach((x) => x.close());
+        }
+      });
+    }' "$1"
+}
+
+# spawn NAME COMMAND...: start in its own session (so a Ctrl-C to the caller's
+# process group does not reach it; stop.sh ends it), log to logs/NAME.log.
+spawn() {
+  local name="$1"
+  shift
+  setsid "$@" </dev/null >>"$logs/$name.log" 2>&1 &
+  echo $! >"$pids/$name.pid"
+}
+
+# wait_for NAME DESCRIPTION COMMAND...: poll until COMMAND succeeds; fail early if NAME died.
+wait_for() {
+  local name="$1" what="$2"
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$(cat "$pids/$name.pid" 2>/dev/null)" 2>/dev/null; then
+      log "$name exited while waiting for $what"
+      return 2
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+port_in_use_failure() { grep -qiE 'address already in use|bind: address' "$logs/$1.log"; }
+
+data() { base64 -w0 <"$1"; }
+kubeconfig_for() { # USER CERT_NAME SERVER OUT
+  cat >"$4" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: kvstore-e2e
+    cluster:
+      server: $3
+      certificate-authority-data: $(data "$certs/ca.crt")
+users:
+  - name: $1
+    user:
+      client-certificate-data: $(data "$certs/$2.crt")
+      client-key-data: $(data "$certs/$2.key")
+contexts:
+  - name: kvstore-e2e
+    context:
+      cluster: kvstore-e2e
+      user: $1
+current-context: kvstore-e2e
+EOF
+  chmod 600 "$4"
+}
+
+# ---------------------------------------------------------------- stop on owner exit
+# Started before any server, so that even a start cut short leaves nothing running.
+if [ -n "${KVSTORE_K8S_OWNER_PID:-}" ]; then
+  owner="$KVSTORE_K8S_OWNER_PID"
+  # shellcheck disable=SC2016 # $1..$3 are the inner script's arguments, expanded there
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -d "$2/pids" ]; do sleep 2; done; exec bash "$3" "$2"' \
+    owner-watch "$owner" "$work" "$here/stop.sh" </dev/null >>"$logs/owner-watch.log" 2>&1 &
+  echo $! >"$pids/owner-watch.pid"
+fi
+
+# ---------------------------------------------------------------- etcd
+for attempt in 1 2 3; do
+  read -r etcd_client_port etcd_peer_port < <(free_ports 2)
+  rm -rf "$work/etcd"
+  # --unsafe-no-fsync: test data is thrown away, and fsync on a disk shared with
+  # other test runs is what makes etcd (and so the API server) slow here.
+  spawn etcd "$bin/etcd" --name default --data-dir "$work/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_client_port" \
+    --advertise-client-urls "http://127.0.0.1:$etcd_client_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster "default=http://127.0.0.1:$etcd_peer_port" \
+    --unsafe-no-fsync --log-level warn
+  if wait_for etcd "etcd on 127.0.0.1:$etcd_client_port" \
+    curl -sf "http://127.0.0.1:$etcd_client_port/health"; then
+    break
+  fi
+  if [ "$attempt" -lt 3 ] && port_in_use_failure etcd; then
+    log "etcd port taken, retrying with others"
+    continue
+  fi
+  exit 1
+done
+log "etcd ready on 127.0.0.1:$etcd_client_port"
+
+# ---------------------------------------------------------------- kube-apiserver
+# --endpoint-reconciler-type none: the API server advertises 127.0.0.1, which it
+# refuses to publish as the `kubernetes` Service's endpoint (loopback); no pod
+# runs here to use that endpoint anyway.
+for attempt in 1 2 3; do
+  read -r api_port < <(free_ports 1)
+  server="https://127.0.0.1:$api_port"
+  kubeconfig_for kvstore-e2e-admin admin "$server" "$work/kubeconfig"
+  spawn kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_client_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --tls-cert-file "$certs/apiserver.crt" --tls-private-key-file "$certs/apiserver.key" \
+    --client-ca-file "$certs/ca.crt" --token-auth-file "$certs/tokens.csv" \
+    --requestheader-client-ca-file "$certs/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$certs/front-proxy-client.crt" \
+    --proxy-client-key-file "$certs/front-proxy-client.key" \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --authorization-mode Node,RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$certs/sa.pub" \
+    --service-account-signing-key-file "$certs/sa.key" \
+    --allow-privileged=true \
+    --endpoint-reconciler-type none \
+    --cert-dir "$work/apiserver-certs" \
+    --profiling=false --v=1
+  if wait_for kube-apiserver "kube-apiserver /readyz on $server" \
+    "$bin/kubectl" --kubeconfig "$work/kubeconfig" get --raw /readyz; then
+    break
+  fi
+  if [ "$attempt" -lt 3 ] && port_in_use_failure kube-apiserver; then
+    log "API server port taken, retrying with another"
+    continue
+  fi
+  exit 1
+done
+log "kube-apiserver ready on $server"
+
+# ---------------------------------------------------------------- kube-controller-manager
+kubeconfig_for system:kube-controller-manager kube-controller-manager "$server" "$work/kube-controller-manager.kubeconfig"
+for attempt in 1 2 3; do
+  read -r kcm_port < <(free_ports 1)
+  # --use-service-account-credentials: each controller acts as its own service
+  # account, as in kubeadm clusters, so RBAC mistakes show up here too.
+  spawn kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig "$work/kube-controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$work/kube-controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$work/kube-controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$kcm_port" --cert-dir "$work/kcm-certs" \
+    --controllers '*' --use-service-account-credentials=true \
+    --service-account-private-key-file "$certs/sa.key" --root-ca-file "$certs/ca.crt" \
+    --cluster-signing-cert-file "$certs/ca.crt" --cluster-signing-key-file "$certs/ca.key" \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --leader-elect=false --profiling=false --v=1
+  if wait_for kube-controller-manager "kube-controller-manager /healthz on 127.0.0.1:$kcm_port" \
+    curl -skf "https://127.0.0.1:$kcm_port/healthz"; then
+    break
+  fi
+  if [ "$attempt" -lt 3 ] && port_in_use_failure kube-controller-manager; then
+    log "controller manager port taken, retrying with another"
+    continue
+  fi
+  exit 1
+done
+# Pods cannot be created in a namespace before its `default` ServiceAccount
+# exists (ServiceAccount admission); the controller manager makes it. Waiting
+# here means a test can create workloads as soon as start.sh returns.
+wait_for kube-controller-manager "the default ServiceAccount (controller manager working)" \
+  "$bin/kubectl" --kubeconfig "$work/kubeconfig" -n default get serviceaccount default
+log "kube-controller-manager ready on 127.0.0.1:$kcm_port"
+
+q() { printf '%q' "$1"; }
+# Written whole and then renamed: a reader never sees half a file.
+cat >"$work/env.tmp" <<EOF
+# Written by e2e/k8s/start.sh; source it: . $(q "$work/env")
+export KUBECONFIG=$(q "$work/kubeconfig")
+export PATH=$(q "$bin"):"\$PATH"
+export KVSTORE_K8S_BIN=$(q "$bin")
+export KVSTORE_K8S_SERVER=$(q "$server")
+export KVSTORE_K8S_ADMIN_TOKEN=$(q "$admin_token")
+export KVSTORE_K8S_CA=$(q "$certs/ca.crt")
+export HELM_CACHE_HOME=$(q "$work/helm/cache")
+export HELM_CONFIG_HOME=$(q "$work/helm/config")
+export HELM_DATA_HOME=$(q "$work/helm/data")
+export KVSTORE_K8S_ETCD=http://127.0.0.1:$etcd_client_port
+export KVSTORE_K8S_ETCD_PID=$(cat "$pids/etcd.pid")
+export KVSTORE_K8S_APISERVER_PID=$(cat "$pids/kube-apiserver.pid")
+export KVSTORE_K8S_CONTROLLER_MANAGER_PID=$(cat "$pids/kube-controller-manager.pid")
+EOF
+mv -f "$work/env.tmp" "$work/env"
+started=1
+log "control plane up: $server (KUBECONFIG=$work/kubeconfig; logs in $logs)"
+echo "$work/kubeconfig"
