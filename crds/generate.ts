@@ -205,7 +205,7 @@ const ChartValues = z.object({
   serviceAccount: z
     .object({
       create: z.boolean().default(true).describe("Create the operator's ServiceAccount."),
-      name: z.string().default('').describe('Its name; empty: the full name of the release.'),
+      name: z.string().default('').describe('Its name; empty: <release>-kvstore-operator.'),
       annotations: StringMap('Annotations of the ServiceAccount (e.g. a cloud IAM role).').optional(),
     })
     .optional()
@@ -229,7 +229,7 @@ const ChartValues = z.object({
           enabled: z
             .boolean()
             .default(true)
-            .describe('Elect one active operator on a Lease (--leader-elect).'),
+            .describe('Elect one active operator on a Lease (--leader-elect=true|false).'),
         })
         .optional()
         .describe('Leader election on a Lease in the release namespace.'),

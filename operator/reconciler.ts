@@ -1,0 +1,423 @@
+import type { V1Pod } from '@kubernetes/client-node';
+import { errorMessage } from '../common/errors';
+import type { Logger } from '../common/logger';
+import type { PartitionMap } from '../common/partition-map';
+import { RebalancePlanError } from '../common/rebalance-plan';
+import {
+  InvalidKVClusterSpecError,
+  parseKVClusterSpec,
+  type KVClusterSpec,
+  type KVClusterStatus,
+} from '../crds/kvcluster-spec';
+import type { EventRecorder } from './events';
+import { isConflict, isNotFound, type KubeApi, type KVClusterObject } from './kube-api';
+import { clusterKey, type MapOwners } from './map-owners';
+import { nodeOrdinal, observeNodes, type ObservedNode } from './node-addresses';
+import {
+  desiredResources,
+  FINALIZER,
+  resourceList,
+  serviceMonitorName,
+  statefulSetName,
+  type ClusterRef,
+} from './resources';
+import { decideScaling, ScalingError, type ScalingDecision } from './scaling';
+import { computeStatus, sameStatus } from './status';
+
+/**
+ * One level-triggered, idempotent pass over one KVCluster: read everything, decide, write only
+ * what differs. Run as often as you like; the controller serializes passes per cluster.
+ *
+ * Order within a pass: validate the spec (a bad one changes nothing), the finalizer, the objects
+ * (server-side apply), then the partition map (first map, node addresses, scaling), then status.
+ */
+
+export type ReconcileResult =
+  /** the cluster matches its spec as far as it can right now */
+  | 'done'
+  /** the spec is refused: nothing changed, status and an event say why */
+  | 'invalid'
+  /** the KVCluster was being deleted and is now released (finalizer removed) */
+  | 'finalized'
+  /** the KVCluster does not exist */
+  | 'gone'
+  /** someone wrote the KVCluster in between: run again at once */
+  | 'conflict';
+
+export interface ReconcileOutcome {
+  readonly result: ReconcileResult;
+  /** run again after this long even if nothing is observed to change */
+  readonly requeueAfterMs?: number;
+}
+
+/** The API calls a reconcile makes (KubeApi; a fake in unit tests). */
+export type ReconcilerApi = Pick<
+  KubeApi,
+  | 'getKVCluster'
+  | 'setFinalizers'
+  | 'patchStatus'
+  | 'apply'
+  | 'deleteIfExists'
+  | 'getStatefulSet'
+  | 'listNodePods'
+  | 'listNodeVolumes'
+  | 'deleteVolume'
+  | 'serviceMonitorsAvailable'
+  | 'nodeZone'
+>;
+
+export interface ReconcilerOptions {
+  readonly api: ReconcilerApi;
+  readonly owners: Pick<MapOwners, 'ensure' | 'get' | 'stop'>;
+  readonly events: Pick<EventRecorder, 'record' | 'forget'>;
+  readonly log: Logger;
+  /** the Redis the Helm chart deploys, used by clusters with spec.redis.managed */
+  readonly managedRedisUrl?: string;
+  readonly now?: () => Date;
+}
+
+export class Reconciler {
+  private readonly now: () => Date;
+
+  constructor(private readonly opts: ReconcilerOptions) {
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  async reconcile(namespace: string, name: string): Promise<ReconcileOutcome> {
+    const { api, owners } = this.opts;
+    const key = clusterKey({ namespace, name });
+    const kv = await api.getKVCluster(namespace, name);
+    if (!kv) {
+      await owners.stop(key);
+      return { result: 'gone' };
+    }
+    const ref: ClusterRef = { name, namespace, uid: kv.metadata.uid };
+    try {
+      if (kv.metadata.deletionTimestamp) return await this.finalize(kv, ref);
+      return await this.converge(kv, ref);
+    } catch (err) {
+      // The queue retries with backoff and logs; the event tells whoever looks at the KVCluster.
+      await this.event(ref, 'Warning', 'ReconcileFailed', errorMessage(err));
+      throw err;
+    }
+  }
+
+  /** Drives a live KVCluster towards its spec. */
+  private async converge(kv: KVClusterObject, ref: ClusterRef): Promise<ReconcileOutcome> {
+    const { api, owners } = this.opts;
+    const { namespace, name } = ref;
+    const key = clusterKey(ref);
+    let spec: KVClusterSpec;
+    try {
+      spec = parseKVClusterSpec(kv.spec);
+    } catch (err) {
+      if (!(err instanceof InvalidKVClusterSpecError)) throw err;
+      return this.refuse(kv, ref, err);
+    }
+
+    const finalizers = kv.metadata.finalizers ?? [];
+    if (!finalizers.includes(FINALIZER)) {
+      try {
+        await api.setFinalizers(kv, [...finalizers, FINALIZER]);
+      } catch (err) {
+        if (isConflict(err)) return { result: 'conflict' };
+        throw err;
+      }
+    }
+
+    const redisUrl = spec.redis.url ?? (spec.redis.managed ? this.opts.managedRedisUrl : undefined);
+    if (spec.redis.managed && !this.opts.managedRedisUrl) {
+      await this.event(
+        ref,
+        'Warning',
+        'ManagedRedisUnavailable',
+        'spec.redis.managed is set but the operator was started without --managed-redis-url: the map is served from its ConfigMap only',
+      );
+    }
+    const owner = await owners.ensure(ref, redisUrl);
+    const pods = await api.listNodePods(namespace, name);
+    const nodes = await this.observe(name, pods);
+    let map = await owner.store.load();
+    const statefulSet = await api.getStatefulSet(namespace, statefulSetName(name));
+    const currentReplicas = statefulSet?.spec?.replicas;
+
+    if (map && map.replicationFactor !== spec.replicationFactor) {
+      await this.event(
+        ref,
+        'Warning',
+        'ReplicationFactorUnchanged',
+        `spec.replicationFactor is ${spec.replicationFactor} but the partition map keeps ${map.replicationFactor} replicas of every partition: changing the replication factor of an existing cluster is not supported`,
+      );
+    }
+
+    let decision: ScalingDecision;
+    let blocked: string | undefined;
+    try {
+      decision = decideScaling({ cluster: name, spec, map, nodes });
+    } catch (err) {
+      if (!(err instanceof ScalingError)) throw err;
+      blocked = err.message;
+      await this.event(ref, 'Warning', 'ScalingBlocked', err.message);
+      // Keep every pod the map may name: never shrink on a map we cannot read as ours.
+      decision = {
+        statefulSetReplicas: Math.max(spec.replicas, currentReplicas ?? 0, highestOrdinal(name, map) + 1),
+        action: { kind: 'none' },
+        heldAddresses: [],
+      };
+    }
+
+    // The objects.
+    const serviceMonitorAvailable = await this.serviceMonitorAvailable(ref, spec);
+    const desired = desiredResources(ref, spec, {
+      nodeReplicas: decision.statefulSetReplicas,
+      redisUrl,
+      serviceMonitorAvailable,
+    });
+    for (const object of resourceList(desired)) await api.apply(object);
+    if (!desired.serviceMonitor && serviceMonitorAvailable) {
+      await api.deleteIfExists({
+        apiVersion: 'monitoring.coreos.com/v1',
+        kind: 'ServiceMonitor',
+        metadata: { name: serviceMonitorName(name), namespace },
+      });
+    }
+    if (!statefulSet) {
+      await this.event(
+        ref,
+        'Normal',
+        'Created',
+        `created StatefulSet ${statefulSetName(name)} with ${decision.statefulSetReplicas} nodes, its Services, PodDisruptionBudget and the gateway Deployment`,
+      );
+    } else if (currentReplicas !== decision.statefulSetReplicas) {
+      await this.event(
+        ref,
+        'Normal',
+        'StatefulSetScaled',
+        `StatefulSet ${statefulSetName(name)} scaled from ${currentReplicas ?? 0} to ${decision.statefulSetReplicas} pods`,
+      );
+    }
+    for (const held of decision.heldAddresses) {
+      this.opts.log.info(
+        { cluster: key, node: held.id, from: held.from, to: held.to },
+        'address change held back: another node of the map still has that address',
+      );
+    }
+
+    // The map.
+    const action = decision.action;
+    const store = owner.store;
+    switch (action.kind) {
+      case 'create-map':
+        if (await store.compareAndSet(action.map, undefined)) {
+          map = action.map;
+          await this.event(
+            ref,
+            'Normal',
+            'PartitionMapCreated',
+            `partition map created: ${action.map.partitionCount} partitions on ${action.map.nodes.length} nodes, replication factor ${action.map.replicationFactor}`,
+          );
+        } else {
+          map = await store.load();
+        }
+        break;
+      case 'update-addresses':
+        if (map && (await store.compareAndSet(action.map, map.epoch))) {
+          map = action.map;
+          await this.event(
+            ref,
+            'Normal',
+            'NodeAddressChanged',
+            `map epoch ${action.map.epoch}: ${action.changed.map((c) => `${c.id} ${c.from} -> ${c.to}`).join(', ')}`,
+          );
+        } else {
+          map = await store.load();
+        }
+        break;
+      case 'scale':
+        try {
+          const planned = await owner.rebalancer.scale(action.target);
+          const moves = planned.rebalance?.movesTotal ?? 0;
+          await this.event(
+            ref,
+            'Normal',
+            'RebalancePlanned',
+            `scaling from ${action.from} to ${action.target.length} nodes: ${moves} partition move${moves === 1 ? '' : 's'} planned at map epoch ${planned.epoch}`,
+          );
+          map = planned;
+        } catch (err) {
+          if (!(err instanceof RebalancePlanError)) throw err;
+          // The planner refuses what can never work (e.g. a target a map cannot hold): no retry helps.
+          blocked = err.message;
+          await this.event(ref, 'Warning', 'RebalancePlanRefused', err.message);
+        }
+        break;
+      case 'wait':
+      case 'none':
+        break;
+    }
+
+    if (kv.status?.rebalance && map && !map.rebalance && map.moves.length === 0) {
+      await this.event(
+        ref,
+        'Normal',
+        'RebalanceFinished',
+        `rebalance finished at map epoch ${map.epoch}: ${map.nodes.length} nodes`,
+      );
+    }
+
+    await this.writeStatus(
+      kv,
+      computeStatus({
+        cluster: name,
+        generation: kv.metadata.generation ?? 0,
+        previous: kv.status,
+        now: this.now(),
+        map,
+        nodes,
+        ...(action.kind === 'wait' ? { waitingForNodes: action.nodes } : {}),
+        ...(blocked ? { scalingBlocked: blocked } : {}),
+      }),
+    );
+    return { result: 'done' };
+  }
+
+  /** A spec the schema refuses: say so (status, event) and change nothing else. */
+  private async refuse(
+    kv: KVClusterObject,
+    ref: ClusterRef,
+    err: InvalidKVClusterSpecError,
+  ): Promise<ReconcileOutcome> {
+    await this.event(ref, 'Warning', 'InvalidSpec', err.message);
+    const owner = this.opts.owners.get(clusterKey(ref));
+    const pods = await this.opts.api.listNodePods(ref.namespace, ref.name);
+    await this.writeStatus(
+      kv,
+      computeStatus({
+        cluster: ref.name,
+        generation: kv.metadata.generation ?? 0,
+        previous: kv.status,
+        now: this.now(),
+        invalidSpec: err.message,
+        map: owner?.rebalancer.current(),
+        nodes: await this.observe(ref.name, pods),
+      }),
+    );
+    return { result: 'invalid' };
+  }
+
+  /**
+   * Deletion: stop owning the map, apply the deletion policy to the node volumes, then let the
+   * KVCluster go. Everything else it owns goes by garbage collection (owner references).
+   */
+  private async finalize(read: KVClusterObject, ref: ClusterRef): Promise<ReconcileOutcome> {
+    const { api, owners } = this.opts;
+    const key = clusterKey(ref);
+    await owners.stop(key);
+    if (!(read.metadata.finalizers ?? []).includes(FINALIZER)) return { result: 'gone' };
+    const kv = await this.writeStatus(read, { ...(read.status ?? {}), phase: 'Deleting' });
+    const finalizers = kv.metadata.finalizers ?? [];
+    // A spec that does not parse keeps the volumes: deleting data is never a default.
+    let policy: KVClusterSpec['deletionPolicy'] = 'Retain';
+    try {
+      policy = parseKVClusterSpec(kv.spec).deletionPolicy;
+    } catch (err) {
+      if (!(err instanceof InvalidKVClusterSpecError)) throw err;
+      await this.event(ref, 'Warning', 'InvalidSpec', `${err.message}; keeping the node volumes`);
+    }
+    if (policy === 'Delete') {
+      // The StatefulSet first: while it exists it recreates the claim of any pod it restarts.
+      await api.deleteIfExists(
+        {
+          apiVersion: 'apps/v1',
+          kind: 'StatefulSet',
+          metadata: { name: statefulSetName(ref.name), namespace: ref.namespace },
+        },
+        'Background',
+      );
+      const volumes = await api.listNodeVolumes(ref.namespace, ref.name);
+      for (const pvc of volumes) {
+        const name = pvc.metadata?.name;
+        if (name && !pvc.metadata?.deletionTimestamp) await api.deleteVolume(ref.namespace, name);
+      }
+      await this.event(
+        ref,
+        'Normal',
+        'VolumesDeleted',
+        `deletionPolicy Delete: deleted ${volumes.length} node volume${volumes.length === 1 ? '' : 's'}`,
+      );
+    } else {
+      const volumes = await api.listNodeVolumes(ref.namespace, ref.name);
+      await this.event(
+        ref,
+        'Normal',
+        'VolumesRetained',
+        `deletionPolicy Retain: kept ${volumes.length} node volume${volumes.length === 1 ? '' : 's'}${
+          volumes.length > 0 ? ` (${volumes.map((v) => v.metadata?.name).join(', ')})` : ''
+        }`,
+      );
+    }
+    try {
+      await api.setFinalizers(
+        kv,
+        finalizers.filter((f) => f !== FINALIZER),
+      );
+    } catch (err) {
+      if (isConflict(err)) return { result: 'conflict' };
+      if (isNotFound(err)) return { result: 'gone' };
+      throw err;
+    }
+    this.opts.events.forget(ref.uid);
+    this.opts.log.info({ cluster: key, deletionPolicy: policy }, 'KVCluster released');
+    return { result: 'finalized' };
+  }
+
+  private async observe(cluster: string, pods: readonly V1Pod[]): Promise<Map<string, ObservedNode>> {
+    const zones = new Map<string, string | undefined>();
+    for (const nodeName of new Set(pods.map((p) => p.spec?.nodeName).filter((n): n is string => !!n))) {
+      zones.set(nodeName, await this.opts.api.nodeZone(nodeName));
+    }
+    return observeNodes(cluster, pods, (pod) =>
+      pod.spec?.nodeName ? zones.get(pod.spec.nodeName) : undefined,
+    );
+  }
+
+  private async serviceMonitorAvailable(ref: ClusterRef, spec: KVClusterSpec): Promise<boolean> {
+    const available = await this.opts.api.serviceMonitorsAvailable();
+    if (spec.monitoring.serviceMonitor.enabled && !available) {
+      await this.event(
+        ref,
+        'Warning',
+        'ServiceMonitorUnavailable',
+        'spec.monitoring.serviceMonitor.enabled is set but this cluster has no monitoring.coreos.com/v1 ServiceMonitor CRD',
+      );
+    }
+    return available;
+  }
+
+  /**
+   * Writes status when it says something new; fields that went away are removed (null). Returns
+   * the object as stored afterwards (a status write changes its resourceVersion).
+   */
+  private async writeStatus(kv: KVClusterObject, status: KVClusterStatus): Promise<KVClusterObject> {
+    if (sameStatus(status, kv.status)) return kv;
+    const patch: Record<string, unknown> = { ...status };
+    for (const field of Object.keys(kv.status ?? {})) if (!(field in status)) patch[field] = null;
+    try {
+      return await this.opts.api.patchStatus(kv.metadata.namespace, kv.metadata.name, patch);
+    } catch (err) {
+      // Deleted since it was read: there is no status left to write.
+      if (!isNotFound(err)) throw err;
+      return kv;
+    }
+  }
+
+  private event(ref: ClusterRef, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    return this.opts.events.record(ref, type, reason, message);
+  }
+}
+
+function highestOrdinal(cluster: string, map: PartitionMap | undefined): number {
+  let highest = -1;
+  for (const node of map?.nodes ?? []) highest = Math.max(highest, nodeOrdinal(cluster, node.id) ?? -1);
+  return highest;
+}
