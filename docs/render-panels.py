@@ -2,7 +2,8 @@
 """Draws the main kvstore dashboard panels from Prometheus range data, for the docs.
 
 The data comes from the observability e2e suite, which runs a real Prometheus
-against a local cluster (all up, then node n3 killed, then n3 back):
+against a local cluster (all up, then node n3 killed, then n3 back, then n4
+joins and partitions stream to it):
 
     KVSTORE_PANEL_DUMP=/tmp/panels.json npx jest e2e/observability.test.ts
     python3 docs/render-panels.py /tmp/panels.json docs/dashboard-panels.png
@@ -18,7 +19,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-UNITS = {"reqps": "req/s", "ops": "per s", "s": "seconds", "bytes": "bytes", "percentunit": "ratio", "short": ""}
+UNITS = {
+    "reqps": "req/s",
+    "ops": "per s",
+    "s": "seconds",
+    "bytes": "bytes",
+    "Bps": "bytes/s",
+    "percentunit": "ratio",
+    "short": "",
+}
 
 
 def legend(fmt, metric):
@@ -57,7 +66,7 @@ def main(src, dest):
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle("kvstore dashboards on a local cluster: all up, n3 killed, n3 back", fontsize=12)
+    fig.suptitle("kvstore dashboards on a local cluster: all up, n3 killed, n3 back, n4 joins", fontsize=12)
     fig.tight_layout()
     fig.savefig(dest, dpi=90)
 

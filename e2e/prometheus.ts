@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePort } from './free-port';
@@ -66,6 +66,21 @@ export function prometheusAvailable(binary = 'prometheus'): boolean {
   return (process.env.PATH ?? '')
     .split(path.delimiter)
     .some((d) => d !== '' && fs.existsSync(path.join(d, binary)));
+}
+
+/**
+ * `promtool test rules FILE` (promtool ships with the prometheus package): rule unit tests on
+ * synthetic series, evaluated minute by minute without waiting. Resolves with promtool's output;
+ * rejects with it when a test fails or the file does not load.
+ */
+export function promtoolTestRules(testFile: string, binary = 'promtool'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(binary, ['test', 'rules', testFile], { timeout: 60_000 }, (err, stdout, stderr) => {
+      const out = `${stdout}${stderr}`;
+      if (err) reject(new PrometheusError(`promtool test rules ${testFile} failed:\n${out}`));
+      else resolve(out);
+    });
+  });
 }
 
 export class PrometheusServer {

@@ -2,13 +2,14 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parse as parseQuery } from 'node:querystring';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Consistency } from '../common/consistency';
 import { formatVersion, type Version } from '../common/hlc';
 import type { Logger } from '../common/logger';
 import type { PeerPool } from '../common/peer-pool';
 import { parsePartitionsParam, repairStatus, startRepair } from './admin-repair';
 import { ApiError } from './api-error';
 import type { Coordinator, MapSource } from './coordinator';
-import type { GatewayMetrics } from './metrics';
+import type { ConsistencyLabel, GatewayMetrics } from './metrics';
 import {
   acceptRequestId,
   keyFromKvPath,
@@ -32,10 +33,19 @@ const KV_PREFIX = '/v1/kv/';
 interface Locals {
   rid: string;
   op: string;
+  /** the latency histogram's label: the level once the route parsed X-Consistency, `none` until then */
+  consistency: ConsistencyLabel;
 }
 
 function locals(res: Response): Locals {
   return res.locals as Locals;
+}
+
+/** The request's consistency level (400 when X-Consistency is invalid), recorded for the latency label. */
+function requestConsistency(req: Request, res: Response): Consistency {
+  const consistency = parseConsistency(req.headers['x-consistency']);
+  locals(res).consistency = consistency;
+  return consistency;
 }
 
 /** The public REST API (DESIGN.md, "Public API"). Every error is JSON `{ error: { code, message } }`. */
@@ -50,14 +60,16 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
     const rid = acceptRequestId(req.headers['x-request-id'], randomUUID);
     res.locals.rid = rid;
     res.locals.op = 'other';
+    res.locals.consistency = 'none';
     res.setHeader('X-Request-Id', rid);
     const stop = metrics.httpDuration.startTimer();
     res.on('finish', () => {
-      const { op } = locals(res);
+      const { op, consistency } = locals(res);
       metrics.httpRequests.inc({ op, method: req.method, status: String(res.statusCode) });
       stop({
         op,
         outcome: res.statusCode < 400 ? 'ok' : res.statusCode < 500 ? 'client_error' : 'server_error',
+        consistency,
       });
       if (res.statusCode >= 500)
         log.warn({ rid, method: req.method, op, status: res.statusCode }, 'request failed');
@@ -141,7 +153,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.get(kvPath, async (req, res) => {
     locals(res).op = 'get';
     const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
-    const consistency = parseConsistency(req.headers['x-consistency']);
+    const consistency = requestConsistency(req, res);
     const rec = await coordinator.get(key, { consistency, rid: locals(res).rid });
     if (!rec) throw new ApiError(404, 'not_found', 'key not found');
     res.setHeader('ETag', `"${formatVersion(rec.version)}"`);
@@ -152,7 +164,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.put(kvPath, rawBody, async (req, res) => {
     locals(res).op = 'put';
     const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
-    const consistency = parseConsistency(req.headers['x-consistency']);
+    const consistency = requestConsistency(req, res);
     const ttlSeconds = parseTtl(req.query.ttl);
     const value = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const version = await coordinator.put(key, value, { consistency, ttlSeconds, rid: locals(res).rid });
@@ -162,7 +174,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.delete(kvPath, async (req, res) => {
     locals(res).op = 'delete';
     const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
-    const consistency = parseConsistency(req.headers['x-consistency']);
+    const consistency = requestConsistency(req, res);
     const version = await coordinator.delete(key, { consistency, rid: locals(res).rid });
     res.json({ key: key.toString('utf8'), version: formatVersion(version) });
   });
@@ -173,7 +185,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.get('/get', async (req, res) => {
     locals(res).op = 'get';
     const key = parseKey(req.query.key, limits);
-    const consistency = parseConsistency(req.headers['x-consistency']);
+    const consistency = requestConsistency(req, res);
     const rec = await coordinator.get(key, { consistency, rid: locals(res).rid });
     if (!rec) throw new ApiError(404, 'not_found', 'key not found');
     res.json({ key: key.toString('utf8'), value: rec.value.toString('utf8') });
@@ -197,7 +209,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
         `value is ${value.length} bytes; the limit is ${limits.maxValueBytes}`,
       );
     }
-    const consistency = parseConsistency(req.headers['x-consistency']);
+    const consistency = requestConsistency(req, res);
     await coordinator.put(key, value, { consistency, rid: locals(res).rid });
     res.json({ success: true });
   });
@@ -206,7 +218,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.delete('/delete', async (req, res) => {
     locals(res).op = 'delete';
     const key = parseKey(req.query.key, limits);
-    const consistency = parseConsistency(req.headers['x-consistency']);
+    const consistency = requestConsistency(req, res);
     await coordinator.delete(key, { consistency, rid: locals(res).rid });
     res.json({ success: true });
   });
@@ -248,6 +260,11 @@ interface Dispatchable {
 
 type Op = 'get' | 'put' | 'delete';
 
+/** What serve learns about a request that the latency histogram is labelled by. */
+interface FastPathLabels {
+  consistency: ConsistencyLabel;
+}
+
 /**
  * The data routes without express. A CPU profile of the gateway under load
  * (bench/RESULTS.md) showed express's router, its per-request prototype swaps,
@@ -264,16 +281,23 @@ export function createKvFastPath(deps: GatewayDeps): (req: IncomingMessage, res:
   const counters = new Map<string, { inc(): void }>();
   const timers = new Map<string, { observe(v: number): void }>();
 
-  const finish = (req: IncomingMessage, res: ServerResponse, op: Op, rid: string, started: bigint): void => {
+  const finish = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    op: Op,
+    consistency: ConsistencyLabel,
+    rid: string,
+    started: bigint,
+  ): void => {
     const status = res.statusCode;
     const ckey = `${op} ${req.method} ${status}`;
     let c = counters.get(ckey);
     if (!c) counters.set(ckey, (c = metrics.httpRequests.labels(op, req.method ?? '', String(status))));
     c.inc();
     const outcome = status < 400 ? 'ok' : status < 500 ? 'client_error' : 'server_error';
-    const tkey = `${op} ${outcome}`;
+    const tkey = `${op} ${outcome} ${consistency}`;
     let t = timers.get(tkey);
-    if (!t) timers.set(tkey, (t = metrics.httpDuration.labels(op, outcome)));
+    if (!t) timers.set(tkey, (t = metrics.httpDuration.labels(op, outcome, consistency)));
     t.observe(Number(process.hrtime.bigint() - started) / 1e9);
     if (status >= 500) log.warn({ rid, method: req.method, op, status }, 'request failed');
     else log.debug({ rid, method: req.method, op, status }, 'request');
@@ -301,10 +325,17 @@ export function createKvFastPath(deps: GatewayDeps): (req: IncomingMessage, res:
     sendJson(res, apiErr.status, apiErr.toBody());
   };
 
-  const serve = async (req: IncomingMessage, res: ServerResponse, op: Op, rid: string): Promise<void> => {
+  const serve = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    op: Op,
+    rid: string,
+    labels: FastPathLabels,
+  ): Promise<void> => {
     const url = req.url ?? '';
     const key = keyFromKvPath(url, KV_PREFIX, limits);
     const consistency = parseConsistency(req.headers['x-consistency']);
+    labels.consistency = consistency;
     if (op === 'get') {
       const rec = await coordinator.get(key, { consistency, rid });
       if (!rec) throw new ApiError(404, 'not_found', 'key not found');
@@ -354,9 +385,11 @@ export function createKvFastPath(deps: GatewayDeps): (req: IncomingMessage, res:
     const started = process.hrtime.bigint();
     const rid = acceptRequestId(req.headers['x-request-id'], randomUUID);
     res.setHeader('X-Request-Id', rid);
-    serve(req, res, op, rid)
+    // As express's middleware: `none` unless serve parsed X-Consistency (a bad header is no label value).
+    const labels: FastPathLabels = { consistency: 'none' };
+    serve(req, res, op, rid, labels)
       .catch((err: unknown) => fail(req, res, err, rid))
-      .finally(() => finish(req, res, op, rid, started));
+      .finally(() => finish(req, res, op, labels.consistency, rid, started));
     return true;
   };
 }

@@ -1,4 +1,12 @@
 import client from 'prom-client';
+import type { Consistency } from '../common/consistency';
+
+/**
+ * The `consistency` label of the latency histogram: the level a data request was served at, or `none` for
+ * routes without one and for requests refused before their X-Consistency header was parsed (so a bad header
+ * never becomes a label value).
+ */
+export type ConsistencyLabel = Consistency | 'none';
 
 /** The gateway's Prometheus metrics, on their own registry (several gateways can share a test process). */
 export class GatewayMetrics {
@@ -11,8 +19,8 @@ export class GatewayMetrics {
   });
   readonly httpDuration = new client.Histogram({
     name: 'kvstore_gateway_http_request_duration_seconds',
-    help: 'Public API request latency, by operation and outcome class',
-    labelNames: ['op', 'outcome'] as const,
+    help: 'Public API request latency, by operation, outcome class and consistency level (none for routes without one)',
+    labelNames: ['op', 'outcome', 'consistency'] as const,
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [this.registry],
   });
