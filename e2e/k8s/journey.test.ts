@@ -1,0 +1,340 @@
+import path from 'node:path';
+import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import pino from 'pino';
+import { KeyValueStoreClient } from '../../client/client';
+import { checkHistory } from '../../client/history-checker';
+import { HistoryRecorder, readFinal, runWorkload, type WorkloadResult } from '../../client/verify-workload';
+import { ConfigMapMetadataStore } from '../../common/configmap-metadata-store';
+import type { PartitionMap } from '../../common/partition-map';
+import type { KVClusterStatus } from '../../crds/kvcluster-spec';
+import { Operator } from '../../operator/operator';
+import { runTool, startControlPlane, type CommandResult, type ControlPlane } from './control-plane';
+import { PodAgent } from './pod-agent';
+
+/*
+ * The user journey on Kubernetes (issue 6), on the real control plane of e2e/k8s/control-plane.ts
+ * with the pod agent (e2e/k8s/pod-agent.ts) running the node and gateway pods as local processes
+ * from dist/ (build first). The operator runs in this process with the admin kubeconfig.
+ * Each step is its own test; they run in order and share one cluster, so a failure stops the
+ * later steps making sense but shows how far the journey got.
+ */
+
+const BUILD_AND_START_TIMEOUT_MS = 40 * 60_000;
+const STEP_TIMEOUT_MS = 5 * 60_000;
+const repoRoot = path.resolve(__dirname, '..', '..');
+const CRD_FILE = path.join(repoRoot, 'crds', 'kvcluster.yaml');
+const NS = 'journey';
+const LEASE_NS = 'kvstore-system';
+const RF = 3;
+const GATEWAY_PORT = 8080;
+
+const log = pino({ level: process.env.LOG_LEVEL ?? 'warn' });
+
+let cp: ControlPlane | undefined;
+let kc: KubeConfig;
+let core: CoreV1Api;
+let agent: PodAgent | undefined;
+let operator: Operator | undefined;
+let load:
+  | { recorder: HistoryRecorder; abort: AbortController; done: Promise<WorkloadResult>; url: string }
+  | undefined;
+
+beforeAll(async () => {
+  cp = await startControlPlane();
+  kc = new KubeConfig();
+  kc.loadFromFile(cp.kubeconfigPath);
+  core = kc.makeApiClient(CoreV1Api);
+  agent = await PodAgent.start({
+    kubeConfig: kc,
+    kubeconfigPath: cp.kubeconfigPath,
+    workDir: cp.workDir,
+    ipPrefix: '127.0.42',
+    log: process.env.LOG_LEVEL === 'debug' ? (line) => process.stderr.write(`${line}\n`) : undefined,
+  });
+}, BUILD_AND_START_TIMEOUT_MS);
+
+afterAll(async () => {
+  load?.abort.abort();
+  await load?.done.catch(() => undefined);
+  await operator?.stop();
+  await agent?.stop();
+  await cp?.stop();
+}, 120_000);
+
+function plane(): ControlPlane {
+  if (!cp) throw new Error('the control plane did not start (see beforeAll)');
+  return cp;
+}
+
+function kubectl(args: readonly string[], input?: string): Promise<CommandResult> {
+  return runTool(plane(), 'kubectl', args, input);
+}
+
+async function kubectlOk(args: readonly string[], input?: string): Promise<string> {
+  const result = await kubectl(args, input);
+  if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
+  return result.stdout;
+}
+
+async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 120_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last: ${String(last)})` : ''}`,
+      );
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+async function status(): Promise<KVClusterStatus> {
+  const out = await kubectlOk(['-n', NS, 'get', 'kvcluster', 'demo', '-o', 'json']);
+  return (JSON.parse(out) as { status?: KVClusterStatus }).status ?? {};
+}
+
+function condition(s: KVClusterStatus, type: string): string | undefined {
+  return s.conditions?.find((c) => c.type === type)?.status;
+}
+
+/** Status Ready, not rebalancing, with `replicas` ready nodes. */
+function settled(replicas: number): Promise<KVClusterStatus> {
+  return eventually(
+    `KVCluster demo Ready with ${replicas} nodes and no moves`,
+    async () => {
+      const s = await status();
+      const ok =
+        condition(s, 'Ready') === 'True' &&
+        condition(s, 'Rebalancing') !== 'True' &&
+        s.readyReplicas === replicas &&
+        s.replicas === replicas &&
+        !s.partitionsMoving;
+      if (!ok) throw new Error(`status ${JSON.stringify(s)}`);
+      return s;
+    },
+    STEP_TIMEOUT_MS - 30_000,
+  );
+}
+
+/** The map as the operator stored it (the ConfigMap the nodes and gateways read). */
+async function storedMap(): Promise<PartitionMap> {
+  const store = new ConfigMapMetadataStore({ kube: kc, namespace: NS, cluster: 'demo', log });
+  try {
+    const map = await store.load();
+    if (!map) throw new Error('no partition map stored');
+    return map;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Status and ConfigMap agree; the map holds exactly the node pods, at their pod IPs, each a replica of something. */
+async function expectMapMatches(s: KVClusterStatus, replicas: number): Promise<void> {
+  const map = await storedMap();
+  expect(s.mapEpoch).toBe(map.epoch);
+  expect(map.moves).toEqual([]);
+  expect(map.rebalance).toBeUndefined();
+  const pods = await core.listNamespacedPod({
+    namespace: NS,
+    labelSelector: 'app.kubernetes.io/instance=demo,app.kubernetes.io/component=node',
+  });
+  const live = pods.items.filter((p) => !p.metadata?.deletionTimestamp);
+  const addresses = Object.fromEntries(live.map((p) => [p.metadata?.name, `${p.status?.podIP}:7001`]));
+  expect(Object.fromEntries(map.nodes.map((n) => [n.id, n.address]))).toEqual(addresses);
+  expect(map.nodes).toHaveLength(replicas);
+  for (const replicasOf of map.partitions) expect(new Set(replicasOf).size).toBe(RF);
+  const holders = new Set(map.partitions.flat());
+  expect([...holders].sort()).toEqual(map.nodes.map((n) => n.id).sort());
+}
+
+/** A Ready gateway pod's URL. */
+async function gatewayUrl(): Promise<string> {
+  return eventually('a Ready gateway pod', async () => {
+    const pods = await core.listNamespacedPod({
+      namespace: NS,
+      labelSelector: 'app.kubernetes.io/instance=demo,app.kubernetes.io/component=gateway',
+    });
+    const ready = pods.items.find((p: V1Pod) =>
+      p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+    );
+    return ready?.status?.podIP ? `http://${ready.status.podIP}:${GATEWAY_PORT}` : undefined;
+  });
+}
+
+describe('the journey on Kubernetes, with process-backed pods', () => {
+  test(
+    'the CRD is applied and the operator runs',
+    async () => {
+      await kubectlOk(['apply', '-f', CRD_FILE]);
+      await kubectlOk(['wait', '--for=condition=Established', 'crd/kvclusters.kvstore.io', '--timeout=90s']);
+      await kubectlOk(['create', 'namespace', NS]);
+      await kubectlOk(['create', 'namespace', LEASE_NS]);
+      operator = await Operator.start({
+        kubeConfig: kc,
+        log: log.child({ operator: 'op' }),
+        identity: 'op',
+        leaseNamespace: LEASE_NS,
+        leaseDurationMs: 4000,
+        renewDeadlineMs: 3000,
+        retryPeriodMs: 500,
+        metricsListen: { host: '127.0.0.1', port: 0 },
+        resyncIntervalMs: 2000,
+        rebalancePollIntervalMs: 500,
+        backoffBaseMs: 100,
+      });
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'kubectl apply a KVCluster (3 nodes, RF 3): it becomes Ready',
+    async () => {
+      const cluster = {
+        apiVersion: 'kvstore.io/v1alpha1',
+        kind: 'KVCluster',
+        metadata: { name: 'demo', namespace: NS },
+        spec: { replicas: 3, replicationFactor: RF, partitions: 32, gateway: { replicas: 1 } },
+      };
+      await kubectlOk(['apply', '-f', '-'], JSON.stringify(cluster));
+      const s = await settled(3);
+      expect(s.phase).toBe('Running');
+      await expectMapMatches(s, 3);
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'put, get and delete through the gateway pod',
+    async () => {
+      const kv = new KeyValueStoreClient({ url: await gatewayUrl(), consistency: 'quorum' });
+      await eventually('a first put', () => kv.put('journey', 'hello').then(() => true), 60_000);
+      expect(await kv.get('journey')).toBe('hello');
+      await kv.put('journey', 'again');
+      expect(await kv.get('journey', { consistency: 'all' })).toBe('again');
+      await kv.delete('journey');
+      expect(await kv.get('journey')).toBeNull();
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'kubectl scale to 5 under load: the rebalance finishes',
+    async () => {
+      const url = await gatewayUrl();
+      const recorder = new HistoryRecorder();
+      const abort = new AbortController();
+      const done = runWorkload({
+        url,
+        clients: 4,
+        keys: 200,
+        durationMs: 15 * 60_000,
+        consistency: 'quorum',
+        timeoutMs: 5000,
+        signal: abort.signal,
+        recorder,
+      });
+      load = { recorder, abort, done, url };
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      await kubectlOk(['-n', NS, 'scale', 'kvcluster/demo', '--replicas=5']);
+      await eventually('the rebalance to start', async () =>
+        (await status()).replicas === 5 ? true : undefined,
+      );
+      await expectMapMatches(await settled(5), 5);
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'kubectl scale back to 3 under load: the rebalance finishes',
+    async () => {
+      await kubectlOk(['-n', NS, 'scale', 'kvcluster/demo', '--replicas=3']);
+      await eventually('the shrink to start', async () => {
+        const s = await status();
+        return condition(s, 'Rebalancing') === 'True' || s.replicas === 3 ? true : undefined;
+      });
+      await expectMapMatches(await settled(3), 3);
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'the history of the load: no failed request, no violation',
+    async () => {
+      if (!load) throw new Error('the load did not run');
+      load.abort.abort();
+      const result = await load.done;
+      const kv = new KeyValueStoreClient({ url: await gatewayUrl() });
+      const final = await readFinal(kv, result.keys, { consistency: 'all', source: 'gateway' });
+      const history = load.recorder.history(final);
+      const failed = history.ops.filter((op) => op.outcome !== 'ok');
+      expect(failed.map((op) => `${op.op} ${op.key}: ${op.outcome} ${op.error ?? ''}`)).toEqual([]);
+      expect(history.ops.length).toBeGreaterThan(100);
+      const { violations } = checkHistory(history, {
+        replicationFactor: RF,
+        realTimeVersions: true,
+        timeoutMs: result.settings.timeoutMs,
+      });
+      expect(violations).toEqual([]);
+      load = undefined;
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'a deleted node pod comes back (StatefulSet) with its data; no acknowledged write lost',
+    async () => {
+      const url = await gatewayUrl();
+      const recorder = new HistoryRecorder();
+      const abort = new AbortController();
+      const done = runWorkload({
+        url,
+        clients: 4,
+        keys: 200,
+        durationMs: 5 * 60_000,
+        consistency: 'quorum',
+        timeoutMs: 5000,
+        signal: abort.signal,
+        recorder,
+      });
+      load = { recorder, abort, done, url };
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      const before = await core.readNamespacedPod({ name: 'demo-node-1', namespace: NS });
+      await kubectlOk(['-n', NS, 'delete', 'pod', 'demo-node-1', '--wait=false']);
+      await eventually('demo-node-1 recreated', async () => {
+        const pod = await core.readNamespacedPod({ name: 'demo-node-1', namespace: NS });
+        return pod.metadata?.uid !== before.metadata?.uid ? pod : undefined;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await expectMapMatches(await settled(3), 3);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      abort.abort();
+      const result = await done;
+      const kv = new KeyValueStoreClient({ url: await gatewayUrl() });
+      const final = await readFinal(kv, result.keys, { consistency: 'all', source: 'gateway' });
+      const history = recorder.history(final);
+      expect(history.ops.length).toBeGreaterThan(100);
+      const { violations } = checkHistory(history, {
+        replicationFactor: RF,
+        realTimeVersions: true,
+        timeoutMs: result.settings.timeoutMs,
+      });
+      expect(violations).toEqual([]);
+      // Requests that hit the killed node's moment may fail; report them, they are not data loss.
+      const failed = history.ops.filter((op) => op.outcome !== 'ok');
+      if (failed.length > 0)
+        process.stderr.write(`node pod delete: ${failed.length} of ${history.ops.length} requests failed\n`);
+      load = undefined;
+    },
+    STEP_TIMEOUT_MS,
+  );
+});
