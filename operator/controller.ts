@@ -57,6 +57,7 @@ export class Controller {
       concurrency: opts.concurrency,
       backoffBaseMs: opts.backoffBaseMs,
       handler: (key) => this.handle(key),
+      onDepthChange: (depth) => opts.metrics.queueDepth.set(depth),
     });
   }
 
@@ -139,6 +140,7 @@ export class Controller {
     await Promise.all(this.informers.map((i) => i.stop()));
     await this.queue.stop();
     this.opts.metrics.kvclusters.set(0);
+    this.opts.metrics.queueDepth.set(0);
   }
 
   /** Lists every KVCluster from the API server (not a cache) and queues it. */

@@ -59,6 +59,40 @@ describe('WorkQueue', () => {
     await q.stop();
   });
 
+  test('reports its depth: keys waiting for a worker, not those running or scheduled for later', async () => {
+    const gate = deferred<void>();
+    const runs: string[] = [];
+    const depths: number[] = [];
+    const q = new WorkQueue({
+      log,
+      concurrency: 1,
+      onDepthChange: (depth) => depths.push(depth),
+      handler: async (key) => {
+        runs.push(key);
+        if (key === 'first') await gate.promise;
+      },
+    });
+    q.add('first');
+    // Running, so not waiting: depth 0, nothing to report.
+    expect(q.depth).toBe(0);
+    q.add('x');
+    q.add('y');
+    q.add('x');
+    // A change to the running key is one more run later, not a waiting key now.
+    q.add('first');
+    expect(q.depth).toBe(2);
+    q.addAfter('later', 60_000);
+    expect(q.depth).toBe(2);
+    gate.resolve();
+    await until(() => runs.length === 4);
+    await until(() => q.depth === 0);
+    expect(runs).toEqual(['first', 'x', 'y', 'first']);
+    // When `first` ends it waits again (behind x and y) as x starts: the depth stays 2.
+    expect(depths).toEqual([1, 2, 1, 0]);
+    await q.stop();
+    expect(depths.at(-1)).toBe(0);
+  });
+
   test('retries a failing key with growing backoff, and resets it after a success', async () => {
     const times: number[] = [];
     let failuresLeft = 3;

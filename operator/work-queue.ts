@@ -1,4 +1,4 @@
-import { errorMessage } from '../common/errors';
+import { errorMessage, KvError } from '../common/errors';
 import type { Logger } from '../common/logger';
 
 /**
@@ -22,6 +22,8 @@ export interface WorkQueueOptions {
   readonly backoffBaseMs?: number;
   /** cap of the retry delay (default 60 s) */
   readonly backoffMaxMs?: number;
+  /** called with the new depth whenever it changes (the queue-depth gauge) */
+  readonly onDepthChange?: (depth: number) => void;
 }
 
 export class WorkQueue {
@@ -38,6 +40,7 @@ export class WorkQueue {
   private readonly backoffBaseMs: number;
   private readonly backoffMaxMs: number;
   private stopped = false;
+  private reportedDepth = 0;
 
   constructor(private readonly opts: WorkQueueOptions) {
     this.concurrency = opts.concurrency ?? 4;
@@ -54,6 +57,7 @@ export class WorkQueue {
     }
     this.pending.add(key);
     this.pump();
+    this.reportDepth();
   }
 
   /** Queues a key after a delay; an earlier delayed add of the key is replaced. */
@@ -77,12 +81,23 @@ export class WorkQueue {
     this.delayed.clear();
     this.pending.clear();
     this.dirty.clear();
+    this.reportDepth();
     await Promise.all([...this.inFlight]);
   }
 
-  /** Keys waiting or running: for tests and metrics. */
+  /** Keys waiting or running: for tests. */
   get length(): number {
     return this.pending.size + this.running.size;
+  }
+
+  /**
+   * Keys waiting for a worker, as client-go's workqueue depth: not those running (a change to one
+   * of them is one more run once it ends, counted then), nor those whose retry or requeue is
+   * scheduled for later (they come in when it is due). A depth that stays up means reconciles
+   * cannot keep up with the changes.
+   */
+  get depth(): number {
+    return this.pending.size;
   }
 
   private pump(): void {
@@ -96,9 +111,17 @@ export class WorkQueue {
         this.running.delete(key);
         if (this.dirty.delete(key)) this.pending.add(key);
         this.pump();
+        this.reportDepth();
       });
       this.inFlight.add(run);
     }
+  }
+
+  private reportDepth(): void {
+    const depth = this.depth;
+    if (depth === this.reportedDepth) return;
+    this.reportedDepth = depth;
+    this.opts.onDepthChange?.(depth);
   }
 
   private async run(key: string): Promise<void> {
@@ -112,8 +135,11 @@ export class WorkQueue {
       this.failures.set(key, failures);
       const delay = Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** Math.min(failures - 1, 30));
       // Reported here, once per failure, with the retry it leads to; the handler does not log it again.
+      // A KvError (a failed API call) says all in its message, code and context: its cause, the
+      // client's exception, carries the whole HTTP response twice over. Anything else is a bug: stack.
+      const detail = err instanceof KvError ? { code: err.code, context: err.context } : { err };
       this.opts.log.warn(
-        { key, err, failures, retryInMs: delay },
+        { key, ...detail, failures, retryInMs: delay },
         `reconcile failed: ${errorMessage(err)}; will retry`,
       );
       this.addAfter(key, delay);

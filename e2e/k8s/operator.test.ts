@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import pino from 'pino';
 import { ConfigMapMetadataStore } from '../../common/configmap-metadata-store';
@@ -25,6 +26,8 @@ import { runTool, startControlPlane, type CommandResult, type ControlPlane } fro
 
 const BUILD_AND_START_TIMEOUT_MS = 40 * 60_000; // a first build of the binaries; cached, ~10 s
 const TEST_TIMEOUT_MS = 3 * 60_000;
+/** The operators' resync interval here (startOperator). */
+const RESYNC_MS = 5000;
 const repoRoot = path.resolve(__dirname, '..', '..');
 const CRD_FILE = path.join(repoRoot, 'crds', 'kvcluster.yaml');
 const NS = 'kv-op';
@@ -67,7 +70,7 @@ function startOperator(identity: string, extra: Partial<OperatorOptions> = {}): 
     renewDeadlineMs: 3000,
     retryPeriodMs: 500,
     metricsListen: { host: '127.0.0.1', port: 0 },
-    resyncIntervalMs: 5000,
+    resyncIntervalMs: RESYNC_MS,
     rebalancePollIntervalMs: 500,
     // Pod IPs here are documentation addresses nobody answers on: give up on them quickly.
     rpcTimeoutMs: 1000,
@@ -138,6 +141,7 @@ interface Owned {
   metadata: {
     name: string;
     uid: string;
+    resourceVersion?: string;
     labels?: Record<string, string>;
     ownerReferences?: Array<{
       kind: string;
@@ -262,6 +266,116 @@ async function completeAllMoves(clusterName = 'demo'): Promise<PartitionMap> {
 }
 
 const ip = (k: number): string => `192.0.2.${10 + k}`;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Every kind of object the operator makes for a KVCluster (no ServiceMonitor CRD here). */
+const OWNED_KINDS = [
+  'statefulset',
+  'service',
+  'deployment',
+  'poddisruptionbudget',
+  'serviceaccount',
+  'role',
+  'rolebinding',
+  'configmap',
+];
+
+/** The node labels of a cluster: its StatefulSet's selector, which labels the pods and the claims. */
+const nodeLabels = (clusterName: string): string => CLUSTER_LABELS.replace('=demo,', `=${clusterName},`);
+
+interface Versioned {
+  kind: string;
+  metadata: { name: string; resourceVersion: string; generation?: number };
+}
+
+/**
+ * `Kind/name` -> resourceVersion (and generation, where the kind has one) of every object the
+ * operator made for a cluster: any write to one, by anyone, changes its resourceVersion.
+ */
+async function ownedVersions(clusterName: string): Promise<Record<string, string>> {
+  const list = JSON.parse(
+    await kubectlOk([
+      '-n',
+      NS,
+      'get',
+      OWNED_KINDS.join(','),
+      '-l',
+      `app.kubernetes.io/instance=${clusterName},app.kubernetes.io/managed-by=kvstore-operator`,
+      '-o',
+      'json',
+    ]),
+  ) as { items: Versioned[] };
+  return Object.fromEntries(
+    list.items.map((o) => [
+      `${o.kind}/${o.metadata.name}`,
+      `rv=${o.metadata.resourceVersion}${o.metadata.generation === undefined ? '' : ` generation=${o.metadata.generation}`}`,
+    ]),
+  );
+}
+
+/** The Events about one KVCluster: `reason: message` by event name. */
+async function clusterEvents(clusterName: string): Promise<Record<string, string>> {
+  const list = JSON.parse(
+    await kubectlOk([
+      '-n',
+      NS,
+      'get',
+      'events',
+      '--field-selector',
+      `involvedObject.kind=KVCluster,involvedObject.name=${clusterName}`,
+      '-o',
+      'json',
+    ]),
+  ) as { items: Array<{ metadata: { name: string }; reason: string; message: string }> };
+  return Object.fromEntries(list.items.map((e) => [e.metadata.name, `${e.reason}: ${e.message}`]));
+}
+
+/** The node volumes of a cluster (its StatefulSet's and any labelled alike): name -> being deleted. */
+async function nodeVolumes(clusterName: string): Promise<Record<string, boolean>> {
+  const list = JSON.parse(
+    await kubectlOk(['-n', NS, 'get', 'pvc', '-l', nodeLabels(clusterName), '-o', 'json']),
+  ) as { items: Array<{ metadata: { name: string; deletionTimestamp?: string } }> };
+  return Object.fromEntries(
+    list.items.map((p) => [p.metadata.name, p.metadata.deletionTimestamp !== undefined]),
+  );
+}
+
+/** A volume labelled as the StatefulSet labels its claims (no provisioner binds it here). */
+async function labelledVolume(clusterName: string, name: string): Promise<void> {
+  await kubectlOk(
+    ['apply', '-f', '-'],
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      metadata: {
+        name,
+        namespace: NS,
+        labels: Object.fromEntries(
+          nodeLabels(clusterName)
+            .split(',')
+            .map((kv) => kv.split('=')),
+        ),
+      },
+      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+    }),
+  );
+}
+
+/** The instance holding the lease (the one that reconciles). */
+function leader(): Operator {
+  const op = operators.find((o) => o.isLeader());
+  if (!op) throw new Error('no operator instance leads');
+  return op;
+}
+
+async function scrapeMetrics(op: Operator): Promise<string> {
+  const address = op.metricsAddress();
+  if (!address) throw new Error('the operator serves no metrics');
+  const response = await fetch(`http://127.0.0.1:${address.port}/metrics`);
+  if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
+  return response.text();
+}
 
 describe('the kvstore operator on a real API server', () => {
   test(
@@ -431,6 +545,97 @@ describe('the kvstore operator on a real API server', () => {
   );
 
   test(
+    'reconciling again and again changes nothing: no write to an owned object, the KVCluster or its status, no new event',
+    async () => {
+      const op = leader();
+      await eventually('status Running at map epoch 2', async () => {
+        const s = (await cluster()).status;
+        return s?.phase === 'Running' && s.mapEpoch === 2 ? s : undefined;
+      });
+      // Steady first: the previous test's pod change has been through the operator and the
+      // controllers (the StatefulSet's and the PodDisruptionBudget's status follow the pods).
+      const snapshot = async (): Promise<Record<string, string>> => ({
+        ...(await ownedVersions('demo')),
+        'KVCluster/demo': `rv=${(await cluster()).metadata.resourceVersion}`,
+      });
+      let previous = await snapshot();
+      let current = previous;
+      for (const deadline = Date.now() + 30_000; ; previous = current) {
+        await sleep(1000);
+        current = await snapshot();
+        if (isDeepStrictEqual(current, previous) || Date.now() > deadline) break;
+      }
+      // Unchanged for a second; what never settles (a write on every pass) shows in the diff.
+      expect(current).toEqual(previous);
+      const before = await ownedVersions('demo');
+      expect(Object.keys(before).sort()).toEqual([
+        'ConfigMap/demo-partition-map',
+        'Deployment/demo-gateway',
+        'PodDisruptionBudget/demo-node',
+        'Role/demo-kvstore',
+        'RoleBinding/demo-kvstore',
+        'Service/demo',
+        'Service/demo-nodes',
+        'ServiceAccount/demo-kvstore',
+        'StatefulSet/demo-node',
+      ]);
+      const kvBefore = await cluster();
+      const eventsBefore = await clusterEvents('demo');
+      const doneBefore = await op.metrics.reconcileCount('done');
+      const failedBefore = (await op.metrics.reconcileCount()) - doneBefore;
+
+      // Reconciles through the watch: an annotation the operator does not read. It is the only
+      // write to the KVCluster: its resourceVersion must stay the one the last annotation made.
+      let touchedVersion: string | undefined;
+      for (let touch = 1; touch <= 3; touch++) {
+        const count = await op.metrics.reconcileCount();
+        const touched = JSON.parse(
+          await kubectlOk([
+            '-n',
+            NS,
+            'annotate',
+            'kvcluster',
+            'demo',
+            `test.kvstore.io/touch=${touch}`,
+            '--overwrite',
+            '-o',
+            'json',
+          ]),
+        ) as Versioned;
+        touchedVersion = touched.metadata.resourceVersion;
+        await eventually(`a reconcile after touch ${touch}`, async () =>
+          (await op.metrics.reconcileCount()) > count ? true : undefined,
+        );
+      }
+      // And through the resync, which reconciles every KVCluster every RESYNC_MS.
+      const touchedAt = Date.now();
+      const afterTouches = await op.metrics.reconcileCount();
+      await eventually(
+        'a resync',
+        async () =>
+          Date.now() - touchedAt > RESYNC_MS + 500 && (await op.metrics.reconcileCount()) > afterTouches
+            ? true
+            : undefined,
+        4 * RESYNC_MS,
+      );
+      // Every one of them a clean pass (no error, no conflict).
+      const done = await op.metrics.reconcileCount('done');
+      expect(done - doneBefore).toBeGreaterThanOrEqual(4);
+      expect((await op.metrics.reconcileCount()) - done).toBe(failedBefore);
+
+      expect(await ownedVersions('demo')).toEqual(before);
+      const kvAfter = await cluster();
+      expect(kvAfter.status).toEqual(kvBefore.status);
+      expect(kvAfter.metadata.generation).toBe(kvBefore.metadata.generation);
+      expect(kvAfter.metadata.resourceVersion).toBe(touchedVersion);
+      // Not even a repeated warning: a steady cluster has nothing to report.
+      const eventsAfter = await clusterEvents('demo');
+      expect(Object.entries(eventsAfter).filter(([name]) => !(name in eventsBefore))).toEqual([]);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     'the API server refuses a replication factor above the replicas (one case; crd.test.ts covers the rest)',
     async () => {
       const result = await kubectl([
@@ -542,20 +747,7 @@ describe('the kvstore operator on a real API server', () => {
   test(
     'kubectl delete with deletionPolicy Delete removes the node volumes, then the finalizer',
     async () => {
-      // A volume labelled as the StatefulSet labels its claims (no provisioner binds it here).
-      await kubectlOk(
-        ['apply', '-f', '-'],
-        JSON.stringify({
-          apiVersion: 'v1',
-          kind: 'PersistentVolumeClaim',
-          metadata: {
-            name: 'data-demo-node-7',
-            namespace: NS,
-            labels: Object.fromEntries(CLUSTER_LABELS.split(',').map((kv) => kv.split('='))),
-          },
-          spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-        }),
-      );
+      await labelledVolume('demo', 'data-demo-node-7');
       await kubectlOk(['-n', NS, 'delete', 'kvcluster', 'demo', '--wait=false']);
       await eventually(
         'the KVCluster to go',
@@ -564,14 +756,7 @@ describe('the kvstore operator on a real API server', () => {
       );
       await eventually(
         'the node volumes to go',
-        async () => {
-          const list = JSON.parse(
-            await kubectlOk(['-n', NS, 'get', 'pvc', '-l', CLUSTER_LABELS, '-o', 'json']),
-          ) as {
-            items: unknown[];
-          };
-          return list.items.length === 0 ? true : undefined;
-        },
+        async () => (Object.keys(await nodeVolumes('demo')).length === 0 ? true : undefined),
         90_000,
       );
       // What the cluster owned goes by garbage collection.
@@ -604,6 +789,7 @@ describe('the kvstore operator on a real API server', () => {
       expect(a.isLeader()).toBe(true);
       const b = await startOperator('op-b');
       operators.push(b);
+      // No deletionPolicy: the default (Retain), whose deletion the last test checks.
       await kubectlOk(['apply', '-f', '-'], kvcluster('second', { replicas: 3 }));
       await eventually('StatefulSet second-node', () => getJson<StatefulSet>('statefulset', 'second-node'));
       await new Promise((resolve) => setTimeout(resolve, 2000));
@@ -613,8 +799,7 @@ describe('the kvstore operator on a real API server', () => {
       expect(lease.spec.holderIdentity).toBe('op-a');
 
       // /metrics of the leader
-      const address = a.metricsAddress();
-      const metrics = await (await fetch(`http://127.0.0.1:${address?.port}/metrics`)).text();
+      const metrics = await scrapeMetrics(a);
       expect(metrics).toMatch(/kvstore_operator_reconciles_total\{result="done"\} [1-9]/);
       expect(metrics).toMatch(/kvstore_operator_kvclusters_managed 1/);
       expect(metrics).toMatch(/kvstore_operator_leader 1/);
@@ -629,6 +814,136 @@ describe('the kvstore operator on a real API server', () => {
         return sts?.spec.replicas === 4 ? sts : undefined;
       });
       expect(await b.metrics.reconcileCount()).toBeGreaterThan(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    'a reconcile that fails is counted as an error, retried and reported; /metrics exports reconciles, errors, durations and the queue depth',
+    async () => {
+      const op = leader();
+      const errorsBefore = await op.metrics.reconcileCount('error');
+      // A StatefulSet of the name the operator would use, someone else's, with another selector:
+      // the API server refuses to apply the operator's over it (a selector is immutable).
+      await kubectlOk(
+        ['apply', '-f', '-'],
+        JSON.stringify({
+          apiVersion: 'apps/v1',
+          kind: 'StatefulSet',
+          metadata: { name: 'blocked-node', namespace: NS },
+          spec: {
+            replicas: 0,
+            serviceName: 'foreign',
+            selector: { matchLabels: { app: 'foreign' } },
+            template: {
+              metadata: { labels: { app: 'foreign' } },
+              spec: { containers: [{ name: 'c', image: 'example.invalid/foreign:1' }] },
+            },
+          },
+        }),
+      );
+      await kubectlOk(['apply', '-f', '-'], kvcluster('blocked', { replicas: 3 }));
+      // Retried with backoff: more than one failure.
+      await eventually('failed reconciles of blocked', async () =>
+        (await op.metrics.reconcileCount('error')) >= errorsBefore + 2 ? true : undefined,
+      );
+      const failed = await eventually('a ReconcileFailed event', async () =>
+        Object.values(await clusterEvents('blocked')).find((e) => e.startsWith('ReconcileFailed: ')),
+      );
+      expect(failed).toMatch(new RegExp(`apply StatefulSet ${NS}/blocked-node failed with 422`));
+      // Not the operator's: left as it was.
+      const foreign = await getJson<StatefulSet & { spec: { selector: unknown } }>(
+        'statefulset',
+        'blocked-node',
+      );
+      expect(foreign?.metadata.ownerReferences).toBeUndefined();
+      expect(foreign?.spec.selector).toEqual({ matchLabels: { app: 'foreign' } });
+
+      const metrics = await scrapeMetrics(op);
+      const sample = (series: string): number => {
+        const line = metrics.split('\n').find((l) => l.startsWith(`${series} `));
+        if (line === undefined) throw new Error(`/metrics has no ${series}`);
+        return Number(line.slice(series.length + 1));
+      };
+      expect(sample('kvstore_operator_reconciles_total{result="error"}')).toBeGreaterThanOrEqual(
+        errorsBefore + 2,
+      );
+      expect(sample('kvstore_operator_reconciles_total{result="done"}')).toBeGreaterThan(0);
+      // Every reconcile is timed, the failed ones too.
+      expect(sample('kvstore_operator_reconcile_duration_seconds_count')).toBeGreaterThanOrEqual(
+        errorsBefore + 2,
+      );
+      expect(sample('kvstore_operator_reconcile_duration_seconds_bucket{le="+Inf"}')).toBe(
+        sample('kvstore_operator_reconcile_duration_seconds_count'),
+      );
+      expect(sample('kvstore_operator_reconcile_duration_seconds_sum')).toBeGreaterThan(0);
+      // Keys waiting for a worker: none for long here (a retry waits outside the queue, for its time).
+      expect(sample('kvstore_operator_queue_depth')).toBeGreaterThanOrEqual(0);
+      expect(metrics).toMatch(/^# TYPE kvstore_operator_queue_depth gauge$/m);
+      expect(sample('kvstore_operator_leader')).toBe(1);
+      expect(sample('kvstore_operator_kvclusters_managed')).toBe(2);
+
+      // The finalizer does not need the objects: the KVCluster still goes, the StatefulSet stays.
+      await kubectlOk(['-n', NS, 'delete', 'kvcluster', 'blocked', '--wait=false']);
+      await eventually('blocked to go', async () =>
+        (await getJson<StoredKVCluster>('kvcluster', 'blocked')) === undefined ? true : undefined,
+      );
+      expect(await getJson<StatefulSet>('statefulset', 'blocked-node')).toBeDefined();
+      await kubectlOk(['-n', NS, 'delete', 'statefulset', 'blocked-node']);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    'kubectl delete with deletionPolicy Retain (the default) keeps the node volumes; what the cluster owned goes',
+    async () => {
+      const kv = (await cluster('second')) as StoredKVCluster & { spec: { deletionPolicy: string } };
+      expect(kv.spec.deletionPolicy).toBe('Retain');
+      await labelledVolume('second', 'data-second-node-7');
+      // The claims the StatefulSet controller made for its 4 pods, and ours.
+      const volumes = await eventually('the node volumes of second', async () => {
+        const v = await nodeVolumes('second');
+        return Object.keys(v).length === 5 ? v : undefined;
+      });
+      expect(volumes).toEqual({
+        'data-second-node-0': false,
+        'data-second-node-1': false,
+        'data-second-node-2': false,
+        'data-second-node-3': false,
+        'data-second-node-7': false,
+      });
+
+      await kubectlOk(['-n', NS, 'delete', 'kvcluster', 'second', '--wait=false']);
+      await eventually(
+        'the KVCluster to go',
+        async () =>
+          (await getJson<StoredKVCluster>('kvcluster', 'second')) === undefined ? true : undefined,
+        90_000,
+      );
+      // What it owned goes by garbage collection: the StatefulSet too, which could otherwise still
+      // touch its claims.
+      for (const [kind, name] of [
+        ['statefulset', 'second-node'],
+        ['deployment', 'second-gateway'],
+        ['configmap', 'second-partition-map'],
+      ]) {
+        await eventually(
+          `${kind} ${name} to go`,
+          async () => ((await getJson<Owned>(kind, name)) === undefined ? true : undefined),
+          90_000,
+        );
+      }
+      // Every volume is still there, none being deleted.
+      expect(await nodeVolumes('second')).toEqual(volumes);
+      const retained = Object.values(await clusterEvents('second')).find((e) =>
+        e.startsWith('VolumesRetained: '),
+      );
+      expect(retained).toBe(
+        'VolumesRetained: deletionPolicy Retain: kept 5 node volumes (data-second-node-0, data-second-node-1, data-second-node-2, data-second-node-3, data-second-node-7)',
+      );
+      expect(Object.values(await clusterEvents('second')).some((e) => e.startsWith('VolumesDeleted'))).toBe(
+        false,
+      );
     },
     TEST_TIMEOUT_MS,
   );
