@@ -4,17 +4,27 @@ import pino from 'pino';
 import { KeyValueStoreClient } from '../../client/client';
 import { checkHistory } from '../../client/history-checker';
 import { HistoryRecorder, readFinal, runWorkload, type WorkloadResult } from '../../client/verify-workload';
-import { ConfigMapMetadataStore } from '../../common/configmap-metadata-store';
+import http from 'node:http';
+import {
+  ConfigMapMetadataStore,
+  CONFIGMAP_MAP_KEY,
+  configMapName,
+} from '../../common/configmap-metadata-store';
 import type { PartitionMap } from '../../common/partition-map';
+import { rebalanceCounts } from '../../common/rebalance-plan';
+import { RedisMetadataStore } from '../../common/redis-metadata-store';
 import type { KVClusterStatus } from '../../crds/kvcluster-spec';
 import { Operator } from '../../operator/operator';
 import { runTool, startControlPlane, type CommandResult, type ControlPlane } from './control-plane';
+import { startRedis, type RunningRedis } from '../redis-server';
 import { PodAgent } from './pod-agent';
 
 /*
  * The user journey on Kubernetes (issue 6), on the real control plane of e2e/k8s/control-plane.ts
  * with the pod agent (e2e/k8s/pod-agent.ts) running the node and gateway pods as local processes
- * from dist/ (build first). The operator runs in this process with the admin kubeconfig.
+ * from dist/ (build first). The operator runs in this process with the admin kubeconfig. A real
+ * redis-server on 127.0.0.1 is the cluster's spec.redis.url (the pods are local processes, so they
+ * reach it), so the final map is checked in status, ConfigMap and Redis.
  * Each step is its own test; they run in order and share one cluster, so a failure stops the
  * later steps making sense but shows how far the journey got.
  */
@@ -22,7 +32,7 @@ import { PodAgent } from './pod-agent';
 const BUILD_AND_START_TIMEOUT_MS = 40 * 60_000;
 const STEP_TIMEOUT_MS = 5 * 60_000;
 const repoRoot = path.resolve(__dirname, '..', '..');
-const CRD_FILE = path.join(repoRoot, 'crds', 'kvcluster.yaml');
+const CHART = path.join(repoRoot, 'charts', 'kvstore');
 const NS = 'journey';
 const LEASE_NS = 'kvstore-system';
 const RF = 3;
@@ -35,6 +45,7 @@ let kc: KubeConfig;
 let core: CoreV1Api;
 let agent: PodAgent | undefined;
 let operator: Operator | undefined;
+let redis: RunningRedis | undefined;
 let load:
   | { recorder: HistoryRecorder; abort: AbortController; done: Promise<WorkloadResult>; url: string }
   | undefined;
@@ -44,6 +55,7 @@ beforeAll(async () => {
   kc = new KubeConfig();
   kc.loadFromFile(cp.kubeconfigPath);
   core = kc.makeApiClient(CoreV1Api);
+  redis = await startRedis();
   agent = await PodAgent.start({
     kubeConfig: kc,
     kubeconfigPath: cp.kubeconfigPath,
@@ -58,6 +70,7 @@ afterAll(async () => {
   await load?.done.catch(() => undefined);
   await operator?.stop();
   await agent?.stop();
+  await redis?.stop();
   await cp?.stop();
 }, 120_000);
 
@@ -80,6 +93,7 @@ async function eventually<T>(
   what: string,
   check: () => Promise<T | undefined>,
   timeoutMs = 120_000,
+  intervalMs = 500,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -94,8 +108,54 @@ async function eventually<T>(
       throw new Error(
         `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last: ${String(last)})` : ''}`,
       );
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
+}
+
+function startOperator(identity: string): Promise<Operator> {
+  return Operator.start({
+    kubeConfig: kc,
+    log: log.child({ operator: identity }),
+    identity,
+    leaseNamespace: LEASE_NS,
+    leaseDurationMs: 4000,
+    renewDeadlineMs: 3000,
+    retryPeriodMs: 500,
+    metricsListen: { host: '127.0.0.1', port: 0 },
+    resyncIntervalMs: 2000,
+    rebalancePollIntervalMs: 500,
+    backoffBaseMs: 100,
+  });
+}
+
+/** The map in the ConfigMap, read straight from the API (cheap enough to poll fast). */
+async function rawStoredMap(): Promise<PartitionMap | undefined> {
+  const cm = await core.readNamespacedConfigMap({ name: configMapName('demo'), namespace: NS });
+  const text = cm.data?.[CONFIGMAP_MAP_KEY];
+  return text === undefined ? undefined : (JSON.parse(text) as PartitionMap);
+}
+
+/** The map in Redis (spec.redis.url). */
+async function redisMap(): Promise<PartitionMap | undefined> {
+  if (!redis) throw new Error('redis did not start');
+  const store = new RedisMetadataStore({ url: redis.url, cluster: 'demo' });
+  try {
+    return await store.load();
+  } finally {
+    await store.close();
+  }
+}
+
+/** Does anything accept connections on host:port? */
+function listening(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ host, port, path: '/healthz', timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(true);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'ECONNREFUSED'));
+  });
 }
 
 async function status(): Promise<KVClusterStatus> {
@@ -142,6 +202,17 @@ async function storedMap(): Promise<PartitionMap> {
 async function expectMapMatches(s: KVClusterStatus, replicas: number): Promise<void> {
   const map = await storedMap();
   expect(s.mapEpoch).toBe(map.epoch);
+  // Redis is the fast copy, written after the ConfigMap: it catches up with the same map.
+  const cached = await eventually(
+    `Redis holding map epoch ${map.epoch}`,
+    async () => {
+      const m = await redisMap();
+      if (m?.epoch !== map.epoch) throw new Error(`Redis has epoch ${m?.epoch}`);
+      return m;
+    },
+    30_000,
+  );
+  expect(cached).toEqual(map);
   expect(map.moves).toEqual([]);
   expect(map.rebalance).toBeUndefined();
   const pods = await core.listNamespacedPod({
@@ -173,25 +244,36 @@ async function gatewayUrl(): Promise<string> {
 
 describe('the journey on Kubernetes, with process-backed pods', () => {
   test(
-    'the CRD is applied and the operator runs',
+    'helm install the chart (CRD, RBAC, operator Deployment at 0 replicas); the operator runs as a local process',
     async () => {
-      await kubectlOk(['apply', '-f', CRD_FILE]);
+      // No image can run here, so the chart's operator Deployment is scaled to 0 and the operator runs
+      // in this process with the admin kubeconfig, electing itself on the chart's lease namespace.
+      const install = await runTool(plane(), 'helm', [
+        'install',
+        'kvstore',
+        CHART,
+        '--namespace',
+        LEASE_NS,
+        '--create-namespace',
+        '--set',
+        'operator.replicas=0',
+      ]);
+      if (install.code !== 0) throw new Error(`helm install exited ${install.code}: ${install.stderr}`);
+      expect(install.stdout).toMatch(/STATUS: deployed/);
       await kubectlOk(['wait', '--for=condition=Established', 'crd/kvclusters.kvstore.io', '--timeout=90s']);
+      const deployment = JSON.parse(
+        await kubectlOk(['-n', LEASE_NS, 'get', 'deployment', 'kvstore-operator', '-o', 'json']),
+      ) as { spec: { replicas: number } };
+      expect(deployment.spec.replicas).toBe(0);
+      await kubectlOk([
+        '-n',
+        LEASE_NS,
+        'get',
+        'serviceaccount/kvstore-operator',
+        'role/kvstore-leader-election',
+      ]);
       await kubectlOk(['create', 'namespace', NS]);
-      await kubectlOk(['create', 'namespace', LEASE_NS]);
-      operator = await Operator.start({
-        kubeConfig: kc,
-        log: log.child({ operator: 'op' }),
-        identity: 'op',
-        leaseNamespace: LEASE_NS,
-        leaseDurationMs: 4000,
-        renewDeadlineMs: 3000,
-        retryPeriodMs: 500,
-        metricsListen: { host: '127.0.0.1', port: 0 },
-        resyncIntervalMs: 2000,
-        rebalancePollIntervalMs: 500,
-        backoffBaseMs: 100,
-      });
+      operator = await startOperator('op');
     },
     STEP_TIMEOUT_MS,
   );
@@ -203,7 +285,15 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
         apiVersion: 'kvstore.io/v1alpha1',
         kind: 'KVCluster',
         metadata: { name: 'demo', namespace: NS },
-        spec: { replicas: 3, replicationFactor: RF, partitions: 32, gateway: { replicas: 1 } },
+        spec: {
+          replicas: 3,
+          replicationFactor: RF,
+          partitions: 32,
+          gateway: { replicas: 1 },
+          redis: { url: redis?.url },
+          // The CRD's default, said out loud: step 7 checks the volumes stay.
+          deletionPolicy: 'Retain',
+        },
       };
       await kubectlOk(['apply', '-f', '-'], JSON.stringify(cluster));
       const s = await settled(3);
@@ -334,6 +424,133 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
       if (failed.length > 0)
         process.stderr.write(`node pod delete: ${failed.length} of ${history.ops.length} requests failed\n`);
       load = undefined;
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'the operator restarted mid-rebalance (scale to 5): a new one resumes and finishes; no failed request, no violation',
+    async () => {
+      const url = await gatewayUrl();
+      const recorder = new HistoryRecorder();
+      const abort = new AbortController();
+      const done = runWorkload({
+        url,
+        clients: 4,
+        keys: 200,
+        durationMs: 10 * 60_000,
+        consistency: 'quorum',
+        timeoutMs: 5000,
+        signal: abort.signal,
+        recorder,
+      });
+      load = { recorder, abort, done, url };
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      await kubectlOk(['-n', NS, 'scale', 'kvcluster/demo', '--replicas=5']);
+      // The rebalance is planned once the two new node pods are Ready, then runs in steps paced by
+      // the operator's poll (500 ms): the ConfigMap is polled fast and the operator stopped as soon
+      // as the plan is recorded there with moves left.
+      await eventually(
+        'a rebalance recorded in the ConfigMap',
+        async () => ((await rawStoredMap())?.rebalance ? true : undefined),
+        120_000,
+        50,
+      );
+      // Freeze one receiving node at once, so its moves cannot finish while the operator stops.
+      // Writes still succeed: a partition moving to it needs W + 1 (or W + 2 when it also moves to
+      // demo-node-3) acks, which the three current replicas and demo-node-3 give.
+      const receivers = ['demo-node-4'];
+      for (const pod of receivers) expect(agent?.signal(NS, pod, 'SIGSTOP')).toBe(true);
+      const first = operator;
+      operator = undefined;
+      try {
+        await first?.stop();
+      } finally {
+        for (const pod of receivers) agent?.signal(NS, pod, 'SIGCONT');
+      }
+      const atStop = await rawStoredMap();
+      if (!atStop?.rebalance)
+        throw new Error('the rebalance finished before the operator stopped: nothing left to resume');
+      const leftAtStop = rebalanceCounts(atStop);
+      expect(leftAtStop.movesLeft).toBeGreaterThan(0);
+      process.stderr.write(
+        `operator stopped mid-rebalance at epoch ${atStop.epoch}: ${leftAtStop.movesDone}/${leftAtStop.movesTotal} moves done\n`,
+      );
+      // Nobody owns the map now; the status still shows the rebalance.
+      const s = await status();
+      expect(condition(s, 'Rebalancing')).toBe('True');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      operator = await startOperator('op-2');
+      const finished = await settled(5);
+      await expectMapMatches(finished, 5);
+      expect(finished.mapEpoch).toBeGreaterThan(atStop.epoch);
+
+      abort.abort();
+      const result = await done;
+      const kv = new KeyValueStoreClient({ url: await gatewayUrl() });
+      const final = await readFinal(kv, result.keys, { consistency: 'all', source: 'gateway' });
+      const history = recorder.history(final);
+      const failed = history.ops.filter((op) => op.outcome !== 'ok');
+      expect(failed.map((op) => `${op.op} ${op.key}: ${op.outcome} ${op.error ?? ''}`)).toEqual([]);
+      expect(history.ops.length).toBeGreaterThan(100);
+      const { violations } = checkHistory(history, {
+        replicationFactor: RF,
+        realTimeVersions: true,
+        timeoutMs: result.settings.timeoutMs,
+      });
+      expect(violations).toEqual([]);
+      load = undefined;
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'kubectl delete the KVCluster: what it owns goes, the processes stop, the volumes stay (deletionPolicy Retain)',
+    async () => {
+      const pods = await core.listNamespacedPod({
+        namespace: NS,
+        labelSelector: 'app.kubernetes.io/instance=demo',
+      });
+      const endpoints = pods.items.map((p) => {
+        const node = p.metadata?.labels?.['app.kubernetes.io/component'] === 'node';
+        return { name: p.metadata?.name, ip: p.status?.podIP ?? '', port: node ? 7101 : GATEWAY_PORT };
+      });
+      expect(endpoints).toHaveLength(6); // 5 nodes, 1 gateway
+      for (const e of endpoints) expect(await listening(e.ip, e.port)).toBe(true);
+      const claimsBefore = (await core.listNamespacedPersistentVolumeClaim({ namespace: NS })).items.map(
+        (c) => c.metadata?.name,
+      );
+      const nodeClaims = [0, 1, 2, 3, 4].map((i) => `data-demo-node-${i}`);
+      expect(claimsBefore.sort()).toEqual(nodeClaims);
+
+      await kubectlOk(['-n', NS, 'delete', 'kvcluster', 'demo', '--timeout=120s']);
+      await expect(kubectl(['-n', NS, 'get', 'kvcluster', 'demo'])).resolves.toMatchObject({ code: 1 });
+
+      // Garbage collection (the real controller manager) removes what the KVCluster owned.
+      const kinds =
+        'statefulsets,deployments,services,poddisruptionbudgets,configmaps,serviceaccounts,roles,rolebindings,pods';
+      await eventually('every object the KVCluster owned gone', async () => {
+        const left = (
+          await kubectlOk(['-n', NS, 'get', kinds, '-l', 'app.kubernetes.io/instance=demo', '-o', 'name'])
+        ).trim();
+        if (left) throw new Error(`left: ${left.replace(/\n/g, ' ')}`);
+        return true;
+      });
+      const cm = await kubectl(['-n', NS, 'get', 'configmap', configMapName('demo')]);
+      expect(cm.code).toBe(1);
+      // The agent stopped every pod's process: nothing listens on their addresses any more.
+      await eventually('the pod processes stopped', async () => {
+        for (const e of endpoints)
+          if (await listening(e.ip, e.port)) throw new Error(`${e.name} still listens on ${e.ip}:${e.port}`);
+        return true;
+      });
+      // deletionPolicy Retain: the node volumes (PersistentVolumeClaims) stay, and not being owned, they are
+      // not garbage collected either.
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      const claimsAfter = (await core.listNamespacedPersistentVolumeClaim({ namespace: NS })).items.filter(
+        (c) => !c.metadata?.deletionTimestamp,
+      );
+      expect(claimsAfter.map((c) => c.metadata?.name).sort()).toEqual(nodeClaims);
     },
     STEP_TIMEOUT_MS,
   );

@@ -132,6 +132,17 @@ export class PodAgent {
   }
 
   /** The log file of a pod's process. */
+  /**
+   * Sends a signal to a pod's process (SIGSTOP/SIGCONT to freeze and thaw it, as a stalled
+   * container would be); false when the agent runs no process for that pod.
+   */
+  signal(namespace: string, name: string, signal: NodeJS.Signals): boolean {
+    for (const p of this.pods.values()) {
+      if (p.namespace === namespace && p.name === name && p.child && !p.exited) return p.child.kill(signal);
+    }
+    return false;
+  }
+
   logFile(namespace: string, name: string): string {
     return path.join(this.opts.workDir, 'pods', `${namespace}_${name}.log`);
   }
