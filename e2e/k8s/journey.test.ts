@@ -313,6 +313,30 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
       expect(await kv.get('journey', { consistency: 'all' })).toBe('again');
       await kv.delete('journey');
       expect(await kv.get('journey')).toBeNull();
+
+      // The original design's routes, as its client calls them, through the same pod.
+      const url = await gatewayUrl();
+      const put = await fetch(`${url}/put`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ key: 'legacy', value: 'old client' }),
+      });
+      expect({ status: put.status, body: await put.json() }).toEqual({
+        status: 200,
+        body: { success: true },
+      });
+      const got = await fetch(`${url}/get?key=legacy`);
+      expect({ status: got.status, body: await got.json() }).toEqual({
+        status: 200,
+        body: { key: 'legacy', value: 'old client' },
+      });
+      expect(await kv.get('legacy')).toBe('old client');
+      const del = await fetch(`${url}/delete?key=legacy`, { method: 'DELETE' });
+      expect({ status: del.status, body: await del.json() }).toEqual({
+        status: 200,
+        body: { success: true },
+      });
+      expect(await kv.get('legacy')).toBeNull();
     },
     STEP_TIMEOUT_MS,
   );
