@@ -104,6 +104,46 @@ export function runTool(
   return run(path.join(cp.binDir, tool), args, { env: cp.env, input, cwd: cp.workDir });
 }
 
+/** runTool that fails on a non-zero exit, with the tool's stderr; resolves to its stdout. */
+export async function runToolOk(
+  cp: ControlPlane,
+  tool: string,
+  args: readonly string[],
+  input?: string,
+): Promise<string> {
+  const result = await runTool(cp, tool, args, input);
+  if (result.code !== 0) throw new Error(`${tool} ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
+  return result.stdout;
+}
+
+/**
+ * Polls `check` until it returns a value (not undefined). An error thrown by `check` counts as
+ * "not yet" (the API server may be between states) and is reported if time runs out.
+ */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 120_000,
+  intervalMs = 250,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
 interface RunOptions {
   readonly env?: NodeJS.ProcessEnv;
   readonly input?: string;

@@ -1,7 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseKVClusterSpec } from '../../crds/kvcluster-spec';
-import { runTool, startControlPlane, type CommandResult, type ControlPlane } from './control-plane';
+import {
+  runTool,
+  startControlPlane,
+  type CommandResult,
+  type ControlPlane,
+  eventually,
+  runToolOk,
+} from './control-plane';
 
 /*
  * The generated KVCluster CRD against a real kube-apiserver: it is accepted
@@ -35,29 +42,12 @@ function plane(): ControlPlane {
   return cp;
 }
 
+function kubectlOk(args: readonly string[], input?: string): Promise<string> {
+  return runToolOk(plane(), 'kubectl', args, input);
+}
+
 function kubectl(args: readonly string[], input?: string): Promise<CommandResult> {
   return runTool(plane(), 'kubectl', args, input);
-}
-
-async function kubectlOk(args: readonly string[], input?: string): Promise<string> {
-  const result = await kubectl(args, input);
-  if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
-  return result.stdout;
-}
-
-/** Polls until check returns a value (not undefined). */
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
 }
 
 /** A KVCluster manifest (JSON is YAML, and kubectl reads it from stdin). */

@@ -5,7 +5,13 @@ import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
 import { parseKVClusterSpec } from '../../crds/kvcluster-spec';
 import { desiredResources, resourceList } from '../../operator/resources';
-import { runTool, startControlPlane, type CommandResult, type ControlPlane } from './control-plane';
+import {
+  runTool,
+  startControlPlane,
+  type CommandResult,
+  type ControlPlane,
+  eventually,
+} from './control-plane';
 
 /*
  * The Helm chart (charts/kvstore) with the real helm binary and a real kube-apiserver: `helm lint
@@ -207,21 +213,6 @@ async function ok(tool: 'helm' | 'kubectl', args: readonly string[], input?: str
   const result = await runTool(plane(), tool, args, input);
   if (result.code !== 0) throw new Error(`${tool} ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
   return result.stdout;
-}
-
-/** Polls until check returns a value (not undefined). */
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 90_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
 }
 
 /** `helm template` of the chart: every object it renders. */

@@ -15,7 +15,14 @@ import { rebalanceCounts } from '../../common/rebalance-plan';
 import { RedisMetadataStore } from '../../common/redis-metadata-store';
 import type { KVClusterStatus } from '../../crds/kvcluster-spec';
 import { Operator } from '../../operator/operator';
-import { runTool, startControlPlane, type CommandResult, type ControlPlane } from './control-plane';
+import {
+  runTool,
+  startControlPlane,
+  type CommandResult,
+  type ControlPlane,
+  eventually,
+  runToolOk,
+} from './control-plane';
 import { startRedis, type RunningRedis } from '../redis-server';
 import { PodAgent } from './pod-agent';
 
@@ -79,37 +86,12 @@ function plane(): ControlPlane {
   return cp;
 }
 
+function kubectlOk(args: readonly string[], input?: string): Promise<string> {
+  return runToolOk(plane(), 'kubectl', args, input);
+}
+
 function kubectl(args: readonly string[], input?: string): Promise<CommandResult> {
   return runTool(plane(), 'kubectl', args, input);
-}
-
-async function kubectlOk(args: readonly string[], input?: string): Promise<string> {
-  const result = await kubectl(args, input);
-  if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
-  return result.stdout;
-}
-
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 120_000,
-  intervalMs = 500,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last: ${String(last)})` : ''}`,
-      );
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
 }
 
 function startOperator(identity: string): Promise<Operator> {

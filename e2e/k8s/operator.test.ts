@@ -7,7 +7,14 @@ import type { PartitionMap } from '../../common/partition-map';
 import { completeMoves } from '../../common/rebalance-plan';
 import type { KVClusterStatus } from '../../crds/kvcluster-spec';
 import { Operator, type OperatorOptions } from '../../operator/operator';
-import { runTool, startControlPlane, type CommandResult, type ControlPlane } from './control-plane';
+import {
+  runTool,
+  startControlPlane,
+  type CommandResult,
+  type ControlPlane,
+  eventually,
+  runToolOk,
+} from './control-plane';
 
 /*
  * The operator against a real kube-apiserver and kube-controller-manager (e2e/k8s/control-plane.ts):
@@ -84,14 +91,12 @@ function plane(): ControlPlane {
   return cp;
 }
 
-function kubectl(args: readonly string[], input?: string): Promise<CommandResult> {
-  return runTool(plane(), 'kubectl', args, input);
+function kubectlOk(args: readonly string[], input?: string): Promise<string> {
+  return runToolOk(plane(), 'kubectl', args, input);
 }
 
-async function kubectlOk(args: readonly string[], input?: string): Promise<string> {
-  const result = await kubectl(args, input);
-  if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
-  return result.stdout;
+function kubectl(args: readonly string[], input?: string): Promise<CommandResult> {
+  return runTool(plane(), 'kubectl', args, input);
 }
 
 /** `kubectl get -o json` of one object in NS; undefined when it does not exist. */
@@ -102,30 +107,6 @@ async function getJson<T>(kind: string, name: string): Promise<T | undefined> {
     throw new Error(`kubectl get ${kind} ${name} exited ${result.code}: ${result.stderr}`);
   }
   return JSON.parse(result.stdout) as T;
-}
-
-/** Polls until check returns a value (not undefined). */
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ''}`,
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 function kvcluster(name: string, spec: Record<string, unknown>): string {
