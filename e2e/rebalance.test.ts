@@ -2,12 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { KeyValueStoreClient } from '../client/client';
-import { checkHistory } from '../client/history-checker';
-import { HistoryRecorder, readFinal, runWorkload, type WorkloadResult } from '../client/verify-workload';
 import { parsePartitionMap, type PartitionMap } from '../common/partition-map';
 import { mapViolations, replicaLoad } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
 import { alive, freePortBlock, tempDir } from './cluster-harness';
+import { startRecordedLoad, stopAndCheckLoad } from './recorded-load';
 
 /**
  * Issue 4's proof on real processes: the launcher (`npm start`'s
@@ -184,42 +183,6 @@ async function waitBalanced(adminUrl: string, timeoutMs = 120_000): Promise<Reba
   );
 }
 
-async function finishAndCheck(
-  url: string,
-  load: { abort: AbortController; done: Promise<WorkloadResult>; recorder: HistoryRecorder },
-): Promise<void> {
-  load.abort.abort();
-  const result = await load.done;
-  const kv = new KeyValueStoreClient({ url });
-  const final = await readFinal(kv, result.keys, { consistency: 'all', source: 'gateway' });
-  const history = load.recorder.history(final);
-  const failed = history.ops.filter((op) => op.outcome !== 'ok');
-  expect(failed.map((op) => `${op.op} ${op.key}: ${op.outcome} ${op.error ?? ''}`)).toEqual([]);
-  expect(history.ops.length).toBeGreaterThan(100);
-  const { violations } = checkHistory(history, {
-    replicationFactor: RF,
-    realTimeVersions: true,
-    timeoutMs: result.settings.timeoutMs,
-  });
-  expect(violations).toEqual([]);
-}
-
-function startLoad(url: string) {
-  const recorder = new HistoryRecorder();
-  const abort = new AbortController();
-  const done = runWorkload({
-    url,
-    clients: 4,
-    keys: 200,
-    durationMs: 280_000,
-    consistency: 'quorum',
-    timeoutMs: 5000,
-    signal: abort.signal,
-    recorder,
-  });
-  return { recorder, abort, done };
-}
-
 async function preload(url: string, n: number): Promise<void> {
   const kv = new KeyValueStoreClient({ url });
   const value = 'x'.repeat(1024);
@@ -249,7 +212,7 @@ test('scale 3 → 5 → 2 → 3 under load: no failed request, no lost write, ba
 
   const maps = watchMaps(dataDir);
   mapWatcher = maps;
-  const load = startLoad(url);
+  const load = startRecordedLoad(url, 280_000);
   for (const nodes of [5, 2, 3]) {
     const before = storedMap(dataDir);
     const target = Array.from({ length: nodes }, (_, i) => `n${i + 1}`);
@@ -259,7 +222,7 @@ test('scale 3 → 5 → 2 → 3 under load: no failed request, no lost write, ba
     await waitBalanced(adminUrl);
     expectHealthyAndBalanced(storedMap(dataDir), nodes);
   }
-  await finishAndCheck(url, load);
+  await stopAndCheckLoad(load, { replicationFactor: RF });
   expect(await maps.stop()).toEqual([]);
   // Several epochs were seen: one per plan, switch and finish at least.
   expect(maps.epochs.size).toBeGreaterThan(6);
@@ -280,7 +243,7 @@ test('the launcher killed mid-rebalance resumes the recorded plan and finishes i
 
   const maps = watchMaps(dataDir);
   mapWatcher = maps;
-  const load = startLoad(url);
+  const load = startRecordedLoad(url, 280_000);
   const before = storedMap(dataDir);
   const planned = await scale(adminUrl, 5);
   expect(planned.movesTotal).toBe(minimalMoves(before, ['n1', 'n2', 'n3', 'n4', 'n5']));
@@ -301,6 +264,6 @@ test('the launcher killed mid-rebalance resumes the recorded plan and finishes i
   const finished = await waitBalanced(adminUrl);
   expect(finished.movesLeft).toBe(0);
   expectHealthyAndBalanced(storedMap(dataDir), 5);
-  await finishAndCheck(url, load);
+  await stopAndCheckLoad(load, { replicationFactor: RF });
   expect(await maps.stop()).toEqual([]);
 });

@@ -2,8 +2,7 @@ import path from 'node:path';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import pino from 'pino';
 import { KeyValueStoreClient } from '../../client/client';
-import { checkHistory } from '../../client/history-checker';
-import { HistoryRecorder, readFinal, runWorkload, type WorkloadResult } from '../../client/verify-workload';
+import { startRecordedLoad, stopAndCheckLoad, type RecordedLoad } from '../recorded-load';
 import http from 'node:http';
 import {
   ConfigMapMetadataStore,
@@ -53,9 +52,7 @@ let core: CoreV1Api;
 let agent: PodAgent | undefined;
 let operator: Operator | undefined;
 let redis: RunningRedis | undefined;
-let load:
-  | { recorder: HistoryRecorder; abort: AbortController; done: Promise<WorkloadResult>; url: string }
-  | undefined;
+let load: RecordedLoad | undefined;
 
 beforeAll(async () => {
   cp = await startControlPlane();
@@ -327,19 +324,7 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
     'kubectl scale to 5 under load: the rebalance finishes',
     async () => {
       const url = await gatewayUrl();
-      const recorder = new HistoryRecorder();
-      const abort = new AbortController();
-      const done = runWorkload({
-        url,
-        clients: 4,
-        keys: 200,
-        durationMs: 15 * 60_000,
-        consistency: 'quorum',
-        timeoutMs: 5000,
-        signal: abort.signal,
-        recorder,
-      });
-      load = { recorder, abort, done, url };
+      load = startRecordedLoad(url, 15 * 60_000);
       await new Promise((resolve) => setTimeout(resolve, 2000));
       await kubectlOk(['-n', NS, 'scale', 'kvcluster/demo', '--replicas=5']);
       await eventually('the rebalance to start', async () =>
@@ -367,20 +352,7 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
     'the history of the load: no failed request, no violation',
     async () => {
       if (!load) throw new Error('the load did not run');
-      load.abort.abort();
-      const result = await load.done;
-      const kv = new KeyValueStoreClient({ url: await gatewayUrl() });
-      const final = await readFinal(kv, result.keys, { consistency: 'all', source: 'gateway' });
-      const history = load.recorder.history(final);
-      const failed = history.ops.filter((op) => op.outcome !== 'ok');
-      expect(failed.map((op) => `${op.op} ${op.key}: ${op.outcome} ${op.error ?? ''}`)).toEqual([]);
-      expect(history.ops.length).toBeGreaterThan(100);
-      const { violations } = checkHistory(history, {
-        replicationFactor: RF,
-        realTimeVersions: true,
-        timeoutMs: result.settings.timeoutMs,
-      });
-      expect(violations).toEqual([]);
+      await stopAndCheckLoad(load, { replicationFactor: RF, readUrl: await gatewayUrl() });
       load = undefined;
     },
     STEP_TIMEOUT_MS,
@@ -390,19 +362,7 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
     'a deleted node pod comes back (StatefulSet) with its data; no acknowledged write lost',
     async () => {
       const url = await gatewayUrl();
-      const recorder = new HistoryRecorder();
-      const abort = new AbortController();
-      const done = runWorkload({
-        url,
-        clients: 4,
-        keys: 200,
-        durationMs: 5 * 60_000,
-        consistency: 'quorum',
-        timeoutMs: 5000,
-        signal: abort.signal,
-        recorder,
-      });
-      load = { recorder, abort, done, url };
+      load = startRecordedLoad(url, 5 * 60_000);
       await new Promise((resolve) => setTimeout(resolve, 2000));
       const before = await core.readNamespacedPod({ name: 'demo-node-1', namespace: NS });
       await kubectlOk(['-n', NS, 'delete', 'pod', 'demo-node-1', '--wait=false']);
@@ -413,22 +373,14 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
       await new Promise((resolve) => setTimeout(resolve, 1000));
       await expectMapMatches(await settled(3), 3);
       await new Promise((resolve) => setTimeout(resolve, 2000));
-      abort.abort();
-      const result = await done;
-      const kv = new KeyValueStoreClient({ url: await gatewayUrl() });
-      const final = await readFinal(kv, result.keys, { consistency: 'all', source: 'gateway' });
-      const history = recorder.history(final);
-      expect(history.ops.length).toBeGreaterThan(100);
-      const { violations } = checkHistory(history, {
-        replicationFactor: RF,
-        realTimeVersions: true,
-        timeoutMs: result.settings.timeoutMs,
-      });
-      expect(violations).toEqual([]);
+      if (!load) throw new Error('the load did not run');
       // Requests that hit the killed node's moment may fail; report them, they are not data loss.
-      const failed = history.ops.filter((op) => op.outcome !== 'ok');
-      if (failed.length > 0)
-        process.stderr.write(`node pod delete: ${failed.length} of ${history.ops.length} requests failed\n`);
+      const failed = await stopAndCheckLoad(load, {
+        replicationFactor: RF,
+        readUrl: await gatewayUrl(),
+        allowFailures: true,
+      });
+      if (failed.length > 0) process.stderr.write(`node pod delete: ${failed.length} requests failed\n`);
       load = undefined;
     },
     STEP_TIMEOUT_MS,
@@ -438,19 +390,7 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
     'the operator restarted mid-rebalance (scale to 5): a new one resumes and finishes; no failed request, no violation',
     async () => {
       const url = await gatewayUrl();
-      const recorder = new HistoryRecorder();
-      const abort = new AbortController();
-      const done = runWorkload({
-        url,
-        clients: 4,
-        keys: 200,
-        durationMs: 10 * 60_000,
-        consistency: 'quorum',
-        timeoutMs: 5000,
-        signal: abort.signal,
-        recorder,
-      });
-      load = { recorder, abort, done, url };
+      load = startRecordedLoad(url, 10 * 60_000);
       await new Promise((resolve) => setTimeout(resolve, 2000));
       await kubectlOk(['-n', NS, 'scale', 'kvcluster/demo', '--replicas=5']);
       // The rebalance is planned once the two new node pods are Ready, then runs in steps paced by
@@ -491,20 +431,8 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
       await expectMapMatches(finished, 5);
       expect(finished.mapEpoch).toBeGreaterThan(atStop.epoch);
 
-      abort.abort();
-      const result = await done;
-      const kv = new KeyValueStoreClient({ url: await gatewayUrl() });
-      const final = await readFinal(kv, result.keys, { consistency: 'all', source: 'gateway' });
-      const history = recorder.history(final);
-      const failed = history.ops.filter((op) => op.outcome !== 'ok');
-      expect(failed.map((op) => `${op.op} ${op.key}: ${op.outcome} ${op.error ?? ''}`)).toEqual([]);
-      expect(history.ops.length).toBeGreaterThan(100);
-      const { violations } = checkHistory(history, {
-        replicationFactor: RF,
-        realTimeVersions: true,
-        timeoutMs: result.settings.timeoutMs,
-      });
-      expect(violations).toEqual([]);
+      if (!load) throw new Error('the load did not run');
+      await stopAndCheckLoad(load, { replicationFactor: RF, readUrl: await gatewayUrl() });
       load = undefined;
     },
     STEP_TIMEOUT_MS,
