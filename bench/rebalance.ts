@@ -796,6 +796,8 @@ async function runOne(
         `${HOST}:${port + 102}`,
         '--metadata-file',
         cluster.metadataFile,
+        '--internal-token-file',
+        cluster.internalTokenFile,
         ...(limit === undefined ? [] : ['--move-max-bytes-per-second', String(limit)]),
       ],
       path.join(logDir, 'n2.log'),
@@ -811,7 +813,12 @@ async function runOne(
       pino.destination({ dest: path.join(logDir, 'rebalancer.log'), sync: true }),
     );
     const store = new FileMetadataStore(cluster.metadataFile, { log });
-    rebalancer = await Rebalancer.start({ store, log, pollIntervalMs: 250 });
+    rebalancer = await Rebalancer.start({
+      store,
+      log,
+      pollIntervalMs: 250,
+      internalToken: cluster.internalToken,
+    });
 
     // 3. The load: warm-up, baseline, move, after.
     load = new MixedLoad(port, o.concurrency, keyCount, o.valueSize);

@@ -2,9 +2,12 @@
  * TypeScript client for the kvstore gateway's public REST API (DESIGN.md, "Public API").
  *
  * It is the npm package's entry point, so it depends on nothing but Node 20's
- * global fetch and the dependency-free contract in common/consistency.ts.
+ * global fetch and the dependency-free contract in common/consistency.ts; only a
+ * client given its own `ca` loads undici, whose Agent carries that trust.
  */
 
+import { X509Certificate } from 'node:crypto';
+import type { Dispatcher } from 'undici';
 import { CONSISTENCY_LEVELS, type Consistency } from '../common/consistency';
 
 export { CONSISTENCY_LEVELS, type Consistency };
@@ -20,6 +23,12 @@ export interface ClientOptions {
   token?: string;
   /** Extra headers on every request. */
   headers?: Record<string, string>;
+  /**
+   * PEM certificate(s) of the CA(s) to trust for an https URL instead of the system's roots, e.g. a
+   * private CA or the `ca.crt` of a cert-manager Secret. The host name is still checked. Ignored for
+   * http URLs (one CA setting can then serve both a TLS gateway and a plain admin URL).
+   */
+  ca?: string | Buffer;
 }
 
 export interface RequestOptions {
@@ -188,6 +197,9 @@ export interface RepairReport {
  * - the gateway's own codes (`bad_request`, `unauthorized`, `forbidden`, `not_found`, `payload_too_large`,
  *   `rate_limited`, `unavailable`, `not_ready`, ...), with `status` set;
  * - `bad_request` with `status` undefined: refused locally, nothing was sent;
+ * - `tls_verification_failed`: the server's certificate is not trusted (wrong or missing `ca`, a name it
+ *   is not for, expired); nothing was sent. `tls_error`: the TLS handshake failed otherwise (e.g. an
+ *   https URL for a plain http port);
  * - `unreachable`, `timeout`, `aborted`: the request got no answer (a write may or may not have been applied);
  * - `bad_response`: the server answered something that is not the gateway's API.
  */
@@ -292,6 +304,30 @@ function checkPositiveInt(name: string, v: unknown): number {
   return v;
 }
 
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** The `ca` option as PEM bytes; every certificate in it must parse, so a wrong file fails here, not per request. */
+function checkCa(v: unknown): Buffer | undefined {
+  if (v === undefined) return undefined;
+  let pem: string;
+  if (typeof v === 'string') pem = v;
+  else if (v instanceof Uint8Array) pem = Buffer.from(v).toString('utf8');
+  else throw localError(`ca must be PEM text (a string or a Buffer), got ${typeof v}`);
+  const blocks = pem.match(PEM_CERTIFICATE);
+  if (!blocks) throw localError('ca is not a PEM certificate: no -----BEGIN CERTIFICATE----- block found');
+  blocks.forEach((block, i) => {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      const which = blocks.length > 1 ? ` (certificate ${i + 1} of ${blocks.length})` : '';
+      throw localError(
+        `ca holds a malformed certificate${which}: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+  });
+  return Buffer.from(pem, 'utf8');
+}
+
 function toBody(value: unknown): Uint8Array {
   if (typeof value === 'string') return Buffer.from(value, 'utf8');
   if (value instanceof Uint8Array) return value;
@@ -323,8 +359,30 @@ interface Call {
   opts?: RequestOptions;
 }
 
+/** What the client reads of a response, from the global fetch or undici's (their classes differ). */
+interface HttpResponse {
+  readonly ok: boolean;
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: { get(name: string): string | null };
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+type FetchInit = {
+  method: string;
+  headers: Record<string, string>;
+  body: Uint8Array | undefined;
+  signal: AbortSignal;
+};
+
+/** undici's fetch bound to an Agent that trusts the client's `ca`. */
+interface TlsTransport {
+  readonly dispatcher: Dispatcher & { close(): Promise<void> };
+  fetch(url: string, init: FetchInit): Promise<HttpResponse>;
+}
+
 interface Answer {
-  res: Response;
+  res: HttpResponse;
   body: Buffer;
   ctx: { method: string; url: string; status: number; requestId: string | undefined };
 }
@@ -337,6 +395,9 @@ export class KeyValueStoreClient {
   private readonly consistency: Consistency | undefined;
   private readonly timeoutMs: number;
   private readonly headers: Readonly<Record<string, string>>;
+  private readonly ca: Buffer | undefined;
+  /** created on the first https request, only when `ca` is given */
+  private tls: Promise<TlsTransport> | undefined;
 
   constructor(urlOrOptions: string | ClientOptions) {
     const opts: ClientOptions = typeof urlOrOptions === 'string' ? { url: urlOrOptions } : urlOrOptions;
@@ -373,6 +434,14 @@ export class KeyValueStoreClient {
       headers['authorization'] = `Bearer ${checkHeader('authorization', opts.token)}`;
     }
     this.headers = headers;
+    this.ca = checkCa(opts.ca);
+  }
+
+  /** Closes the connections kept for the `ca` (idle ones never hold the process open); the client stays usable. */
+  async close(): Promise<void> {
+    const tls = this.tls;
+    this.tls = undefined;
+    if (tls) await (await tls).dispatcher.close();
   }
 
   /** The value as UTF-8 text, or null when the key is absent (the original design's call). */
@@ -557,10 +626,14 @@ export class KeyValueStoreClient {
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const signal = opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout;
     const ctx = { method, url: href };
-    let res: Response;
+    let res: HttpResponse;
     let bytes: Buffer;
     try {
-      res = await fetch(href, { method, headers, body, signal });
+      const init = { method, headers, body, signal };
+      res =
+        this.ca !== undefined && url.protocol === 'https:'
+          ? await (await this.tlsTransport(this.ca)).fetch(href, init)
+          : await fetch(href, init);
       // The timeout covers the body too: a server that stalls mid-value is as dead as one that never answers.
       bytes = Buffer.from(await res.arrayBuffer());
     } catch (cause) {
@@ -569,6 +642,93 @@ export class KeyValueStoreClient {
     const requestId = res.headers.get('x-request-id') ?? opts.requestId;
     return { res, body: bytes, ctx: { ...ctx, status: res.status, requestId } };
   }
+
+  /**
+   * undici's own fetch with its own Agent: Node 20's global fetch bundles another undici version,
+   * whose fetch cannot be handed this package's dispatcher.
+   */
+  private tlsTransport(ca: Buffer): Promise<TlsTransport> {
+    this.tls ??= import('undici').then(({ Agent, fetch: undiciFetch }) => {
+      const dispatcher = new Agent({ connect: { ca } });
+      return {
+        dispatcher,
+        fetch: (url: string, init: FetchInit) => undiciFetch(url, { ...init, dispatcher }),
+      };
+    });
+    return this.tls;
+  }
+}
+
+/** OpenSSL's and Node's codes for a peer certificate that does not verify. */
+const TLS_VERIFY_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_REVOKED',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_CHAIN_TOO_LONG',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+const TLS_UNTRUSTED_HINT =
+  "the server's certificate is not signed by a trusted CA: give the CA that signed it as the client's ca (kvctl: --ca FILE)";
+const TLS_NAME_HINT =
+  'the certificate is not for this host: use a URL with a host name or IP address it lists';
+const TLS_DATES_HINT =
+  "the certificate is outside its validity period: renew it, or check this machine's clock";
+const TLS_VERIFY_HINTS: Readonly<Record<string, string>> = {
+  ERR_TLS_CERT_ALTNAME_INVALID: TLS_NAME_HINT,
+  HOSTNAME_MISMATCH: TLS_NAME_HINT,
+  CERT_HAS_EXPIRED: TLS_DATES_HINT,
+  CERT_NOT_YET_VALID: TLS_DATES_HINT,
+};
+
+/** A TLS failure as a KvClientError, or undefined when `inner` is not one. */
+function tlsError(
+  inner: unknown,
+  cause: unknown,
+  ctx: { method: string; url: string },
+): KvClientError | undefined {
+  if (!isErrorLike(inner)) return undefined;
+  const code = typeof inner.code === 'string' ? inner.code : '';
+  if (TLS_VERIFY_CODES.has(code)) {
+    return new KvClientError(
+      'tls_verification_failed',
+      `TLS verification failed for ${ctx.url}: ${inner.message} (${code}); ${TLS_VERIFY_HINTS[code] ?? TLS_UNTRUSTED_HINT}`,
+      { ...ctx, cause },
+    );
+  }
+  if (code.startsWith('ERR_SSL_') || code === 'EPROTO' || code.startsWith('ERR_TLS_')) {
+    return new KvClientError(
+      'tls_error',
+      `TLS handshake with ${ctx.url} failed: ${inner.message} (${code}); does the server speak https on that port?`,
+      { ...ctx, cause },
+    );
+  }
+  return undefined;
+}
+
+/**
+ * An Error from any realm: errors raised inside Node (sockets, TLS) fail `instanceof Error` where the
+ * caller's globals are another context's (a vm, jest), so their shape is what is checked.
+ */
+function isErrorLike(v: unknown): v is { name: string; message: string; code?: unknown; cause?: unknown } {
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as { message?: unknown }).message === 'string' &&
+    typeof (v as { name?: unknown }).name === 'string'
+  );
 }
 
 function transportError(
@@ -577,7 +737,7 @@ function transportError(
   timeoutMs: number,
   ctx: { method: string; url: string },
 ): KvClientError {
-  const name = cause instanceof Error ? cause.name : '';
+  const name = isErrorLike(cause) ? cause.name : '';
   if (name === 'TimeoutError' || (name === 'AbortError' && timeout.aborted)) {
     return new KvClientError('timeout', `${ctx.method} ${ctx.url}: no answer within ${timeoutMs} ms`, {
       ...ctx,
@@ -587,13 +747,16 @@ function transportError(
   if (name === 'AbortError')
     return new KvClientError('aborted', `${ctx.method} ${ctx.url}: aborted`, { ...ctx, cause });
   // fetch reports every connection-level failure as TypeError('fetch failed') with the system error as cause.
-  const inner = cause instanceof Error ? cause.cause : undefined;
-  const detail =
-    inner instanceof Error
-      ? ((inner as NodeJS.ErrnoException).code ?? inner.message)
-      : cause instanceof Error
-        ? cause.message
-        : String(cause);
+  const inner = isErrorLike(cause) ? cause.cause : undefined;
+  const tls = tlsError(inner, cause, ctx);
+  if (tls) return tls;
+  const detail = isErrorLike(inner)
+    ? typeof inner.code === 'string'
+      ? inner.code
+      : inner.message
+    : isErrorLike(cause)
+      ? cause.message
+      : String(cause);
   return new KvClientError('unreachable', `cannot reach ${ctx.url}: ${detail}`, { ...ctx, cause });
 }
 

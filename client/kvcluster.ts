@@ -93,6 +93,35 @@ export interface KVClusterSpec {
      * @default "ClusterIP"
      */
     serviceType: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+    /** Serve HTTPS with this certificate; a renewed certificate is picked up without a restart. Absent: plain HTTP. */
+    tls?: {
+      /** A kubernetes.io/tls Secret (tls.crt, tls.key; what a cert-manager Certificate writes) in the cluster namespace. */
+      secretRef: {
+        /** Name of the Secret in the cluster's namespace. */
+        name: string;
+      };
+    };
+    /**
+     * Rate limits, shared through the Redis of spec.redis (each gateway limits alone when there is none or it is unreachable).
+     * @default {}
+     */
+    rateLimit: {
+      /**
+       * Requests per window per API key, counted across all gateways; 0: no limit.
+       * @default 0
+       */
+      perKey: number;
+      /**
+       * Requests per window per client address, counted across all gateways; 0: no limit.
+       * @default 0
+       */
+      perAddress: number;
+      /**
+       * Length of the rate-limit window.
+       * @default 1
+       */
+      windowSeconds: number;
+    };
   };
   /**
    * Where gateways and nodes get the partition map fast; the ConfigMap stays authoritative.
@@ -108,15 +137,20 @@ export interface KVClusterSpec {
     managed: boolean;
   };
   /**
-   * Gateway authentication.
+   * Gateway authentication: bearer API keys, on unless disabled is set.
    * @default {}
    */
   auth: {
-    /** Secret holding the gateway's API keys; without it the gateway accepts every request. */
+    /** A Secret of the gateway's API keys (key keys.json, made with `kvctl auth create-key`). Absent: the operator makes an admin key, in the Secret <name>-admin-token. */
     secretRef?: {
       /** Name of the Secret in the cluster's namespace. */
       name: string;
     };
+    /**
+     * Accept every request without an API key. Only for clusters no one else can reach.
+     * @default false
+     */
+    disabled: boolean;
   };
   /** Affinity of the storage node pods, as in a Pod spec (passed through unchanged). */
   affinity?: V1Affinity;
@@ -236,6 +270,35 @@ export interface KVClusterSpecInput {
      * @default "ClusterIP"
      */
     serviceType?: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+    /** Serve HTTPS with this certificate; a renewed certificate is picked up without a restart. Absent: plain HTTP. */
+    tls?: {
+      /** A kubernetes.io/tls Secret (tls.crt, tls.key; what a cert-manager Certificate writes) in the cluster namespace. */
+      secretRef: {
+        /** Name of the Secret in the cluster's namespace. */
+        name: string;
+      };
+    };
+    /**
+     * Rate limits, shared through the Redis of spec.redis (each gateway limits alone when there is none or it is unreachable).
+     * @default {}
+     */
+    rateLimit?: {
+      /**
+       * Requests per window per API key, counted across all gateways; 0: no limit.
+       * @default 0
+       */
+      perKey?: number;
+      /**
+       * Requests per window per client address, counted across all gateways; 0: no limit.
+       * @default 0
+       */
+      perAddress?: number;
+      /**
+       * Length of the rate-limit window.
+       * @default 1
+       */
+      windowSeconds?: number;
+    };
   };
   /**
    * Where gateways and nodes get the partition map fast; the ConfigMap stays authoritative.
@@ -251,15 +314,20 @@ export interface KVClusterSpecInput {
     managed?: boolean;
   };
   /**
-   * Gateway authentication.
+   * Gateway authentication: bearer API keys, on unless disabled is set.
    * @default {}
    */
   auth?: {
-    /** Secret holding the gateway's API keys; without it the gateway accepts every request. */
+    /** A Secret of the gateway's API keys (key keys.json, made with `kvctl auth create-key`). Absent: the operator makes an admin key, in the Secret <name>-admin-token. */
     secretRef?: {
       /** Name of the Secret in the cluster's namespace. */
       name: string;
     };
+    /**
+     * Accept every request without an API key. Only for clusters no one else can reach.
+     * @default false
+     */
+    disabled?: boolean;
   };
   /** Affinity of the storage node pods, as in a Pod spec (passed through unchanged). */
   affinity?: V1Affinity;

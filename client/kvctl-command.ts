@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KvClientError } from './client';
 
@@ -20,6 +21,7 @@ export const GLOBAL_OPTIONS = {
   url: { type: 'string' },
   token: { type: 'string' },
   consistency: { type: 'string' },
+  ca: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -96,13 +98,68 @@ function formatLimit(ms: number): string {
   return `${ms}ms`;
 }
 
-/** The gateway kvctl talks to and the token it sends: the flag, else the environment, else the default. */
+/** The gateway kvctl talks to, the token it sends and the CA file it trusts: the flag, else the environment, else the default. */
 export function gatewayTarget(
-  values: { url?: string; token?: string },
+  values: { url?: string; token?: string; ca?: string },
   env: Readonly<Record<string, string | undefined>>,
-): { url: string; token?: string } {
+): { url: string; token?: string; caFile?: string } {
   const token = values.token ?? (env.KVSTORE_TOKEN || undefined);
-  return { url: values.url ?? (env.KVSTORE_URL || DEFAULT_GATEWAY_URL), ...(token ? { token } : {}) };
+  const caFile = caFileOption(values, env);
+  return {
+    url: values.url ?? (env.KVSTORE_URL || DEFAULT_GATEWAY_URL),
+    ...(token ? { token } : {}),
+    ...(caFile ? { caFile } : {}),
+  };
+}
+
+/** `--ca FILE`, else `$KVSTORE_CA`; undefined: the system's trusted roots. */
+export function caFileOption(
+  values: { ca?: string },
+  env: Readonly<Record<string, string | undefined>>,
+): string | undefined {
+  return values.ca ?? (env.KVSTORE_CA || undefined);
+}
+
+/** `--ca FILE` that cannot be used: a usage error (exit 2), nothing is sent. */
+export class CaFileError extends Error {
+  override readonly name = 'CaFileError';
+}
+
+/**
+ * Reads the `--ca` file (PEM certificates of the CAs to trust for https URLs); undefined for
+ * undefined. Throws CaFileError with a one-line message naming the file.
+ */
+export function readCaFile(file: string | undefined): Buffer | undefined {
+  if (file === undefined) return undefined;
+  let pem: Buffer;
+  try {
+    pem = fs.readFileSync(file);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new CaFileError(`--ca ${file}: cannot read it (${e.code ?? e.message})`, { cause: err });
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
+    throw new CaFileError(`--ca ${file}: not a PEM certificate (no -----BEGIN CERTIFICATE----- line)`);
+  }
+  return pem;
+}
+
+/**
+ * readCaFile for a subcommand's runner: the certificates, or, after printing the usage error
+ * (pointing at `helpCommand`, e.g. `kvctl status --help`), the exit status to return.
+ */
+export function loadCaOrExit(
+  file: string | undefined,
+  helpCommand: string,
+  stderr: { write(chunk: string): unknown },
+): { ca: Buffer | undefined } | { exit: number } {
+  try {
+    return { ca: readCaFile(file) };
+  } catch (err) {
+    if (!(err instanceof CaFileError)) throw err;
+    stderr.write(`kvctl: usage: ${err.message}\nRun '${helpCommand}' for usage.\n`);
+    return { exit: COMMAND_EXIT_USAGE };
+  }
 }
 
 export const COMMAND_EXIT_USAGE = 2;

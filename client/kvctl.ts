@@ -8,7 +8,8 @@ import {
   type ClusterInfo,
   type Consistency,
 } from './client';
-import { DEFAULT_GATEWAY_URL } from './kvctl-command';
+import { caFileOption, DEFAULT_GATEWAY_URL, loadCaOrExit } from './kvctl-command';
+import { isAuthCommand, runAuth } from './auth-command';
 import { isRepairCommand, runRepair } from './repair-command';
 import { isScaleCommand, runScale } from './scale-command';
 import { isStatusCommand, runStatus } from './status-command';
@@ -16,7 +17,7 @@ import { isVerifyCommand, runVerify } from './verify-command';
 
 export const DEFAULT_URL = DEFAULT_GATEWAY_URL;
 
-export const USAGE = `usage: kvctl [--url URL] [--consistency one|quorum|all] [--token TOKEN] <command> [args]
+export const USAGE = `usage: kvctl [--url URL] [--consistency one|quorum|all] [--token TOKEN] [--ca FILE] <command> [args]
 
 commands:
   put <key> <value> [--ttl SECONDS]  store a value ('-' reads it from stdin as bytes); prints the version
@@ -31,12 +32,16 @@ commands:
                                      (kvctl repair --help)
   scale --nodes N [--wait]           grow or shrink the npm start cluster to N nodes, moving partitions live
                                      (kvctl scale --help; talks to the launcher, --admin-url, default :3100)
+  auth create-key --id ID --role R [--prefix P]  make an API key: prints its token once and the
+                                     entry for the gateway's key file (kvctl auth --help)
   help                               show this help
 
 options:
   --url URL            gateway URL (default: $KVSTORE_URL, else ${DEFAULT_URL})
   --consistency LEVEL  one, quorum or all (default: the gateway's, quorum)
   --token TOKEN        bearer token (default: $KVSTORE_TOKEN)
+  --ca FILE            PEM CA certificate(s) to trust for an https URL, instead of the system's
+                       (default: $KVSTORE_CA); every command
   --ttl SECONDS        put: the value expires after SECONDS
   --json               cluster: print the JSON instead of a summary
   -h, --help           show this help
@@ -75,6 +80,8 @@ export interface ParsedArgs {
   url: string;
   consistency?: Consistency;
   token?: string;
+  /** PEM CA file to trust for an https URL (--ca, $KVSTORE_CA) */
+  caFile?: string;
   command: Command;
 }
 
@@ -87,6 +94,7 @@ export function parseKvctlArgs(
     url?: string;
     consistency?: string;
     token?: string;
+    ca?: string;
     ttl?: string;
     json?: boolean;
     help?: boolean;
@@ -99,6 +107,7 @@ export function parseKvctlArgs(
         url: { type: 'string' },
         consistency: { type: 'string' },
         token: { type: 'string' },
+        ca: { type: 'string' },
         ttl: { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -118,7 +127,8 @@ export function parseKvctlArgs(
   }
   const consistency = values.consistency;
   const token = values.token ?? (env.KVSTORE_TOKEN || undefined);
-  const base = { url, consistency, token };
+  const caFile = caFileOption(values, env);
+  const base = { url, consistency, token, ...(caFile ? { caFile } : {}) };
 
   const [name, ...args] = positionals;
   if (values.help || name === 'help') return { ...base, command: { name: 'help' } };
@@ -180,6 +190,7 @@ export async function runKvctl(argv: readonly string[], io: KvctlIo): Promise<nu
   if (isRepairCommand(argv)) return runRepair(argv, io);
   if (isStatusCommand(argv)) return runStatus(argv, io);
   if (isScaleCommand(argv)) return runScale(argv, io);
+  if (isAuthCommand(argv)) return runAuth(argv, io);
   const fail = (code: string, message: string, status: number): number => {
     io.stderr.write(`kvctl: ${code}: ${message}\n`);
     return status;
@@ -199,11 +210,14 @@ export async function runKvctl(argv: readonly string[], io: KvctlIo): Promise<nu
     return EXIT_OK;
   }
 
+  const loaded = loadCaOrExit(parsed.caFile, 'kvctl --help', io.stderr);
+  if ('exit' in loaded) return loaded.exit;
   try {
     const client = new KeyValueStoreClient({
       url: parsed.url,
       consistency: parsed.consistency,
       token: parsed.token,
+      ca: loaded.ca,
     });
     switch (command.name) {
       case 'put': {

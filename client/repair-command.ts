@@ -2,6 +2,7 @@ import { KeyValueStoreClient, type NodeRepairReport, type RepairReport } from '.
 import {
   GLOBAL_OPTIONS,
   gatewayTarget,
+  loadCaOrExit,
   namesCommand,
   parseCommandArgs,
   parseInterval,
@@ -14,7 +15,7 @@ import {
  * progress (`GET /v1/admin/repair`) until every one has finished.
  */
 
-export const REPAIR_USAGE = `usage: kvctl repair [--url URL] [--token TOKEN] [--partition P]... [--watch] [--interval 1s]
+export const REPAIR_USAGE = `usage: kvctl repair [--url URL] [--token TOKEN] [--ca FILE] [--partition P]... [--watch] [--interval 1s]
 
 Starts an anti-entropy pass on every node: each node compares its hash trees with the other replicas of
 its partitions and exchanges the records that differ (newer versions win). Without --watch, prints what
@@ -45,6 +46,8 @@ export class RepairUsageError extends Error {
 export interface RepairArgs {
   readonly url: string;
   readonly token?: string;
+  /** PEM CA file to trust for an https URL (--ca, $KVSTORE_CA) */
+  readonly caFile?: string;
   readonly partitions?: number[];
   readonly watch: boolean;
   readonly intervalMs: number;
@@ -109,8 +112,10 @@ export async function runRepair(
     io.stdout.write(`${REPAIR_USAGE}\n`);
     return REPAIR_EXIT_OK;
   }
+  const loaded = loadCaOrExit(args.caFile, 'kvctl repair --help', io.stderr);
+  if ('exit' in loaded) return loaded.exit;
   try {
-    const client = new KeyValueStoreClient({ url: args.url, token: args.token });
+    const client = new KeyValueStoreClient({ url: args.url, token: args.token, ca: loaded.ca });
     const startedAt = Date.now();
     const started = await client.startRepair(args.partitions ? { partitions: args.partitions } : {});
     const accepted = started.nodes.filter((n) => !n.error).length;

@@ -3,6 +3,8 @@ import {
   COMMAND_EXIT_FAILURE,
   COMMAND_EXIT_USAGE,
   GLOBAL_OPTIONS,
+  caFileOption,
+  loadCaOrExit,
   namesCommand,
   parseCommandArgs,
   parseInterval,
@@ -20,7 +22,7 @@ import { formatRebalanceLine, rebalanceRates, type StreamSample } from './status
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:3100';
 
-export const SCALE_USAGE = `usage: kvctl scale --nodes N [--admin-url URL] [--wait] [--interval 1s]
+export const SCALE_USAGE = `usage: kvctl scale --nodes N [--admin-url URL] [--ca FILE] [--wait] [--interval 1s]
 
 Grows or shrinks the cluster that npm start runs to N storage nodes. The launcher starts the new nodes,
 plans which partitions move, and streams them while the cluster keeps serving; nodes that leave are
@@ -30,6 +32,7 @@ options:
   --nodes N        storage nodes wanted: from the replication factor to 64
   --admin-url URL  the launcher's admin listener (default: $KVSTORE_ADMIN_URL, else ${DEFAULT_ADMIN_URL};
                    npm start -- --port P listens on P+100)
+  --ca FILE        PEM CA certificate(s) to trust when the admin URL is https (default: $KVSTORE_CA)
   --wait           follow the rebalance until every partition has moved
   --interval D     with --wait: time between polls, e.g. 500ms or 2s (default 1s)
 
@@ -55,6 +58,10 @@ export class ScaleUsageError extends Error {
 
 export interface ScaleArgs {
   readonly adminUrl: string;
+  /** PEM CA file to trust for an https admin URL (--ca, $KVSTORE_CA) */
+  readonly caFile?: string;
+  /** sent as Bearer: the launcher run with --auth-file needs an admin key (--token, $KVSTORE_TOKEN) */
+  readonly token?: string;
   /** undefined only with --help */
   readonly nodes?: number;
   readonly wait: boolean;
@@ -92,8 +99,12 @@ export function parseScaleArgs(
     nodes = Number(values.nodes);
   }
   if (values.interval !== undefined && !values.wait) throw usage('--interval needs --wait');
+  const caFile = caFileOption(values, env);
+  const token = values.token ?? (env.KVSTORE_TOKEN || undefined);
   return {
     adminUrl: values['admin-url'] ?? (env.KVSTORE_ADMIN_URL || DEFAULT_ADMIN_URL),
+    ...(caFile ? { caFile } : {}),
+    ...(token ? { token } : {}),
     ...(nodes !== undefined ? { nodes } : {}),
     wait: values.wait === true,
     intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval, 50, 3_600_000, usage),
@@ -126,10 +137,12 @@ export async function runScale(
   }
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const now = opts.now ?? Date.now;
+  const loaded = loadCaOrExit(args.caFile, 'kvctl scale --help', io.stderr);
+  if ('exit' in loaded) return loaded.exit;
   let client: KeyValueStoreClient;
   let planned: ScaleResult;
   try {
-    client = new KeyValueStoreClient({ url: args.adminUrl });
+    client = new KeyValueStoreClient({ url: args.adminUrl, ca: loaded.ca, token: args.token });
     planned = await client.scale(args.nodes);
   } catch (err) {
     // The launcher refused the target as asked (e.g. below the replication factor): the command line's fault.

@@ -10,9 +10,11 @@ import {
 import {
   GLOBAL_OPTIONS,
   gatewayTarget,
+  loadCaOrExit,
   namesCommand,
   parseCommandArgs,
   parseInterval,
+  reportFailure,
 } from './kvctl-command';
 
 /**
@@ -23,7 +25,7 @@ import {
  * redraws it until interrupted.
  */
 
-export const STATUS_USAGE = `usage: kvctl status [--url URL] [--token TOKEN] [--watch] [--interval 2s] [--json]
+export const STATUS_USAGE = `usage: kvctl status [--url URL] [--token TOKEN] [--ca FILE] [--watch] [--interval 2s] [--json]
 
 Shows the cluster as the gateway sees it: every node with its state, keys, bytes, hints and repair
 progress; partitions whose replicas are not all up (under-replicated) and those left with fewer than a
@@ -61,6 +63,8 @@ export class StatusUsageError extends Error {
 export interface StatusArgs {
   readonly url: string;
   readonly token?: string;
+  /** PEM CA file to trust for an https URL (--ca, $KVSTORE_CA) */
+  readonly caFile?: string;
   readonly watch: boolean;
   readonly intervalMs: number;
   readonly json: boolean;
@@ -442,7 +446,14 @@ export async function runStatus(
   }
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const now = opts.now ?? Date.now;
-  const client = new KeyValueStoreClient({ url: args.url, token: args.token });
+  const loaded = loadCaOrExit(args.caFile, 'kvctl status --help', io.stderr);
+  if ('exit' in loaded) return loaded.exit;
+  let client: KeyValueStoreClient;
+  try {
+    client = new KeyValueStoreClient({ url: args.url, token: args.token, ca: loaded.ca });
+  } catch (err) {
+    return reportFailure(err, io.stderr);
+  }
   let code: number = STATUS_EXIT_OK;
   let prev: StreamSample | undefined;
   for (;;) {

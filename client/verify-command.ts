@@ -14,7 +14,7 @@ import {
   VIOLATION_KINDS,
   type Violation,
 } from './history-checker';
-import { namesCommand } from './kvctl-command';
+import { caFileOption, loadCaOrExit, namesCommand } from './kvctl-command';
 import {
   readFinal,
   runId,
@@ -31,7 +31,7 @@ import {
  */
 
 export const VERIFY_USAGE = `usage: kvctl verify [--url URL] [--duration 60s | --ops N] [--clients N] [--keys K]
-                    [--timeout 5s] [--consistency one|quorum|all] [--token TOKEN] [--history FILE]
+                    [--timeout 5s] [--consistency one|quorum|all] [--token TOKEN] [--ca FILE] [--history FILE]
 
 Runs N concurrent clients, each a loop of puts (40%), deletes (10%) and gets (50%) of random keys among K
 fresh keys (prefix verify/<run id>/, left in the store afterwards), every value unique; then reads every key
@@ -71,6 +71,8 @@ export class VerifyUsageError extends Error {
 export interface VerifyArgs {
   readonly url: string;
   readonly token?: string;
+  /** PEM CA file to trust for an https URL (--ca, $KVSTORE_CA) */
+  readonly caFile?: string;
   readonly consistency: Consistency;
   readonly durationMs?: number;
   readonly maxOps?: number;
@@ -85,6 +87,7 @@ const OPTIONS = {
   url: { type: 'string' },
   consistency: { type: 'string' },
   token: { type: 'string' },
+  ca: { type: 'string' },
   duration: { type: 'string' },
   ops: { type: 'string' },
   clients: { type: 'string' },
@@ -128,6 +131,7 @@ export function parseVerifyArgs(
     url?: string;
     consistency?: string;
     token?: string;
+    ca?: string;
     duration?: string;
     ops?: string;
     clients?: string;
@@ -165,9 +169,11 @@ export function parseVerifyArgs(
       : maxOps === undefined
         ? 60_000
         : undefined;
+  const caFile = caFileOption(values, env);
   return {
     url: values.url ?? (env.KVSTORE_URL || 'http://127.0.0.1:3000'),
     token: values.token ?? (env.KVSTORE_TOKEN || undefined),
+    ...(caFile ? { caFile } : {}),
     consistency,
     durationMs,
     maxOps,
@@ -193,8 +199,10 @@ export async function runVerify(argv: readonly string[], io: VerifyIo): Promise<
     io.stdout.write(`${VERIFY_USAGE}\n`);
     return VERIFY_EXIT_OK;
   }
+  const loaded = loadCaOrExit(args.caFile, 'kvctl verify --help', io.stderr);
+  if ('exit' in loaded) return loaded.exit;
   try {
-    return await verify(args, io);
+    return await verify(args, io, loaded.ca);
   } catch (err) {
     if (err instanceof KvClientError || err instanceof VerifyError) {
       io.stderr.write(`kvctl: ${err.code}: ${err.message}\n`);
@@ -208,8 +216,8 @@ export async function runVerify(argv: readonly string[], io: VerifyIo): Promise<
   }
 }
 
-async function verify(args: VerifyArgs, io: VerifyIo): Promise<number> {
-  const kv = new KeyValueStoreClient({ url: args.url, token: args.token, timeoutMs: args.timeoutMs });
+async function verify(args: VerifyArgs, io: VerifyIo, ca: Buffer | undefined): Promise<number> {
+  const kv = new KeyValueStoreClient({ url: args.url, token: args.token, timeoutMs: args.timeoutMs, ca });
   if (!(await kv.ready())) {
     throw new VerifyError('not_ready', `the gateway at ${kv.url} is not ready (GET /readyz)`);
   }
@@ -233,6 +241,7 @@ async function verify(args: VerifyArgs, io: VerifyIo): Promise<number> {
     result = await runWorkload({
       url: args.url,
       token: args.token,
+      ca,
       clients: args.clients,
       keys: args.keys,
       durationMs: args.durationMs,

@@ -162,6 +162,8 @@ export interface WorkloadOptions {
   /** relative weights. Default put 4, delete 1, get 5. */
   readonly mix?: OpMix;
   readonly token?: string;
+  /** PEM CA certificate(s) to trust for an https url (the client's `ca`) */
+  readonly ca?: string | Buffer;
   /** stops the workload early (requests in flight finish and are recorded) */
   readonly signal?: AbortSignal;
   /** pause after a request that did not succeed, so a dead gateway is not hammered. Default 50 ms. */
@@ -239,7 +241,12 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
 
   const loop = async (n: number): Promise<void> => {
     const name = `${o.clientPrefix ?? 'c'}${n}`;
-    const kv = new KeyValueStoreClient({ url: o.url, timeoutMs: settings.timeoutMs, token: o.token });
+    const kv = new KeyValueStoreClient({
+      url: o.url,
+      timeoutMs: settings.timeoutMs,
+      token: o.token,
+      ca: o.ca,
+    });
     let seq = 0;
     while (more()) {
       issued++;
@@ -253,6 +260,8 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
             : await recorder.get(kv, name, key, settings);
       if (op.outcome !== 'ok' && pause > 0 && more()) await sleep(pause);
     }
+    // Releases the connections a client with its own CA keeps (a no-op otherwise).
+    await kv.close();
   };
   await Promise.all(Array.from({ length: clients }, (_, i) => loop(i + 1)));
   const ops = recorder.operations().slice(firstOp);

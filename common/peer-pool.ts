@@ -20,6 +20,8 @@ export class PeerPool {
       epoch: () => number;
       timeoutMs: number;
       log?: Logger;
+      /** the cluster's internal token, presented on every connection (RpcClientOptions.token) */
+      token?: string;
     },
   ) {}
 
@@ -48,6 +50,7 @@ export class PeerPool {
             epoch: this.opts.epoch,
             timeoutMs: this.opts.timeoutMs,
             log: this.opts.log,
+            token: this.opts.token,
           }),
         );
       }

@@ -37,6 +37,8 @@ export interface RebalancerOptions {
   /** per RPC to a node (default 5 s) */
   readonly rpcTimeoutMs?: number;
   readonly now?: () => number;
+  /** the cluster's internal token: nodes that require it refuse the rebalancer's info and tree calls without it */
+  readonly internalToken?: string;
 }
 
 type Events = { map: [PartitionMap] };
@@ -60,6 +62,7 @@ export class Rebalancer extends EventEmitter<Events> {
       epoch: () => this.maps.epoch(),
       timeoutMs: opts.rpcTimeoutMs ?? 5000,
       log: opts.log,
+      token: opts.internalToken,
     });
   }
 

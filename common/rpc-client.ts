@@ -7,6 +7,7 @@ import {
   fromWireClock,
   toWireClock,
   type ReplyByOp,
+  type RpcAuthFrame,
   type RpcErrorBody,
   type RpcOp,
   type RpcReplyFrame,
@@ -42,6 +43,11 @@ export interface RpcClientOptions {
   readonly timeoutMs: number;
   readonly connectTimeoutMs?: number;
   readonly log?: Logger;
+  /**
+   * the cluster's internal token (common/internal-token.ts), presented once per connection;
+   * a node that requires it answers every request without it with `unauthorized`
+   */
+  readonly token?: string;
 }
 
 interface Pending {
@@ -66,8 +72,12 @@ export class RpcClient {
   private flushScheduled = false;
   private lastStatus: NodeStatus = 'unknown';
   private closed = false;
+  private readonly authFrame: Buffer | undefined;
 
-  constructor(private readonly opts: RpcClientOptions) {}
+  constructor(private readonly opts: RpcClientOptions) {
+    const auth: RpcAuthFrame | undefined = opts.token === undefined ? undefined : { auth: opts.token };
+    this.authFrame = auth && encodeFrame(auth);
+  }
 
   get nodeId(): string {
     return this.opts.nodeId;
@@ -172,6 +182,8 @@ export class RpcClient {
         clearTimeout(connectTimer);
         settled = true;
         socket.setKeepAlive(true, 10_000);
+        // First on the connection, ahead of any request (written before anyone can flush to it).
+        if (this.authFrame) socket.write(this.authFrame);
         this.socket = socket;
         this.connecting = undefined;
         this.lastStatus = 'up';
@@ -221,8 +233,26 @@ export class RpcClient {
       p.resolve(reply.body);
     } else {
       const e = reply.error;
-      p.reject(new RpcError('remote', this.opts.nodeId, `${this.opts.nodeId}: ${e?.code}: ${e?.message}`, e));
+      const err = new RpcError(
+        'remote',
+        this.opts.nodeId,
+        `${this.opts.nodeId}: ${e?.code}: ${e?.message}`,
+        e,
+      );
+      p.reject(err);
+      // The node refuses this client's credential: it closes the connection and answers nothing
+      // more on it, and would refuse every other request the same way. Fail them all now, and let
+      // the next call connect afresh (a token rotated meanwhile would be read by a new client).
+      if (e?.code === 'unauthorized') this.dropConnection(err);
     }
+  }
+
+  private dropConnection(err: RpcError): void {
+    const socket = this.socket;
+    this.socket = undefined;
+    socket?.destroy();
+    this.outbox = [];
+    this.failAll(err);
   }
 
   private failAll(err: RpcError): void {

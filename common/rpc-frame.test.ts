@@ -38,6 +38,17 @@ describe('rpc framing', () => {
     expect(() => d.push(header)).toThrow(CorruptDataError);
   });
 
+  it('holds only the first frame to the tighter first-frame limit', () => {
+    const big = { pad: 'x'.repeat(200) };
+    const first = new FrameDecoder(1024, 64);
+    expect(() => first.push(encodeFrame(big))).toThrow(/first frame length/);
+    const later = new FrameDecoder(1024, 64);
+    expect(later.push(Buffer.concat([encodeFrame({ auth: 't' }), encodeFrame(big)]))).toEqual([
+      { auth: 't' },
+      big,
+    ]);
+  });
+
   it('refuses a frame whose body is not msgpack', () => {
     const d = new FrameDecoder();
     // a bin8 header announcing 5 bytes, followed by one: truncated inside the frame

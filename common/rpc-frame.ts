@@ -28,7 +28,15 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxFrameBytes = MAX_FRAME_BYTES) {}
+  /**
+   * `firstFrameMaxBytes`: a tighter limit for the first frame only, so a peer that has not
+   * authenticated yet (its first frame must be the small auth frame) cannot make the
+   * reader buffer a huge frame.
+   */
+  constructor(
+    private readonly maxFrameBytes = MAX_FRAME_BYTES,
+    private firstFrameMaxBytes?: number,
+  ) {}
 
   /** Returns the complete messages now available. Throws CorruptDataError on a frame that cannot be valid. */
   push(chunk: Buffer): unknown[] {
@@ -39,8 +47,11 @@ export class FrameDecoder {
     let offset = 0;
     while (buf.length - offset >= 4) {
       const len = buf.readUInt32BE(offset);
-      if (len > this.maxFrameBytes) {
-        throw new CorruptDataError(`frame length ${len} exceeds ${this.maxFrameBytes}`);
+      const limit = this.firstFrameMaxBytes ?? this.maxFrameBytes;
+      if (len > limit) {
+        throw new CorruptDataError(
+          `${this.firstFrameMaxBytes === undefined ? 'frame' : 'first frame'} length ${len} exceeds ${limit}`,
+        );
       }
       if (buf.length - offset - 4 < len) break;
       const body = buf.subarray(offset + 4, offset + 4 + len);
@@ -50,6 +61,7 @@ export class FrameDecoder {
         throw new CorruptDataError(`undecodable frame: ${String(err)}`);
       }
       offset += 4 + len;
+      this.firstFrameMaxBytes = undefined;
     }
     buf = buf.subarray(offset);
     this.chunks = buf.length ? [buf] : [];

@@ -160,7 +160,37 @@ export interface RpcRequestFrame {
   readonly body: RpcRequestBody;
 }
 
-export type RpcErrorCode = 'stale_epoch' | 'bad_request' | 'clock_drift' | 'not_ready' | 'internal';
+/**
+ * The first frame a client sends on a connection to a node that requires the cluster's
+ * internal credential (common/internal-token.ts). Sent once per connection, pipelined
+ * ahead of the first requests (no round trip); a node without a token ignores it. A
+ * connection whose first frame is not this, or carries another token, gets
+ * `unauthorized` for every request it sent and is closed.
+ */
+export interface RpcAuthFrame {
+  readonly auth: string;
+}
+
+export function isAuthFrame(message: unknown): message is RpcAuthFrame {
+  return (
+    typeof message === 'object' &&
+    message !== null &&
+    typeof (message as { auth?: unknown }).auth === 'string' &&
+    (message as { body?: unknown }).body === undefined
+  );
+}
+
+/** An auth frame is a few dozen bytes: before it, a peer gets no more than this per frame. */
+export const MAX_AUTH_FRAME_BYTES = 4096;
+
+export type RpcErrorCode =
+  | 'stale_epoch'
+  | 'bad_request'
+  | 'clock_drift'
+  | 'not_ready'
+  | 'internal'
+  /** the connection did not present the cluster's internal token */
+  | 'unauthorized';
 
 export interface RpcErrorBody {
   readonly code: RpcErrorCode;

@@ -96,6 +96,15 @@ const Quantity = z
   .meta({ 'x-kubernetes-int-or-string': true });
 
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** A reference to a Secret in the KVCluster's namespace. */
+const SecretRef = z.object({
+  name: z
+    .string()
+    .max(253)
+    .regex(DNS_SUBDOMAIN, 'must be a Secret name (a DNS subdomain)')
+    .describe("Name of the Secret in the cluster's namespace."),
+});
+
 /** Prometheus' duration grammar (what a ServiceMonitor's `interval` accepts). */
 const PROMETHEUS_DURATION =
   /^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$/;
@@ -186,25 +195,63 @@ export const KVClusterSpec = withRules(
             .enum(['ClusterIP', 'NodePort', 'LoadBalancer'])
             .default('ClusterIP')
             .describe('Type of the gateway Service.'),
+          tls: z
+            .object({
+              secretRef: SecretRef.describe(
+                'A kubernetes.io/tls Secret (tls.crt, tls.key; what a cert-manager Certificate writes) in the cluster namespace.',
+              ),
+            })
+            .optional()
+            .describe(
+              'Serve HTTPS with this certificate; a renewed certificate is picked up without a restart. Absent: plain HTTP.',
+            ),
+          rateLimit: z
+            .object({
+              perKey: z
+                .int()
+                .min(0)
+                .max(1_000_000)
+                .default(0)
+                .describe('Requests per window per API key, counted across all gateways; 0: no limit.'),
+              perAddress: z
+                .int()
+                .min(0)
+                .max(1_000_000)
+                .default(0)
+                .describe(
+                  'Requests per window per client address, counted across all gateways; 0: no limit.',
+                ),
+              windowSeconds: z.int().min(1).max(3600).default(1).describe('Length of the rate-limit window.'),
+            })
+            .prefault({})
+            .describe(
+              'Rate limits, shared through the Redis of spec.redis (each gateway limits alone when there is none or it is unreachable).',
+            ),
         })
         .prefault({})
         .describe('The REST gateway Deployment and Service.'),
       redis: RedisSpec.prefault({}),
-      auth: z
-        .object({
-          secretRef: z
-            .object({
-              name: z
-                .string()
-                .max(253)
-                .regex(DNS_SUBDOMAIN, 'must be a Secret name (a DNS subdomain)')
-                .describe("Name of the Secret in the cluster's namespace."),
-            })
-            .optional()
-            .describe("Secret holding the gateway's API keys; without it the gateway accepts every request."),
-        })
-        .prefault({})
-        .describe('Gateway authentication.'),
+      auth: withRules(
+        z
+          .object({
+            secretRef: SecretRef.optional().describe(
+              "A Secret of the gateway's API keys (key keys.json, made with `kvctl auth create-key`). Absent: the operator makes an admin key, in the Secret <name>-admin-token.",
+            ),
+            disabled: z
+              .boolean()
+              .default(false)
+              .describe('Accept every request without an API key. Only for clusters no one else can reach.'),
+          })
+          .describe('Gateway authentication: bearer API keys, on unless disabled is set.'),
+        [
+          {
+            rule: '!(has(self.secretRef) && self.disabled)',
+            message: 'auth.secretRef and auth.disabled=true are mutually exclusive',
+            fieldPath: '.disabled',
+            holds: (a) => !(a.secretRef !== undefined && a.disabled),
+          },
+        ],
+      ).prefault({}),
       // Kubernetes' own types, passed through to the pod spec: validating them
       // here would copy a large schema that the API server checks anyway when
       // the operator creates the pods.

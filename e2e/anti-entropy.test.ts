@@ -86,6 +86,7 @@ function rpcTo(t: TestCluster, node: string): RpcClient {
     clock: new HybridLogicalClock('e2e-anti-entropy'),
     epoch: () => t.cluster.map.epoch,
     timeoutMs: 2000,
+    token: t.cluster.internalToken,
   });
 }
 

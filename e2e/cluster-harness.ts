@@ -1,8 +1,10 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { LocalCluster, type LocalClusterOptions } from '../local/cluster';
+import { freePort } from './free-port';
 
 /**
  * Starts a real local cluster (separate node and gateway processes from dist/,
@@ -70,4 +72,64 @@ export function alive(pid: number | undefined): boolean {
   } catch {
     return false;
   }
+}
+
+/** A gateway process beside a test cluster's own, following the same map. */
+export interface ExtraGateway {
+  readonly url: string;
+  readonly logFile: string;
+  readonly process: ChildProcess;
+  /** SIGTERM and wait for it to exit */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts one more gateway (dist/gateway/main.js) on a free port for `tc`'s cluster, with its metadata
+ * flags and internal token, plus `args` (auth and rate-limit flags: `--no-auth` unless given one),
+ * and waits until it is ready.
+ */
+export async function startExtraGateway(
+  tc: TestCluster,
+  args: readonly string[] = [],
+  id = 'gw-second',
+): Promise<ExtraGateway> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const logFile = path.join(tempDir(id), 'gateway.log');
+  const out = fs.openSync(logFile, 'a');
+  const auth = args.some((a) => a === '--no-auth' || a.startsWith('--auth-file')) ? [] : ['--no-auth'];
+  let child: ChildProcess;
+  try {
+    child = spawn(
+      process.execPath,
+      [
+        path.resolve(__dirname, '..', 'dist', 'gateway', 'main.js'),
+        ...['--id', id, '--cluster', tc.cluster.cluster, '--port', String(port)],
+        ...tc.cluster.metadataArgs,
+        // The launcher's nodes serve only callers holding the cluster's internal token.
+        ...['--internal-token-file', tc.cluster.internalTokenFile],
+        ...auth,
+        ...args,
+      ],
+      { stdio: ['ignore', out, out] },
+    );
+  } finally {
+    fs.closeSync(out);
+  }
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  for (let i = 0; i < 200 && child.exitCode === null; i++) {
+    const ok = await fetch(`${url}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return { url, logFile, process: child, stop };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await stop();
+  throw new Error(`gateway ${id} did not become ready; its log:\n${fs.readFileSync(logFile, 'utf8')}`);
 }

@@ -243,6 +243,7 @@ async function recordsOn(tc: TestCluster, nodeId: string, keys: readonly string[
     clock: new HybridLogicalClock('fault-probe'),
     epoch: () => tc.cluster.map.epoch,
     timeoutMs: 2000,
+    token: tc.cluster.internalToken,
   });
   try {
     const items = keys.map((key) => {

@@ -65,6 +65,7 @@ async function hintsByInfo(nodeId: string): Promise<number> {
     clock: new HybridLogicalClock('e2e-probe'),
     epoch: () => tc.cluster.map.epoch,
     timeoutMs: 2000,
+    token: tc.cluster.internalToken,
   });
   try {
     return (await c.call({ op: 'info' })).hints ?? -1;

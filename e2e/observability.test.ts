@@ -1,7 +1,9 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { KeyValueStoreClient, KvClientError, type Consistency } from '../client/client';
+import { createKey } from '../client/auth-command';
 import { runStatus } from '../client/status-command';
 import { adminPort } from '../local/cluster';
 import { freePortBlock, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
@@ -251,6 +253,32 @@ describe('dashboards (static)', () => {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** The gateway runs with API keys: the test's clients use this admin key. */
+const ADMIN = createKey({ id: 'observability', role: 'admin' });
+const AUTH = { authorization: `Bearer ${ADMIN.token}` };
+
+/**
+ * What the gateway dashboard's access panels show: requests without a key and with a wrong one (401),
+ * and a pipelined burst on one connection past its in-flight cap (429, scope connection).
+ */
+async function accessRefusals(url: string): Promise<void> {
+  expect((await fetch(`${url}/v1/kv/a-1`)).status).toBe(401);
+  expect((await fetch(`${url}/v1/kv/a-1`, { headers: { authorization: 'Bearer kvs_wrong' } })).status).toBe(
+    401,
+  );
+  const { hostname, port } = new URL(url);
+  const request = `GET /v1/kv/a-1 HTTP/1.1\r\nHost: kvstore\r\nAuthorization: Bearer ${ADMIN.token}\r\n\r\n`;
+  const received = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(request.repeat(64)));
+    socket.setTimeout(30_000, () => socket.destroy());
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+  });
+  expect(received).toMatch(/HTTP\/1\.1 429 /);
+}
+
 /**
  * A few concurrent clients doing puts, gets (some absent, a third of the others at consistency one),
  * deletes, and with `consistencyAll` every fifth write at consistency all.
@@ -260,7 +288,7 @@ async function load(
   ms: number,
   opts: { consistencyAll?: boolean; keyPrefix: string },
 ): Promise<number> {
-  const client = new KeyValueStoreClient({ url, timeoutMs: 5000 });
+  const client = new KeyValueStoreClient({ url, timeoutMs: 5000, token: ADMIN.token });
   const until = Date.now() + ms;
   let ops = 0;
   const worker = async (w: number): Promise<void> => {
@@ -285,7 +313,7 @@ async function load(
 
 /** `count` records of `bytes` bytes each, eight writers at a time: data for the partition moves to stream. */
 async function preload(url: string, count: number, bytes: number): Promise<void> {
-  const client = new KeyValueStoreClient({ url, timeoutMs: 10_000 });
+  const client = new KeyValueStoreClient({ url, timeoutMs: 10_000, token: ADMIN.token });
   let next = 0;
   const writer = async (): Promise<void> => {
     for (let i = next++; i < count; i = next++) await client.put(`p-${i}`, 'v'.repeat(bytes));
@@ -358,7 +386,17 @@ const MOVE_BYTES_PER_SECOND = 48 * 1024;
     dir = tempDir('observability');
     // Ports for a fourth node too: the cluster grows to 4 in the last phase.
     const port = await freePortBlock(4);
-    tc = await startTestCluster({ port, partitionCount: 16, nodeArgs, env: { LOG_LEVEL: 'warn' } });
+    const authFile = path.join(dir, 'keys.json');
+    fs.writeFileSync(authFile, JSON.stringify({ keys: [ADMIN.entry] }));
+    tc = await startTestCluster({
+      port,
+      partitionCount: 16,
+      nodeArgs,
+      authFile,
+      // On, with a limit the load never reaches: the backend panel shows where limits are counted.
+      gatewayArgs: ['--rate-limit-per-key', '1000000'],
+      env: { LOG_LEVEL: 'warn' },
+    });
     const nodes = tc.cluster.nodeIds();
     await preload(tc.url, PRELOAD.records, PRELOAD.bytes);
     // A copy of the shipped rules with every `for:` at 1 s, so alerts fire within the test (expressions unchanged).
@@ -402,8 +440,9 @@ const MOVE_BYTES_PER_SECOND = 48 * 1024;
 
   it('every panel has data and every alert parses; node down fires', async () => {
     const cluster = tc.cluster.cluster;
-    // Phase 1: all up.
+    // Phase 1: all up; some requests refused at the door.
     await load(tc.url, 5000, { keyPrefix: 'a' });
+    await accessRefusals(tc.url);
     // Phase 2: n3 killed; writes miss it (hints, overflow), consistency all fails.
     await tc.cluster.signal('n3', 'SIGKILL');
     const phase2 = load(tc.url, 6000, { keyPrefix: 'b', consistencyAll: true });
@@ -419,7 +458,7 @@ const MOVE_BYTES_PER_SECOND = 48 * 1024;
 
     // kvctl status sees the same: n3 down, its partitions under-replicated.
     const out: string[] = [];
-    const code = await runStatus(['status', '--url', tc.url], {
+    const code = await runStatus(['status', '--url', tc.url, '--token', ADMIN.token], {
       stdout: { write: (s: string) => out.push(s) },
       stderr: { write: (s: string) => out.push(s) },
       env: {},
@@ -596,7 +635,7 @@ const MOVE_BYTES_PER_SECOND = 48 * 1024;
 
   it('labels request latency by consistency on both request paths, never by an invalid header', async () => {
     const get = (urlPath: string, consistency: string): Promise<Response> =>
-      fetch(`${tc.url}${urlPath}`, { headers: { 'X-Consistency': consistency } });
+      fetch(`${tc.url}${urlPath}`, { headers: { 'X-Consistency': consistency, ...AUTH } });
     const count = async (consistency: string): Promise<number> => {
       const text = await (await fetch(`${tc.url}/metrics`)).text();
       expect(text).not.toMatch(/consistency="(?!one"|quorum"|all"|none")/);

@@ -109,7 +109,12 @@ test('a node joins and leaves a live cluster: no failed request, no lost write, 
   const client = new KeyValueStoreClient({ url: tc.url, consistency: 'quorum' });
   const store = new FileMetadataStore(tc.cluster.metadataFile);
   const log = pino({ level: process.env.LOG_LEVEL ?? 'silent' });
-  rebalancer = await Rebalancer.start({ store, log, pollIntervalMs: 200 });
+  rebalancer = await Rebalancer.start({
+    store,
+    log,
+    pollIntervalMs: 200,
+    internalToken: tc.cluster.internalToken,
+  });
   const initial = rebalancer.current() as PartitionMap;
 
   // Data before the move, then writers for the whole test.
@@ -133,6 +138,8 @@ test('a node joins and leaves a live cluster: no failed request, no lost write, 
       `127.0.0.1:${port + 104}`,
       '--metadata-file',
       tc.cluster.metadataFile,
+      '--internal-token-file',
+      tc.cluster.internalTokenFile,
       '--moved-data-grace-ms',
       String(GRACE_MS),
     ],

@@ -9,12 +9,14 @@ import { HistoryRecorder, readFinal, runWorkload, type WorkloadResult } from '..
  */
 export interface RecordedLoad {
   readonly url: string;
+  /** the API key the load sends, also used for the final reads */
+  readonly token?: string;
   readonly recorder: HistoryRecorder;
   readonly abort: AbortController;
   readonly done: Promise<WorkloadResult>;
 }
 
-export function startRecordedLoad(url: string, durationMs: number): RecordedLoad {
+export function startRecordedLoad(url: string, durationMs: number, token?: string): RecordedLoad {
   const recorder = new HistoryRecorder();
   const abort = new AbortController();
   const done = runWorkload({
@@ -26,8 +28,9 @@ export function startRecordedLoad(url: string, durationMs: number): RecordedLoad
     timeoutMs: 5000,
     signal: abort.signal,
     recorder,
+    ...(token ? { token } : {}),
   });
-  return { url, recorder, abort, done };
+  return { url, recorder, abort, done, ...(token ? { token } : {}) };
 }
 
 /**
@@ -41,7 +44,10 @@ export async function stopAndCheckLoad(
 ): Promise<string[]> {
   load.abort.abort();
   const result = await load.done;
-  const kv = new KeyValueStoreClient({ url: o.readUrl ?? load.url });
+  const kv = new KeyValueStoreClient({
+    url: o.readUrl ?? load.url,
+    ...(load.token ? { token: load.token } : {}),
+  });
   const final = await readFinal(kv, result.keys, { consistency: 'all', source: 'gateway' });
   const history = load.recorder.history(final);
   const failed = history.ops

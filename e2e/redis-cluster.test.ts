@@ -1,10 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import type { PartitionMap } from '../common/partition-map';
 import { RedisMetadataStore } from '../common/redis-metadata-store';
-import { startTestCluster, tempDir, type TestCluster } from './cluster-harness';
-import { freePort } from './free-port';
+import { startExtraGateway, startTestCluster, type ExtraGateway, type TestCluster } from './cluster-harness';
 import { startRedis, type RunningRedis } from './redis-server';
 
 /**
@@ -16,47 +12,16 @@ jest.setTimeout(60_000);
 
 let redis: RunningRedis;
 let tc: TestCluster;
-let second: ChildProcess | undefined;
-let secondUrl: string;
+let second: ExtraGateway;
 
 beforeAll(async () => {
   redis = await startRedis();
   tc = await startTestCluster({ redisUrl: redis.url, cluster: 'redis-test' });
-  const port = await freePort();
-  secondUrl = `http://127.0.0.1:${port}`;
-  const log = fs.openSync(path.join(tempDir('gw2'), 'gateway.log'), 'a');
-  second = spawn(
-    process.execPath,
-    [
-      path.resolve(__dirname, '..', 'dist', 'gateway', 'main.js'),
-      '--id',
-      'gw-second',
-      '--cluster',
-      'redis-test',
-      '--port',
-      String(port),
-      '--redis',
-      redis.url,
-    ],
-    { stdio: ['ignore', log, log] },
-  );
-  for (let i = 0; i < 200; i++) {
-    const ok = await fetch(`${secondUrl}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('second gateway did not become ready');
+  second = await startExtraGateway(tc);
 });
 
 afterAll(async () => {
-  if (second && second.exitCode === null) {
-    const exited = new Promise((r) => second?.once('exit', r));
-    second.kill('SIGTERM');
-    await exited;
-  }
+  await second?.stop();
   await tc?.stop(true);
   await redis?.stop();
 });
@@ -77,10 +42,10 @@ test('the map is in Redis under kvstore:<cluster>:map and both gateways serve th
   }
   const put = await fetch(`${tc.url}/v1/kv/shared`, { method: 'PUT', body: 'from gateway one' });
   expect(put.status).toBe(200);
-  const get = await fetch(`${secondUrl}/v1/kv/shared`);
+  const get = await fetch(`${second.url}/v1/kv/shared`);
   expect(await get.text()).toBe('from gateway one');
   // versions from two gateways never tie: the writer id is part of the version
-  const put2 = await fetch(`${secondUrl}/v1/kv/shared`, { method: 'PUT', body: 'from gateway two' });
+  const put2 = await fetch(`${second.url}/v1/kv/shared`, { method: 'PUT', body: 'from gateway two' });
   expect(((await put2.json()) as { version: string }).version).toMatch(/\.gw-second$/);
   expect(await (await fetch(`${tc.url}/v1/kv/shared`)).text()).toBe('from gateway two');
 });
@@ -97,7 +62,7 @@ test('a map change published through Redis reaches both gateways and every node'
       partitions: current.partitions.map((owners) => [...owners.slice(1), owners[0]]),
     };
     expect(await store.compareAndSet(next, current.epoch)).toBe(true);
-    for (const url of [tc.url, secondUrl]) {
+    for (const url of [tc.url, second.url]) {
       let epoch = 0;
       for (let i = 0; i < 300 && epoch !== next.epoch; i++) {
         epoch = await epochAt(url);
@@ -120,7 +85,7 @@ test('a map change published through Redis reaches both gateways and every node'
       expect(text).toMatch(new RegExp(`kvstore_node_map_epoch\\{[^}]*\\} ${next.epoch}\\b`));
     }
     // and the data path works on the new epoch
-    expect((await fetch(`${secondUrl}/v1/kv/after-change`, { method: 'PUT', body: 'ok' })).status).toBe(200);
+    expect((await fetch(`${second.url}/v1/kv/after-change`, { method: 'PUT', body: 'ok' })).status).toBe(200);
     expect(await (await fetch(`${tc.url}/v1/kv/after-change`)).text()).toBe('ok');
   } finally {
     await store.close();

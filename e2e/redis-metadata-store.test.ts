@@ -4,7 +4,7 @@ import { MetadataError, PartitionMapHolder } from '../common/metadata-store';
 import type { PartitionMap } from '../common/partition-map';
 import { RedisMetadataStore, type RedisMetadataStoreOptions } from '../common/redis-metadata-store';
 import { freePort } from './free-port';
-import { findRedisServer, startRedis, type RunningRedis } from './redis-server';
+import { findRedisServer, startRedis, withRedisClient, type RunningRedis } from './redis-server';
 import { testMap, captureLogger, until } from '../common/metadata-store.fixtures';
 
 jest.setTimeout(30_000);
@@ -20,14 +20,7 @@ describe('RedisMetadataStore against a real redis-server', () => {
     return s;
   };
   /** A plain client to look at (or vandalise) what the store wrote. */
-  const raw = async <T>(fn: (r: Redis) => Promise<T>): Promise<T> => {
-    const r = new Redis(redis.url, { maxRetriesPerRequest: 1 });
-    try {
-      return await fn(r);
-    } finally {
-      await r.quit();
-    }
-  };
+  const raw = <T>(fn: (r: Redis) => Promise<T>): Promise<T> => withRedisClient(redis.url, fn);
 
   beforeAll(async () => {
     redis = await startRedis();

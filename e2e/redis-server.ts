@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import Redis from 'ioredis';
 import { freePort } from './free-port';
 
 export interface RunningRedis {
@@ -37,6 +38,16 @@ export function findRedisServer(): string {
   throw new Error(
     'redis-server is not on PATH; the Redis e2e tests need a real server: install it (apt-get install redis-server)',
   );
+}
+
+/** A plain client for the duration of `fn`, to look at (or vandalise) what a component wrote. */
+export async function withRedisClient<T>(url: string, fn: (r: Redis) => Promise<T>): Promise<T> {
+  const r = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    return await fn(r);
+  } finally {
+    await r.quit();
+  }
 }
 
 /**

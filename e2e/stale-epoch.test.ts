@@ -46,7 +46,12 @@ test('a coordinator on a stale epoch is refused, reloads the map, and succeeds',
   const holder = new PartitionMapHolder({ store });
   holder.accept(old);
   const clock = new HybridLogicalClock('gw-stale');
-  const pool = new PeerPool({ clock, epoch: () => holder.epoch(), timeoutMs: 2000 });
+  const pool = new PeerPool({
+    clock,
+    epoch: () => holder.epoch(),
+    timeoutMs: 2000,
+    token: tc.cluster.internalToken,
+  });
   pool.update(old);
   const metrics = new GatewayMetrics({ gateway: 'gw-stale' });
   const coordinator = new Coordinator(holder, pool, clock, metrics, pino({ level: 'silent' }));

@@ -1,15 +1,29 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { parse as parseQuery } from 'node:querystring';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import helmet from 'helmet';
 import type { Consistency } from '../common/consistency';
 import { formatVersion, type Version } from '../common/hlc';
 import type { Logger } from '../common/logger';
 import type { PeerPool } from '../common/peer-pool';
 import { parsePartitionsParam, repairStatus, startRepair } from './admin-repair';
 import { ApiError } from './api-error';
+import {
+  authenticate,
+  prefixAllows,
+  requiredAccess,
+  roleAllows,
+  UNAUTHENTICATED_ADMIN,
+  type Access,
+  type ApiKeySet,
+  type AuthFailureReason,
+  type Principal,
+} from './api-keys';
 import type { Coordinator, MapSource } from './coordinator';
 import type { ConsistencyLabel, GatewayMetrics } from './metrics';
+import { retryAfterHeader } from './rate-limit';
 import {
   acceptRequestId,
   keyFromKvPath,
@@ -26,7 +40,25 @@ export interface GatewayDeps {
   readonly metrics: GatewayMetrics;
   readonly log: Logger;
   readonly limits: InputLimits;
+  /**
+   * The API keys in force (`keys()` is read per request, so a reloaded file applies at once), or
+   * `off` (--no-auth): every request is accepted, as an admin without a key id.
+   */
+  readonly auth: { keys(): ApiKeySet } | 'off';
+  /** Requests one connection may have in flight; pipelined ones beyond it get 429 and the connection closes. */
+  readonly maxRequestsPerConnection?: number;
+  /**
+   * The rate limiter's seam: called for every request that needs a key, once its key id is known (undefined
+   * when the token is missing or unknown) and before a 401/403 is answered, so floods of bad tokens are limited
+   * by address. Throwing ApiError(429, 'rate_limited', message, { retryAfterMs }) refuses the request with that
+   * Retry-After; nothing else has happened yet (no body read, no replica asked).
+   */
+  readonly admission?: (address: string, keyId: string | undefined) => Promise<void>;
 }
+
+export const DEFAULT_MAX_REQUESTS_PER_CONNECTION = 32;
+
+const WWW_AUTHENTICATE = 'Bearer realm="kvstore"';
 
 const KV_PREFIX = '/v1/kv/';
 
@@ -35,6 +67,8 @@ interface Locals {
   op: string;
   /** the latency histogram's label: the level once the route parsed X-Consistency, `none` until then */
   consistency: ConsistencyLabel;
+  /** set by the auth middleware before any route runs */
+  principal: Principal;
 }
 
 function locals(res: Response): Locals {
@@ -51,6 +85,10 @@ function requestConsistency(req: Request, res: Response): Consistency {
 /** The public REST API (DESIGN.md, "Public API"). Every error is JSON `{ error: { code, message } }`. */
 export function createGatewayApp(deps: GatewayDeps): express.Express {
   const { coordinator, maps, pool, metrics, log, limits } = deps;
+  const authz = createAuthoriser(deps);
+  /** 403 unless the request's key may touch `key` (its prefix); call right after the key is parsed. */
+  const mayTouch = (req: Request, res: Response, key: Buffer): void =>
+    authz.checkKey(locals(res).principal, key, req, locals(res).rid);
   const app = express();
   app.disable('x-powered-by');
   // Values are opaque bytes; an ETag computed over them would cost a hash per read. Ours is the version.
@@ -75,6 +113,14 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
         log.warn({ rid, method: req.method, op, status: res.statusCode }, 'request failed');
       else log.debug({ rid, method: req.method, op, status: res.statusCode }, 'request');
     });
+    next();
+  });
+
+  // Before any route and any body parser: a refused request reads no body and reaches no replica.
+  app.use(async (req, res, next) => {
+    // req.path: the pathname the router matches, whatever form the request target took.
+    const access = requiredAccess(req.method, req.path);
+    if (access !== 'open') locals(res).principal = await authz.check(req, access, locals(res).rid);
     next();
   });
 
@@ -153,6 +199,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.get(kvPath, async (req, res) => {
     locals(res).op = 'get';
     const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
+    mayTouch(req, res, key);
     const consistency = requestConsistency(req, res);
     const rec = await coordinator.get(key, { consistency, rid: locals(res).rid });
     if (!rec) throw new ApiError(404, 'not_found', 'key not found');
@@ -161,7 +208,13 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
     res.send(rec.value);
   });
 
-  app.put(kvPath, rawBody, async (req, res) => {
+  // The key is in the path: its prefix is checked before the body is read.
+  const kvKeyFirst = (req: Request, res: Response, next: NextFunction): void => {
+    locals(res).op = 'put';
+    mayTouch(req, res, keyFromKvPath(req.originalUrl, KV_PREFIX, limits));
+    next();
+  };
+  app.put(kvPath, kvKeyFirst, rawBody, async (req, res) => {
     locals(res).op = 'put';
     const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
     const consistency = requestConsistency(req, res);
@@ -174,6 +227,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.delete(kvPath, async (req, res) => {
     locals(res).op = 'delete';
     const key = keyFromKvPath(req.originalUrl, KV_PREFIX, limits);
+    mayTouch(req, res, key);
     const consistency = requestConsistency(req, res);
     const version = await coordinator.delete(key, { consistency, rid: locals(res).rid });
     res.json({ key: key.toString('utf8'), version: formatVersion(version) });
@@ -185,6 +239,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.get('/get', async (req, res) => {
     locals(res).op = 'get';
     const key = parseKey(req.query.key, limits);
+    mayTouch(req, res, key);
     const consistency = requestConsistency(req, res);
     const rec = await coordinator.get(key, { consistency, rid: locals(res).rid });
     if (!rec) throw new ApiError(404, 'not_found', 'key not found');
@@ -200,6 +255,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
     }
     const { key: rawKey, value: rawValue } = body as { key?: unknown; value?: unknown };
     const key = parseKey(rawKey, limits);
+    mayTouch(req, res, key);
     if (typeof rawValue !== 'string') throw new ApiError(400, 'bad_request', 'value must be a string');
     const value = Buffer.from(rawValue, 'utf8');
     if (value.length > limits.maxValueBytes) {
@@ -218,6 +274,7 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
   app.delete('/delete', async (req, res) => {
     locals(res).op = 'delete';
     const key = parseKey(req.query.key, limits);
+    mayTouch(req, res, key);
     const consistency = requestConsistency(req, res);
     await coordinator.delete(key, { consistency, rid: locals(res).rid });
     res.json({ success: true });
@@ -238,17 +295,42 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
       res.destroy();
       return;
     }
-    if (apiErr.apiCode === 'rate_limited' || apiErr.status === 503) res.setHeader('Retry-After', '1');
+    setErrorHeaders(res, apiErr);
     res.status(apiErr.status).json(apiErr.toBody());
   });
 
   // The lean path for GET/PUT/DELETE /v1/kv/* runs before express's router (see createKvFastPath);
   // everything it does not take, express handles exactly as before.
-  const fast = createKvFastPath(deps);
+  const fast = createKvFastPath(deps, authz);
+  const headers = securityHeaders();
+  const admitConnection = connectionCap(deps);
   const dispatchable = app as unknown as Dispatchable;
   const routerHandle = dispatchable.handle.bind(app);
-  dispatchable.handle = (req, res, next) => {
-    if (!fast(req, res)) routerHandle(req, res, next);
+  dispatchable.handle = (req, res) => {
+    // helmet's headers on every response, whichever path serves it.
+    for (const [name, value] of headers) res.setHeader(name, value);
+    if (!admitConnection(req, res)) return;
+    if (!fast(req, res)) routerHandle(req, res, (err?: unknown) => routerFallthrough(req, res, err));
+  };
+
+  /**
+   * What express's router leaves unanswered: a target it cannot parse into a path (`//#@a/`: url.parse
+   * gives a null path, so no middleware matches) would get express's HTML 404. Ours is the API's JSON.
+   */
+  const routerFallthrough = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
+    const apiErr = err === undefined ? new ApiError(404, 'not_found', 'no such route') : toApiError(err);
+    if (apiErr.status >= 500) log.error({ err, method: req.method }, 'unexpected error outside the router');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    setErrorHeaders(res, apiErr);
+    const body = JSON.stringify(apiErr.toBody());
+    res.writeHead(apiErr.status, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+    });
+    res.end(body);
   };
 
   return app;
@@ -275,7 +357,10 @@ interface FastPathLabels {
  * HEAD, conditional GETs (If-None-Match: express answers 304), compressed
  * bodies (body-parser inflates them), other methods (405) and malformed paths.
  */
-export function createKvFastPath(deps: GatewayDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function createKvFastPath(
+  deps: GatewayDeps,
+  authz: Authoriser = createAuthoriser(deps),
+): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { coordinator, metrics, log, limits } = deps;
   // Labelled children looked up once: prom-client hashes the label set on every call otherwise.
   const counters = new Map<string, { inc(): void }>();
@@ -321,7 +406,7 @@ export function createKvFastPath(deps: GatewayDeps): (req: IncomingMessage, res:
       res.destroy();
       return;
     }
-    if (apiErr.apiCode === 'rate_limited' || apiErr.status === 503) res.setHeader('Retry-After', '1');
+    setErrorHeaders(res, apiErr);
     sendJson(res, apiErr.status, apiErr.toBody());
   };
 
@@ -333,7 +418,9 @@ export function createKvFastPath(deps: GatewayDeps): (req: IncomingMessage, res:
     labels: FastPathLabels,
   ): Promise<void> => {
     const url = req.url ?? '';
+    const principal = await authz.check(req, op === 'get' ? 'read' : 'write', rid);
     const key = keyFromKvPath(url, KV_PREFIX, limits);
+    authz.checkKey(principal, key, req, rid);
     const consistency = parseConsistency(req.headers['x-consistency']);
     labels.consistency = consistency;
     if (op === 'get') {
@@ -391,6 +478,160 @@ export function createKvFastPath(deps: GatewayDeps): (req: IncomingMessage, res:
       .catch((err: unknown) => fail(req, res, err, rid))
       .finally(() => finish(req, res, op, labels.consistency, rid, started));
     return true;
+  };
+}
+
+/**
+ * Retry-After on 429 and 503 (whole seconds: the error's `retryAfterMs` context when it has one, e.g. from the
+ * rate limiter, else 1) and the Bearer challenge on 401.
+ */
+function setErrorHeaders(res: ServerResponse, err: ApiError): void {
+  if (err.apiCode === 'rate_limited' || err.status === 503)
+    res.setHeader('Retry-After', retryAfterHeader(err));
+  if (err.status === 401) res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
+}
+
+/** The one authorisation both request paths use (express's middleware and createKvFastPath). */
+export interface Authoriser {
+  /**
+   * Who sends this request, refused with 401 (no or unknown key) or 403 (the key's role does not
+   * cover `access`); counted and logged (the key id, never the token). Runs the admission hook.
+   */
+  check(req: IncomingMessage, access: Exclude<Access, 'open'>, rid: string): Promise<Principal>;
+  /** 403 unless the principal's prefix covers this key. */
+  checkKey(principal: Principal, key: Buffer, req: IncomingMessage, rid: string): void;
+}
+
+const AUTH_MESSAGES: Record<'missing' | 'invalid', string> = {
+  missing: 'this request needs an API key: send Authorization: Bearer <token>',
+  invalid: 'the bearer token is malformed or is not a known API key',
+};
+
+const ROLE_NEEDED: Record<Exclude<Access, 'open'>, string> = {
+  any: 'any key',
+  read: 'a read, readwrite or admin key',
+  write: 'a readwrite or admin key',
+  admin: 'an admin key',
+};
+
+export function createAuthoriser(deps: GatewayDeps): Authoriser {
+  const { auth, metrics, log, admission } = deps;
+  const refuse = (
+    req: IncomingMessage,
+    rid: string,
+    reason: AuthFailureReason,
+    keyId: string | undefined,
+    message: string,
+  ): ApiError => {
+    metrics.authFailures.inc({ reason });
+    log.warn(
+      { rid, reason, keyId, method: req.method, address: req.socket.remoteAddress },
+      'request refused by auth',
+    );
+    const unauthorised = reason === 'missing' || reason === 'invalid';
+    return new ApiError(unauthorised ? 401 : 403, unauthorised ? 'unauthorized' : 'forbidden', message, {
+      reason,
+      keyId,
+    });
+  };
+  return {
+    async check(req, access, rid) {
+      let principal: Principal | undefined;
+      let failure: { reason: AuthFailureReason; message: string } | undefined;
+      if (auth === 'off') {
+        principal = UNAUTHENTICATED_ADMIN;
+      } else {
+        const a = authenticate(auth.keys(), req.headers.authorization);
+        if (!a.ok) {
+          failure = { reason: a.reason, message: AUTH_MESSAGES[a.reason] };
+        } else {
+          principal = a.principal;
+          if (!roleAllows(principal.role, access)) {
+            failure = {
+              reason: 'role',
+              message: `key ${JSON.stringify(principal.keyId)} has role ${principal.role}; this request needs ${ROLE_NEEDED[access]}`,
+            };
+          }
+        }
+      }
+      if (admission) await admission(req.socket.remoteAddress ?? '', principal?.keyId);
+      if (failure || !principal) {
+        const f = failure ?? { reason: 'invalid' as const, message: AUTH_MESSAGES.invalid };
+        throw refuse(req, rid, f.reason, principal?.keyId, f.message);
+      }
+      return principal;
+    },
+    checkKey(principal, key, req, rid) {
+      if (prefixAllows(principal, key)) return;
+      const prefix = principal.prefix?.toString('utf8') ?? '';
+      throw refuse(
+        req,
+        rid,
+        'prefix',
+        principal.keyId,
+        `key ${JSON.stringify(principal.keyId)} may only touch keys that start with ${JSON.stringify(prefix)}`,
+      );
+    },
+  };
+}
+
+/**
+ * helmet's default headers, computed once by running its middleware on a stand-in response: they do not
+ * depend on the request, and setting them directly costs the fast path nothing else.
+ */
+function securityHeaders(): ReadonlyArray<readonly [string, string | number | readonly string[]]> {
+  const headers: Array<readonly [string, string | number | readonly string[]]> = [];
+  const capture = {
+    setHeader(name: string, value: string | number | readonly string[]) {
+      headers.push([name, value]);
+    },
+    removeHeader() {},
+  };
+  let failed: unknown;
+  helmet()({} as IncomingMessage, capture as unknown as ServerResponse, (err?: unknown) => {
+    failed = err;
+  });
+  if (failed !== undefined) throw failed;
+  return headers;
+}
+
+/**
+ * The per-connection cap on requests in flight. Node parses pipelined requests as they arrive and queues their
+ * responses, so one connection could otherwise start any number of requests at once. Beyond the cap a request
+ * gets 429 at once (no replica contacted) with `Connection: close`, and the connection ends after it.
+ */
+function connectionCap(deps: GatewayDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const max = deps.maxRequestsPerConnection ?? DEFAULT_MAX_REQUESTS_PER_CONNECTION;
+  const inFlight = new WeakMap<Socket, number>();
+  return (req, res) => {
+    const socket = req.socket;
+    const n = (inFlight.get(socket) ?? 0) + 1;
+    inFlight.set(socket, n);
+    res.once('close', () => inFlight.set(socket, (inFlight.get(socket) ?? 1) - 1));
+    if (n <= max) return true;
+    const rid = acceptRequestId(req.headers['x-request-id'], randomUUID);
+    const body = JSON.stringify(
+      new ApiError(
+        429,
+        'rate_limited',
+        `more than ${max} requests in flight on one connection; this connection closes after this response`,
+      ).toBody(),
+    );
+    res.writeHead(429, {
+      'X-Request-Id': rid,
+      'Retry-After': '1',
+      Connection: 'close',
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+    });
+    res.end(body);
+    deps.metrics.httpRequests.inc({ op: 'other', method: req.method ?? '', status: '429' });
+    deps.metrics.rateLimited.inc({ scope: 'connection' });
+    deps.log.warn(
+      { rid, address: req.socket.remoteAddress, inFlight: n, max },
+      'too many requests in flight on one connection',
+    );
+    return false;
   };
 }
 

@@ -1,20 +1,33 @@
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
-import { intOption, runMain } from '../common/cli-options';
+import { intOption, runMain, UsageError } from '../common/cli-options';
 import { HybridLogicalClock } from '../common/hlc';
+import { loadInternalToken } from '../common/internal-token';
 import { createLogger } from '../common/logger';
 import { PartitionMapHolder } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
 import { PeerPool } from '../common/peer-pool';
-import { createGatewayApp } from './app';
+import { ApiKeyFile } from './api-key-file';
+import { ApiKeyFileError } from './api-keys';
+import { createGatewayApp, DEFAULT_MAX_REQUESTS_PER_CONNECTION } from './app';
 import { Coordinator } from './coordinator';
 import { GatewayMetrics } from './metrics';
+import { attachProtocolErrorHandlers } from './protocol-errors';
+import { rateLimitAdmission, RequestRateLimiter } from './rate-limit';
 import { DEFAULT_LIMITS } from './request-input';
+import { SERVER_LIMITS } from './server-limits';
+import { DEFAULT_TLS_RELOAD_MS, TlsReloader, tlsFromFlags, tlsServerOptions } from './tls';
 
 const USAGE = `usage: kvstore-gateway [--id ID] [--cluster NAME] [--host HOST] [--port PORT]
        (--metadata-file PATH | --redis URL | --kube-namespace NS [--redis URL]) [--rpc-timeout-ms MS]
-       [--max-key-bytes N] [--max-value-bytes N]`;
+       (--auth-file PATH | --no-auth) [--max-requests-per-connection N]
+       [--max-key-bytes N] [--max-value-bytes N] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]
+       [--tls-cert PATH --tls-key PATH [--tls-reload-ms MS]]  (HTTPS; the files are re-read every MS, default ${DEFAULT_TLS_RELOAD_MS})
+       [--rate-limit-per-key N] [--rate-limit-per-address N] [--rate-limit-window-s S]
+         (requests per S seconds, default 1; 0, the default, is no limit; shared through --redis when given)`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -29,6 +42,16 @@ async function main(): Promise<void> {
       'rpc-timeout-ms': { type: 'string' },
       'max-key-bytes': { type: 'string' },
       'max-value-bytes': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-reload-ms': { type: 'string' },
+      'internal-token-file': { type: 'string' },
+      'auth-file': { type: 'string' },
+      'no-auth': { type: 'boolean' },
+      'max-requests-per-connection': { type: 'string' },
+      'rate-limit-per-key': { type: 'string' },
+      'rate-limit-per-address': { type: 'string' },
+      'rate-limit-window-s': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -53,9 +76,63 @@ async function main(): Promise<void> {
     ),
   };
 
+  // Checked before anything connects: a missing or mismatched pair is a usage error (exit 2).
+  const tlsReloadMs =
+    values['tls-reload-ms'] === undefined
+      ? undefined
+      : intOption('tls-reload-ms', values['tls-reload-ms'], DEFAULT_TLS_RELOAD_MS, 10, 86_400_000);
+  const tlsConfig = tlsFromFlags(values['tls-cert'], values['tls-key'], tlsReloadMs);
+  // Auth is off only when asked for by name: a forgotten flag must not open the cluster to everyone.
+  const authPath = values['auth-file'];
+  if ((authPath === undefined) === (values['no-auth'] !== true)) {
+    throw new UsageError(
+      'give exactly one of --auth-file PATH (API keys, see kvctl auth create-key) or --no-auth (every request is accepted)',
+    );
+  }
+  if (authPath === '') throw new UsageError('--auth-file needs a path');
+  const maxRequestsPerConnection = intOption(
+    'max-requests-per-connection',
+    values['max-requests-per-connection'],
+    DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+    1,
+    10_000,
+  );
+  const rateLimits = {
+    perKey: intOption('rate-limit-per-key', values['rate-limit-per-key'], 0, 0, 1_000_000_000),
+    perAddress: intOption('rate-limit-per-address', values['rate-limit-per-address'], 0, 0, 1_000_000_000),
+    windowSeconds: intOption('rate-limit-window-s', values['rate-limit-window-s'], 1, 1, 86_400),
+  };
+  // Presented to every node; a node that requires it refuses the gateway's requests without it.
+  const internalToken = loadInternalToken({ file: values['internal-token-file'] });
+
   const log = createLogger('gateway', { gateway: id, cluster });
   const clock = new HybridLogicalClock(id);
   const metrics = new GatewayMetrics({ gateway: id, cluster });
+  // The same Redis as the partition map, when there is one: one Redis per cluster to run.
+  const limiter = new RequestRateLimiter({ cluster, ...rateLimits, redis: values.redis, metrics, log });
+  if (limiter.enabled) {
+    log.info(
+      { rateLimits, shared: limiter.shared },
+      limiter.shared
+        ? 'rate limits on, shared by all gateways through Redis'
+        : 'rate limits on, counted in memory: without --redis each gateway replica allows the full limit',
+    );
+    // So the first requests do not fall back to memory while the client is still connecting.
+    if (limiter.shared && !(await limiter.waitForRedis(2000)))
+      log.warn('Redis for rate limits not reachable yet: counting in memory until it answers');
+  }
+  let authFile: ApiKeyFile | undefined;
+  if (authPath !== undefined) {
+    authFile = await ApiKeyFile.open(authPath, log, {
+      onReload: (outcome) => metrics.authKeyReloads.inc({ outcome }),
+    }).catch((err: unknown) => {
+      // A missing or invalid key file is a configuration mistake: one line and exit 2, as for a bad flag.
+      throw err instanceof ApiKeyFileError ? new UsageError(`--auth-file: ${err.message}`) : err;
+    });
+    log.info({ path: authPath, keys: authFile.current().size }, 'auth on: API keys from the auth file');
+  } else {
+    log.warn('auth off (--no-auth): every request is accepted, with admin rights, without a key');
+  }
   const store = openMetadataStore(
     {
       cluster,
@@ -67,7 +144,7 @@ async function main(): Promise<void> {
   );
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;
-  const pool = new PeerPool({ clock, epoch, timeoutMs, log });
+  const pool = new PeerPool({ clock, epoch, timeoutMs, log, token: internalToken });
   metrics.nodeStatus = () =>
     (maps.current()?.nodes ?? []).map((n) => ({ node: n.id, status: pool.status(n.id) }));
   const onMap = (): void => {
@@ -79,19 +156,51 @@ async function main(): Promise<void> {
   maps.on('change', onMap);
 
   const coordinator = new Coordinator(maps, pool, clock, metrics, log);
-  const app = createGatewayApp({ coordinator, maps, pool, metrics, log, limits });
-  const server = app.listen(port, values.host);
+  const keyFile = authFile;
+  const app = createGatewayApp({
+    coordinator,
+    maps,
+    pool,
+    metrics,
+    log,
+    limits,
+    auth: keyFile ? { keys: () => keyFile.current() } : 'off',
+    maxRequestsPerConnection,
+    ...(limiter.enabled ? { admission: rateLimitAdmission(limiter) } : {}),
+  });
+  // With TLS the same app behind an https server (any server options added here belong to both).
+  const httpsServer = tlsConfig
+    ? https.createServer({ ...SERVER_LIMITS, ...tlsServerOptions(tlsConfig.pair) }, app)
+    : undefined;
+  const server: http.Server | https.Server = httpsServer ?? http.createServer(SERVER_LIMITS, app);
+  // Malformed requests and CONNECT get the API's JSON error, not Node's bare 400 or silence.
+  attachProtocolErrorHandlers(server, log);
+  server.listen(port, values.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
   });
   // Slow or stalled clients must not hold sockets forever.
-  server.requestTimeout = 30_000;
-  server.headersTimeout = 10_000;
-  server.keepAliveTimeout = 65_000;
+  server.requestTimeout = SERVER_LIMITS.requestTimeout;
+  server.headersTimeout = SERVER_LIMITS.headersTimeout;
+  server.keepAliveTimeout = SERVER_LIMITS.keepAliveTimeout;
+  // Renewed certificates (a Secret updated in place) are picked up without a restart.
+  const reloader =
+    httpsServer && tlsConfig ? new TlsReloader(httpsServer, tlsConfig.files, tlsConfig.pair, log) : undefined;
+  reloader?.start(tlsReloadMs ?? DEFAULT_TLS_RELOAD_MS);
   const addr = server.address() as AddressInfo;
   log.info(
-    { url: `http://${addr.address}:${addr.port}`, epoch: epoch(), timeoutMs, limits },
+    {
+      url: `${httpsServer ? 'https' : 'http'}://${addr.address}:${addr.port}`,
+      epoch: epoch(),
+      timeoutMs,
+      limits,
+      ...(tlsConfig
+        ? {
+            tls: { subject: tlsConfig.pair.subject, validTo: tlsConfig.pair.validTo, files: tlsConfig.files },
+          }
+        : {}),
+    },
     'gateway started',
   );
 
@@ -100,9 +209,12 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'gateway stopping');
+    reloader?.stop();
+    authFile?.stop();
     server.close(() => {
       pool.close();
       maps.stop();
+      limiter.close().catch((err: unknown) => log.warn({ err }, 'rate limiter did not close cleanly'));
       store
         .close()
         .catch((err: unknown) => log.warn({ err }, 'metadata store did not close cleanly'))

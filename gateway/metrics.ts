@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import type { Consistency } from '../common/consistency';
+import { AUTH_FAILURE_REASONS } from './api-keys';
 
 /**
  * The `consistency` label of the latency histogram: the level a data request was served at, or `none` for
@@ -63,6 +64,35 @@ export class GatewayMetrics {
     help: 'Moves in the rebalance under way when it was planned (0 when none is)',
     registers: [this.registry],
   });
+  readonly authFailures = new client.Counter({
+    name: 'kvstore_gateway_auth_failures_total',
+    help: 'Requests refused by authentication (401: missing, invalid) or authorisation (403: role, prefix)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly authKeyReloads = new client.Counter({
+    name: 'kvstore_gateway_auth_key_reloads_total',
+    help: 'Re-reads of a changed --auth-file, by outcome (ok, error: the last good keys stay in force)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimited = new client.Counter({
+    name: 'kvstore_gateway_rate_limited_total',
+    help: 'Requests refused with 429, by the limit they hit (key: per API key, address: per client address, connection: too many requests in flight on one connection)',
+    labelNames: ['scope'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimitBackend = new client.Gauge({
+    name: 'kvstore_gateway_rate_limit_backend',
+    help: 'Where rate limits are counted: 1 for the store that answered the latest check (redis: shared by all gateways, memory: this gateway alone), 0 for the other; both 0 when rate limiting is off',
+    labelNames: ['backend'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimitFallbacks = new client.Counter({
+    name: 'kvstore_gateway_rate_limit_fallbacks_total',
+    help: 'Times the rate limiter lost Redis and fell back to counting in memory',
+    registers: [this.registry],
+  });
 
   /**
    * How this gateway's connections to the nodes stand, read at scrape time; main sets it once the peer
@@ -74,6 +104,11 @@ export class GatewayMetrics {
 
   constructor(labels: Record<string, string>) {
     this.registry.setDefaultLabels(labels);
+    // Every series exists from the start, so dashboards and rate() see a 0 before the first failure.
+    for (const reason of AUTH_FAILURE_REASONS) this.authFailures.inc({ reason }, 0);
+    for (const outcome of ['ok', 'error'] as const) this.authKeyReloads.inc({ outcome }, 0);
+    for (const scope of ['key', 'address', 'connection'] as const) this.rateLimited.inc({ scope }, 0);
+    for (const backend of ['redis', 'memory'] as const) this.rateLimitBackend.set({ backend }, 0);
     // Prefix without "process_": prom-client's own names start with process_ or nodejs_ already.
     client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_gateway_' });
     const source = (): ReturnType<GatewayMetrics['nodeStatus']> => this.nodeStatus();

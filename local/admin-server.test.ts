@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { RebalancePlanError } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
+import { ApiKeySet, hashToken } from '../gateway/api-keys';
 import { parseScaleBody, RunnerAdminServer, type ScalableCluster } from './admin-server';
 import { adminPort, localNodes, nodeOrdinal, ScaleRequestError, type ScaleResult } from './cluster';
 
@@ -106,6 +107,61 @@ describe('the launcher admin listener', () => {
       expect((await post('x'.repeat(20_000))).status).toBe(413);
       expect((await fetch(`${url}/v1/admin/scale`)).status).toBe(405);
       expect((await fetch(`${url}/v1/other`)).status).toBe(404);
+    });
+  });
+
+  describe("with the launcher's --auth-file", () => {
+    const ADMIN = 'kvs_launcher-admin-token';
+    const WRITER = 'kvs_launcher-writer-token';
+    const keys = ApiKeySet.parse(
+      JSON.stringify({
+        keys: [
+          { id: 'ops', sha256: hashToken(ADMIN), role: 'admin' },
+          { id: 'app', sha256: hashToken(WRITER), role: 'readwrite' },
+        ],
+      }),
+    );
+    let server: RunnerAdminServer;
+    let url: string;
+    let scaled: number[];
+
+    beforeAll(async () => {
+      server = new RunnerAdminServer(pino({ level: 'silent' }), { keys: () => keys });
+      url = `http://127.0.0.1:${(await server.listen('127.0.0.1', 0)).port}`;
+      scaled = [];
+      server.attach({
+        scale: async (nodes) => {
+          scaled.push(nodes);
+          return { ...progress, addedNodes: [] };
+        },
+        progress: async () => progress,
+      });
+    });
+    afterAll(() => server.close());
+
+    const scale = async (token?: string) => {
+      const res = await fetch(`${url}/v1/admin/scale`, {
+        method: 'POST',
+        body: '{"nodes":4}',
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+      });
+      const body = (await res.json()) as { error?: { code?: string } };
+      return { status: res.status, code: body.error?.code, challenge: res.headers.get('www-authenticate') };
+    };
+
+    it('scales only for an admin key, and keeps /healthz open', async () => {
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      expect(await scale()).toEqual({
+        status: 401,
+        code: 'unauthorized',
+        challenge: 'Bearer realm="kvstore"',
+      });
+      expect(await scale('kvs_unknown')).toMatchObject({ status: 401, code: 'unauthorized' });
+      expect(await scale(WRITER)).toMatchObject({ status: 403, code: 'forbidden' });
+      expect((await fetch(`${url}/v1/admin/rebalance`)).status).toBe(401);
+      expect(scaled).toEqual([]);
+      expect(await scale(ADMIN)).toMatchObject({ status: 202 });
+      expect(scaled).toEqual([4]);
     });
   });
 });

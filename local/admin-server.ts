@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { errorMessage, KvError } from '../common/errors';
 import type { Logger } from '../common/logger';
+import { authenticate, type ApiKeySet } from '../gateway/api-keys';
 import { RebalancePlanError } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
 import { ScaleRequestError, type ScaleResult } from './cluster';
@@ -17,6 +18,10 @@ import { ScaleRequestError, type ScaleResult } from './cluster';
  *
  * It listens before the cluster starts, so a busy port is found before any
  * process is started; until `attach` it answers 503.
+ *
+ * With the launcher's --auth-file, /v1/admin/* needs an admin key from that
+ * file (`Authorization: Bearer <token>`, as at the gateway): 401 without a
+ * known key, 403 for a key of another role. /healthz stays open.
  */
 export interface ScalableCluster {
   scale(nodes: number): Promise<ScaleResult>;
@@ -40,7 +45,11 @@ export class RunnerAdminServer {
   private readonly server: http.Server;
   private cluster: ScalableCluster | undefined;
 
-  constructor(private readonly log: Logger) {
+  constructor(
+    private readonly log: Logger,
+    /** the launcher's API keys; undefined: the launcher runs without auth, as its gateway does */
+    private readonly auth?: { keys(): ApiKeySet },
+  ) {
     this.server = http.createServer((req, res) => {
       this.route(req, res).catch((err: unknown) => {
         const e = toHttpError(err);
@@ -87,6 +96,7 @@ export class RunnerAdminServer {
         );
       }
     };
+    if (path !== '/healthz') this.requireAdmin(req, res);
     switch (path) {
       case '/healthz':
         only('GET');
@@ -104,6 +114,31 @@ export class RunnerAdminServer {
       }
       default:
         throw new HttpError(404, 'not_found', `no route ${req.method} ${path}`);
+    }
+  }
+
+  /** 401 without a known key, 403 for a non-admin one; nothing else is read first. */
+  private requireAdmin(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (!this.auth) return;
+    const a = authenticate(this.auth.keys(), req.headers.authorization);
+    if (!a.ok) {
+      this.log.warn({ reason: a.reason, url: req.url }, 'admin request refused: no valid API key');
+      res.setHeader('www-authenticate', 'Bearer realm="kvstore"');
+      throw new HttpError(
+        401,
+        'unauthorized',
+        a.reason === 'missing'
+          ? 'this request needs an admin API key: send Authorization: Bearer <token> (kvctl --token)'
+          : 'the bearer token is malformed or is not a known API key',
+      );
+    }
+    if (a.principal.role !== 'admin') {
+      this.log.warn({ reason: 'role', keyId: a.principal.keyId, url: req.url }, 'admin request refused');
+      throw new HttpError(
+        403,
+        'forbidden',
+        `key ${JSON.stringify(a.principal.keyId)} has role ${a.principal.role}; the launcher's admin API needs an admin key`,
+      );
     }
   }
 

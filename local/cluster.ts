@@ -5,6 +5,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { UsageError } from '../common/cli-options';
 import { errorMessage, KvError } from '../common/errors';
+import { ensureInternalTokenFile } from '../common/internal-token';
 import type { Logger } from '../common/logger';
 import type { MetadataStore } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
@@ -12,6 +13,7 @@ import type { NodeInfo, PartitionMap } from '../common/partition-map';
 import { placePartitions } from '../common/placement';
 import type { RebalanceProgress } from '../common/rebalance-progress';
 import { Rebalancer } from '../common/rebalancer';
+import { probeFetch, type LocalTlsFiles, type ProbeFetch } from './tls-probe';
 
 /**
  * The whole system on one machine: N storage nodes and a gateway as separate
@@ -54,6 +56,13 @@ export interface LocalClusterOptions {
   readonly rebalancePollIntervalMs?: number;
   /** extra flags for every gateway process */
   readonly gatewayArgs?: readonly string[];
+  /**
+   * the gateway serves HTTPS with this certificate and key (paths as given: absolute ones survive
+   * a launcher started elsewhere); the launcher's own probes trust that very certificate
+   */
+  readonly tls?: LocalTlsFiles;
+  /** the gateway's API keys (`--auth-file`); without it the gateway runs with `--no-auth` */
+  readonly authFile?: string;
   /** extra flags for every node process */
   readonly nodeArgs?: readonly string[];
   readonly log?: Logger;
@@ -159,18 +168,23 @@ export class LocalCluster {
   /** scale and the stopping of drained nodes, one at a time */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly log: Logger;
+  /** the launcher's requests to its processes (https to a TLS gateway) */
+  private readonly probe: ProbeFetch;
 
   private constructor(
     readonly opts: LocalClusterOptions,
     map: PartitionMap,
     private readonly store: MetadataStore,
+    /** the cluster's internal token, from internalTokenFile: every node requires it, every caller presents it */
+    readonly internalToken: string,
   ) {
     this.latest = map;
     this.log = opts.log ?? pino({ level: 'silent' });
+    this.probe = probeFetch(opts.tls);
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.opts.port}`;
+    return `${this.opts.tls ? 'https' : 'http'}://127.0.0.1:${this.opts.port}`;
   }
 
   get cluster(): string {
@@ -183,6 +197,11 @@ export class LocalCluster {
 
   get metadataFile(): string {
     return path.join(this.opts.dataDir, 'partition-map.json');
+  }
+
+  /** Made once per data directory and kept, so the flags (and adoption after a launcher crash) stay the same. */
+  get internalTokenFile(): string {
+    return path.join(this.opts.dataDir, 'internal-token');
   }
 
   get processesFile(): string {
@@ -214,6 +233,7 @@ export class LocalCluster {
         throw new LocalClusterError('not_built', `${f} is missing: run npm run build first`);
     }
     fs.mkdirSync(path.join(opts.dataDir, 'logs'), { recursive: true });
+    const internalToken = ensureInternalTokenFile(path.join(opts.dataDir, 'internal-token'));
     const cluster = opts.cluster ?? 'local';
     const store = openMetadataStore(
       { cluster, file: path.join(opts.dataDir, 'partition-map.json'), redisUrl: opts.redisUrl },
@@ -234,7 +254,7 @@ export class LocalCluster {
         `${opts.dataDir} holds a cluster of ${stored} nodes; scaling it to ${asked} needs the rebalancer`,
       );
     }
-    const lc = new LocalCluster(opts, map, store);
+    const lc = new LocalCluster(opts, map, store, internalToken);
     try {
       await lc.boot();
     } catch (err) {
@@ -300,6 +320,7 @@ export class LocalCluster {
     const rebalancer = await Rebalancer.start({
       store: this.store,
       log: this.log,
+      internalToken: this.internalToken,
       ...(this.opts.rebalancePollIntervalMs ? { pollIntervalMs: this.opts.rebalancePollIntervalMs } : {}),
     });
     this.rebalancer = rebalancer;
@@ -475,6 +496,8 @@ export class LocalCluster {
         '--admin-listen',
         `127.0.0.1:${admin}`,
         ...this.metadataArgs,
+        '--internal-token-file',
+        this.internalTokenFile,
         ...(this.opts.nodeArgs ?? []),
       ],
       readyUrl: `http://127.0.0.1:${admin}/readyz`,
@@ -497,9 +520,13 @@ export class LocalCluster {
         '--port',
         String(this.opts.port),
         ...this.metadataArgs,
+        '--internal-token-file',
+        this.internalTokenFile,
+        ...(this.opts.authFile !== undefined ? ['--auth-file', this.opts.authFile] : ['--no-auth']),
+        ...(this.opts.tls ? ['--tls-cert', this.opts.tls.certFile, '--tls-key', this.opts.tls.keyFile] : []),
         ...(this.opts.gatewayArgs ?? []),
       ],
-      readyUrl: `http://127.0.0.1:${this.opts.port}/readyz`,
+      readyUrl: `${this.url}/readyz`,
       logFile: path.join(this.logDir, 'gateway.log'),
       ports: [this.opts.port],
     });
@@ -529,7 +556,7 @@ export class LocalCluster {
       await terminatePid(rec.pid);
       return;
     }
-    if (!(await answers(proc.readyUrl, 5000))) {
+    if (!(await answers(proc.readyUrl, 5000, this.probe))) {
       this.log.warn({ process: proc.name, pid: rec.pid }, `${proc.name} does not answer: restarting it`);
       await terminatePid(rec.pid);
       return;
@@ -606,7 +633,7 @@ export class LocalCluster {
         );
       }
       try {
-        const res = await fetch(proc.readyUrl, { signal: AbortSignal.timeout(1000) });
+        const res = await this.probe(proc.readyUrl, { signal: AbortSignal.timeout(1000) });
         if (res.ok) return;
       } catch {
         // not listening yet: poll again
@@ -680,7 +707,7 @@ export class LocalCluster {
     const deadline = Date.now() + timeoutMs;
     const reached = async (url: string): Promise<boolean> => {
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+        const res = await this.probe(url, { signal: AbortSignal.timeout(1000) });
         const body: unknown = await res.json();
         const epoch =
           typeof body === 'object' && body !== null ? (body as { epoch?: unknown }).epoch : undefined;
@@ -806,11 +833,11 @@ function sameProcess(rec: ProcessIdentity): boolean {
 }
 
 /** True once `url` gives any HTTP answer (a refilling node answers 503: it is alive). */
-async function answers(url: string, timeoutMs: number): Promise<boolean> {
+async function answers(url: string, timeoutMs: number, probe: ProbeFetch): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
-      await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await probe(url, { signal: AbortSignal.timeout(1000) });
       return true;
     } catch {
       await sleep(100);

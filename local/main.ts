@@ -2,11 +2,15 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption, runMain, UsageError } from '../common/cli-options';
 import { createLogger } from '../common/logger';
+import { ApiKeyFile } from '../gateway/api-key-file';
+import { ApiKeyFileError } from '../gateway/api-keys';
+import { tlsFromFlags } from '../gateway/tls';
 import { RunnerAdminServer } from './admin-server';
 import { LocalCluster, LocalClusterError, MAX_NODES } from './cluster';
 
 const USAGE = `usage: npm start -- [--port 3000] [--nodes N] [--replication-factor RF] [--partitions P]
-                    [--data-dir ./.kvstore-data] [--redis URL] [--cluster NAME]
+                    [--data-dir ./.kvstore-data] [--redis URL] [--cluster NAME] [--auth-file PATH]
+                    [--tls-cert PATH --tls-key PATH]  (the gateway serves HTTPS; renewed files are picked up)
                     [--node-arg=--FLAG=VALUE]...  (passed to every node, e.g. --node-arg=--move-max-bytes-per-second=1048576)
 
 Runs N storage nodes and a gateway as local processes on 127.0.0.1, and an admin
@@ -25,6 +29,9 @@ async function main(): Promise<void> {
       redis: { type: 'string' },
       cluster: { type: 'string' },
       'node-arg': { type: 'string', multiple: true },
+      'auth-file': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -37,9 +44,23 @@ async function main(): Promise<void> {
   const opt = (name: string, raw: string | undefined, max: number): number | undefined =>
     raw === undefined ? undefined : intOption(name, raw, 0, 1, max);
   const dataDir = path.resolve(values['data-dir']);
+  // Checked here, so a missing or mismatched pair stops the launcher before any process starts.
+  const tlsChecked = tlsFromFlags(values['tls-cert'], values['tls-key'], undefined);
+  const tls = tlsChecked && {
+    certFile: path.resolve(tlsChecked.files.certFile),
+    keyFile: path.resolve(tlsChecked.files.keyFile),
+  };
   const log = createLogger('local');
   // Listening first: a busy admin port (another launcher on this --port) stops us before any process starts.
-  const admin = new RunnerAdminServer(log);
+  // The gateway's API keys; the launcher's admin listener checks the same file (admin keys only).
+  const authPath = values['auth-file'] === undefined ? undefined : path.resolve(values['auth-file']);
+  const authFile =
+    authPath === undefined
+      ? undefined
+      : await ApiKeyFile.open(authPath, log).catch((err: unknown) => {
+          throw err instanceof ApiKeyFileError ? new UsageError(`--auth-file: ${err.message}`) : err;
+        });
+  const admin = new RunnerAdminServer(log, authFile ? { keys: () => authFile.current() } : undefined);
   const adminPort = port + 100;
   try {
     await admin.listen('127.0.0.1', adminPort);
@@ -57,6 +78,8 @@ async function main(): Promise<void> {
     cluster: values.cluster,
     redisUrl: values.redis,
     nodeArgs: values['node-arg'] ?? [],
+    ...(authPath !== undefined ? { authFile: authPath } : {}),
+    ...(tls ? { tls } : {}),
     restart: true,
     detach: true,
     log,
@@ -72,13 +95,23 @@ async function main(): Promise<void> {
   const m = cluster.map;
   const relative = path.relative(process.cwd(), dataDir) || '.';
   const rel = relative.startsWith('..') ? dataDir : relative;
+  const curl = `${tls ? 'curl --cacert CA.pem' : 'curl'}${authFile ? ' -H "Authorization: Bearer $KVSTORE_TOKEN"' : ''}`;
   process.stdout.write(
     [
       '',
       `kvstore is running: ${m.nodes.length} nodes, replication factor ${m.replicationFactor}, ${m.partitionCount} partitions`,
       `  gateway   ${cluster.url}`,
+      ...(tls
+        ? [
+            `  tls       ${tls.certFile} (re-read every 30 s; clients trust the CA that signed it: curl --cacert, kvctl --ca)`,
+          ]
+        : []),
       `  data      ${rel}  (logs in ${path.join(rel, 'logs')})`,
       `  metadata  ${values.redis ? values.redis : path.join(rel, 'partition-map.json')}`,
+      `  internal  ${path.join(rel, 'internal-token')}  (the token every node requires on its internal port)`,
+      authFile
+        ? `  auth      on: API keys from ${authPath} (${authFile.current().size} keys; send Authorization: Bearer <token>, kvctl --token)`
+        : '  auth      off: every request is accepted (--auth-file PATH turns API keys on; kvctl auth create-key)',
       `  admin     ${adminUrl}  (npx kvctl scale --nodes N --admin-url ${adminUrl})`,
       ...(adopted.length > 0
         ? [`  adopted   ${adopted.join(', ')} (left running by a launcher that died)`]
@@ -89,9 +122,9 @@ async function main(): Promise<void> {
           ]
         : []),
       '',
-      `  try       curl -X PUT --data-binary 'hello' ${cluster.url}/v1/kv/greeting`,
-      `            curl ${cluster.url}/v1/kv/greeting`,
-      `            npx kvctl --url ${cluster.url} cluster`,
+      `  try       ${curl} -X PUT --data-binary 'hello' ${cluster.url}/v1/kv/greeting`,
+      `            ${curl} ${cluster.url}/v1/kv/greeting`,
+      `            npx kvctl --url ${cluster.url}${tls ? ' --ca CA.pem' : ''} cluster`,
       '',
       'Press Ctrl-C to stop.',
       '',
@@ -104,7 +137,10 @@ async function main(): Promise<void> {
     process.stdout.write('stopping kvstore...\n');
     admin
       .close()
-      .then(() => cluster.stop())
+      .then(() => {
+        authFile?.stop();
+        return cluster.stop();
+      })
       .then(() => {
         process.stdout.write('stopped.\n');
         process.exit(0);

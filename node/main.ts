@@ -2,6 +2,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption, requiredOption, runMain, UsageError } from '../common/cli-options';
 import { HybridLogicalClock } from '../common/hlc';
+import { INTERNAL_TOKEN_ENV, loadInternalToken } from '../common/internal-token';
 import { createLogger } from '../common/logger';
 import { PartitionMapHolder } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
@@ -24,7 +25,7 @@ const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--li
        [--max-hint-bytes N] [--hint-replay-interval-ms MS]
        [--anti-entropy-interval-ms MS (0: only on kvctl repair)] [--anti-entropy-max-keys-per-second N]
        [--tombstone-grace-ms MS] [--move-max-bytes-per-second N] [--move-concurrency N]
-       [--moved-data-grace-ms MS]`;
+       [--moved-data-grace-ms MS] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -45,6 +46,7 @@ async function main(): Promise<void> {
       'move-max-bytes-per-second': { type: 'string' },
       'move-concurrency': { type: 'string' },
       'moved-data-grace-ms': { type: 'string' },
+      'internal-token-file': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -106,6 +108,8 @@ async function main(): Promise<void> {
     0,
     30 * 24 * 3_600_000,
   );
+  // Checked before anything opens: a bad token file is a startup error, not a node that refuses everyone.
+  const internalToken = loadInternalToken({ file: values['internal-token-file'] });
   let listen, admin;
   try {
     listen = splitAddress(values.listen);
@@ -130,7 +134,7 @@ async function main(): Promise<void> {
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;
   // Connections to peers, for hint replay and anti-entropy.
-  const peers = new PeerPool({ clock, epoch, timeoutMs: 5000, log });
+  const peers = new PeerPool({ clock, epoch, timeoutMs: 5000, log, token: internalToken });
   const onMap = (): void => {
     const map = maps.current();
     if (map) peers.update(map);
@@ -212,7 +216,18 @@ async function main(): Promise<void> {
     log,
     { hints, repair: antiEntropy, moves: receiver },
   );
-  const rpc = new RpcServer((req) => handler.handle(req), log);
+  const rpc = new RpcServer(
+    (req) => handler.handle(req),
+    log,
+    internalToken === undefined
+      ? undefined
+      : { token: internalToken, onFailure: (reason) => metrics.rpcAuthFailures.inc({ reason }) },
+  );
+  if (internalToken === undefined) {
+    log.warn(
+      `the internal API is unauthenticated: anyone who reaches ${values.listen} can read and write data (pass --internal-token-file or set ${INTERNAL_TOKEN_ENV})`,
+    );
+  }
   const adminServer = new AdminServer(
     metrics,
     () => {
@@ -238,6 +253,7 @@ async function main(): Promise<void> {
       dataDir,
       epoch: epoch(),
       generation: storage.identity.generation,
+      internalAuth: internalToken !== undefined,
     },
     'node started',
   );

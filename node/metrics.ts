@@ -23,6 +23,12 @@ export class NodeMetrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly rpcAuthFailures = new client.Counter({
+    name: 'kvstore_node_rpc_auth_failures_total',
+    help: "Internal RPC connections refused for not presenting the cluster's internal token",
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly mapEpoch = new client.Gauge({
     name: 'kvstore_node_map_epoch',
     help: 'Epoch of the partition map this node holds',

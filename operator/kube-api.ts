@@ -14,6 +14,7 @@ import {
   type V1ObjectMeta,
   type V1PersistentVolumeClaim,
   type V1Pod,
+  type V1Secret,
   type V1StatefulSet,
 } from '@kubernetes/client-node';
 import { errorMessage, KvError } from '../common/errors';
@@ -199,6 +200,29 @@ export class KubeApi {
       if (isNotFound(err)) return undefined;
       throw err;
     }
+  }
+
+  async getSecret(namespace: string, name: string): Promise<V1Secret | undefined> {
+    try {
+      return await this.call({ op: 'get', kind: 'Secret', namespace, name }, (o) =>
+        this.core.readNamespacedSecret({ namespace, name }, o),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Creates a Secret, never replacing one: a generated token must survive every later reconcile
+   * (apply would overwrite it with a new one). Fails with 409 when it exists already.
+   */
+  async createSecret(secret: V1Secret): Promise<V1Secret> {
+    const namespace = secret.metadata?.namespace ?? '';
+    const name = secret.metadata?.name;
+    return this.call({ op: 'create', kind: 'Secret', namespace, name }, (o) =>
+      this.core.createNamespacedSecret({ namespace, body: secret, fieldManager: FIELD_MANAGER }, o),
+    );
   }
 
   /** The storage node pods of a cluster (by the StatefulSet's selector). */

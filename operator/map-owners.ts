@@ -21,6 +21,8 @@ export interface MapOwner {
   readonly rebalancer: Rebalancer;
   /** the Redis URL the store mirrors to, if any */
   readonly redisUrl: string | undefined;
+  /** what its rebalancer presents to the nodes' internal API */
+  readonly internalToken: string | undefined;
 }
 
 export interface MapOwnersOptions {
@@ -55,10 +57,20 @@ export class MapOwners {
    * The owner of this cluster's map, started if needed. A KVCluster recreated under the same
    * name (another uid) or pointed at another Redis gets a fresh one. Callers serialize per key.
    */
-  async ensure(cluster: ClusterRef, redisUrl: string | undefined): Promise<MapOwner> {
+  async ensure(
+    cluster: ClusterRef,
+    redisUrl: string | undefined,
+    internalToken: string | undefined,
+  ): Promise<MapOwner> {
     const key = clusterKey(cluster);
     const current = this.owners.get(key);
-    if (current && current.cluster.uid === cluster.uid && current.redisUrl === redisUrl) return current;
+    if (
+      current &&
+      current.cluster.uid === cluster.uid &&
+      current.redisUrl === redisUrl &&
+      current.internalToken === internalToken
+    )
+      return current;
     if (current) await this.stop(key);
 
     const log = this.opts.log.child({ cluster: key });
@@ -86,13 +98,14 @@ export class MapOwners {
         log,
         ...(this.opts.rebalancePollIntervalMs ? { pollIntervalMs: this.opts.rebalancePollIntervalMs } : {}),
         ...(this.opts.rpcTimeoutMs ? { rpcTimeoutMs: this.opts.rpcTimeoutMs } : {}),
+        ...(internalToken ? { internalToken } : {}),
       });
     } catch (err) {
       await closeLogged(store, log);
       throw err;
     }
     rebalancer.on('map', (map) => this.opts.onMapChange(key, map));
-    const owner: MapOwner = { cluster, store, rebalancer, redisUrl };
+    const owner: MapOwner = { cluster, store, rebalancer, redisUrl, internalToken };
     this.owners.set(key, owner);
     log.info({ redis: redisUrl !== undefined }, 'owning the partition map');
     return owner;

@@ -2,6 +2,7 @@ import type {
   KubernetesObject,
   V1PersistentVolumeClaim,
   V1Pod,
+  V1Secret,
   V1StatefulSet,
 } from '@kubernetes/client-node';
 import pino from 'pino';
@@ -80,6 +81,16 @@ class FakeApi implements ReconcilerApi {
   async nodeZone(): Promise<string | undefined> {
     return undefined;
   }
+  secrets = new Map<string, V1Secret>();
+  async getSecret(_ns: string, name: string): Promise<V1Secret | undefined> {
+    return this.secrets.get(name);
+  }
+  async createSecret(secret: V1Secret): Promise<V1Secret> {
+    const name = secret.metadata?.name ?? '';
+    if (this.secrets.has(name)) throw new Error(`Secret ${name} exists`);
+    this.secrets.set(name, secret);
+    return secret;
+  }
   private mustExist(): KVClusterObject {
     if (!this.kv) throw new Error('the KVCluster does not exist');
     return this.kv;
@@ -97,13 +108,17 @@ class FakeOwners {
     if (!store) this.stores.set(cluster, (store = new MemoryMetadataStore({ cluster, log })));
     return store;
   }
-  async ensure(cluster: ClusterRef, redisUrl: string | undefined): Promise<MapOwner> {
+  async ensure(
+    cluster: ClusterRef,
+    redisUrl: string | undefined,
+    internalToken: string | undefined,
+  ): Promise<MapOwner> {
     const key = clusterKey(cluster);
     const existing = this.owners.get(key);
     if (existing) return existing;
     const store = this.store(cluster.name);
     const rebalancer = await Rebalancer.start({ store, log, rpcTimeoutMs: 100, pollIntervalMs: 60_000 });
-    const owner: MapOwner = { cluster, store, rebalancer, redisUrl };
+    const owner: MapOwner = { cluster, store, rebalancer, redisUrl, internalToken };
     this.owners.set(key, owner);
     return owner;
   }
@@ -183,6 +198,8 @@ describe('Reconciler', () => {
     expect(await reconciler.reconcile(NS, 'demo')).toEqual({ result: 'done' });
     expect(api.kv?.metadata.finalizers).toEqual(['kvstore.io/finalizer']);
     expect(api.applied.map((o) => o.kind)).toEqual([
+      // the API keys of the generated admin key (its token and the internal token are created once)
+      'Secret',
       'ServiceAccount',
       'Role',
       'RoleBinding',

@@ -9,6 +9,7 @@ import {
   type KVClusterSpec,
   type KVClusterStatus,
 } from '../crds/kvcluster-spec';
+import { ensureClusterSecrets } from './cluster-secrets';
 import type { EventRecorder } from './events';
 import { isConflict, isNotFound, type KubeApi, type KVClusterObject } from './kube-api';
 import { clusterKey, type MapOwners } from './map-owners';
@@ -64,6 +65,8 @@ export type ReconcilerApi = Pick<
   | 'deleteVolume'
   | 'serviceMonitorsAvailable'
   | 'nodeZone'
+  | 'getSecret'
+  | 'createSecret'
 >;
 
 export interface ReconcilerOptions {
@@ -134,7 +137,9 @@ export class Reconciler {
         'spec.redis.managed is set but the operator was started without --managed-redis-url: the map is served from its ConfigMap only',
       );
     }
-    const owner = await owners.ensure(ref, redisUrl);
+    // Before the map owner: its rebalancer calls the nodes with the internal token.
+    const secrets = await ensureClusterSecrets(api, ref, spec);
+    const owner = await owners.ensure(ref, redisUrl, secrets.internalToken);
     const pods = await api.listNodePods(namespace, name);
     const nodes = await this.observe(name, pods);
     let map = await owner.store.load();

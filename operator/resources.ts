@@ -39,6 +39,16 @@ export const ADMIN_PORT = 7101;
 export const GATEWAY_PORT = 8080;
 /** The node's data directory: the PersistentVolume of volumeClaimTemplates `data`. */
 export const DATA_DIR = '/data';
+/**
+ * Secrets are mounted as folders (the kubelet swaps their files in place when the Secret changes,
+ * which is how the gateway sees new API keys and renewed certificates without a restart).
+ */
+export const INTERNAL_TOKEN_DIR = '/etc/kvstore/internal';
+export const API_KEYS_DIR = '/etc/kvstore/api-keys';
+export const TLS_DIR = '/etc/kvstore/tls';
+/** The file of the API-key Secret the gateway reads (`kvctl auth create-key` prints its entries). */
+export const API_KEYS_FILE = 'keys.json';
+export const INTERNAL_TOKEN_KEY = 'token';
 /** The non-root user every container runs as (the image's `node` user). */
 export const RUN_AS_USER = 1000;
 
@@ -59,6 +69,18 @@ export const pdbName = (cluster: string): string => `${cluster}-node`;
 export const serviceMonitorName = (cluster: string): string => cluster;
 /** Nodes and gateways read the partition map ConfigMap with this identity (`--kube-namespace`). */
 export const serviceAccountName = (cluster: string): string => `${cluster}-kvstore`;
+/** The token every node, gateway and the operator present on the nodes' internal API. */
+export const internalTokenSecretName = (cluster: string): string => `${cluster}-internal-token`;
+/** Without spec.auth.secretRef: the API keys the gateway reads (the hash of the admin key)... */
+export const generatedApiKeysSecretName = (cluster: string): string => `${cluster}-api-keys`;
+/** ...and the admin key itself, for the user to read once (`kubectl get secret`). */
+export const adminTokenSecretName = (cluster: string): string => `${cluster}-admin-token`;
+
+/** The Secret of API keys the gateways read, or undefined when auth is disabled. */
+export function apiKeysSecretName(cluster: string, spec: KVClusterSpec): string | undefined {
+  if (spec.auth.disabled) return undefined;
+  return spec.auth.secretRef?.name ?? generatedApiKeysSecretName(cluster);
+}
 
 /**
  * Labels that select a component's pods. Never changes for a given cluster: a StatefulSet's and a
@@ -115,6 +137,11 @@ export interface ServiceMonitor extends KubernetesObject {
       readonly port: string;
       readonly path: string;
       readonly interval: string;
+      readonly scheme?: 'http' | 'https';
+      readonly tlsConfig?: {
+        readonly ca: { readonly secret: { readonly name: string; readonly key: string } };
+        readonly serverName: string;
+      };
     }>;
   };
 }
@@ -274,6 +301,17 @@ function podSecurityContext(): V1PodSecurityContext {
 /** The root filesystem is read-only; Node.js and its libraries may still want a scratch /tmp. */
 const TMP_VOLUME: V1Volume = { name: 'tmp', emptyDir: {} };
 
+/** Read-only for the container's user and group (fsGroup), nobody else. */
+const SECRET_FILE_MODE = 0o440;
+
+function secretVolume(name: string, secretName: string): V1Volume {
+  return { name, secret: { secretName, defaultMode: SECRET_FILE_MODE } };
+}
+
+function internalTokenVolume(cluster: ClusterRef): V1Volume {
+  return secretVolume('internal-token', internalTokenSecretName(cluster.name));
+}
+
 function redisArgs(redisUrl: string | undefined): string[] {
   return redisUrl ? [`--redis=${redisUrl}`] : [];
 }
@@ -297,12 +335,18 @@ export function nodeCommand(cluster: ClusterRef, redisUrl: string | undefined): 
     `--listen=0.0.0.0:${RPC_PORT}`,
     `--admin-listen=0.0.0.0:${ADMIN_PORT}`,
     `--kube-namespace=${cluster.namespace}`,
+    `--internal-token-file=${INTERNAL_TOKEN_DIR}/${INTERNAL_TOKEN_KEY}`,
     ...redisArgs(redisUrl),
   ];
 }
 
 /** The command line of a gateway; `--host` because the gateway listens on loopback by default. */
-export function gatewayCommand(cluster: ClusterRef, redisUrl: string | undefined): string[] {
+export function gatewayCommand(
+  cluster: ClusterRef,
+  spec: KVClusterSpec,
+  redisUrl: string | undefined,
+): string[] {
+  const { rateLimit, tls } = spec.gateway;
   return [
     'node',
     'dist/gateway/main.js',
@@ -311,6 +355,16 @@ export function gatewayCommand(cluster: ClusterRef, redisUrl: string | undefined
     '--host=0.0.0.0',
     `--port=${GATEWAY_PORT}`,
     `--kube-namespace=${cluster.namespace}`,
+    `--internal-token-file=${INTERNAL_TOKEN_DIR}/${INTERNAL_TOKEN_KEY}`,
+    ...(apiKeysSecretName(cluster.name, spec)
+      ? [`--auth-file=${API_KEYS_DIR}/${API_KEYS_FILE}`]
+      : ['--no-auth']),
+    ...(tls ? [`--tls-cert=${TLS_DIR}/tls.crt`, `--tls-key=${TLS_DIR}/tls.key`] : []),
+    ...(rateLimit.perKey > 0 ? [`--rate-limit-per-key=${rateLimit.perKey}`] : []),
+    ...(rateLimit.perAddress > 0 ? [`--rate-limit-per-address=${rateLimit.perAddress}`] : []),
+    ...(rateLimit.perKey > 0 || rateLimit.perAddress > 0
+      ? [`--rate-limit-window-s=${rateLimit.windowSeconds}`]
+      : []),
     ...redisArgs(redisUrl),
   ];
 }
@@ -357,6 +411,7 @@ function nodeStatefulSet(
     volumeMounts: [
       { name: 'data', mountPath: DATA_DIR },
       { name: 'tmp', mountPath: '/tmp' },
+      { name: 'internal-token', mountPath: INTERNAL_TOKEN_DIR, readOnly: true },
     ],
   };
   const podSpec: V1PodSpec = {
@@ -367,7 +422,7 @@ function nodeStatefulSet(
     // A node flushes and closes LMDB on SIGTERM; give it time.
     terminationGracePeriodSeconds: 30,
     containers: [container],
-    volumes: [TMP_VOLUME],
+    volumes: [TMP_VOLUME, internalTokenVolume(cluster)],
     // Passed through unchanged (the API server validates them when the pods are created).
     ...(spec.affinity ? { affinity: spec.affinity as V1PodSpec['affinity'] } : {}),
     ...(spec.topologySpreadConstraints
@@ -431,21 +486,38 @@ function gatewayDeployment(
   spec: KVClusterSpec,
   opts: DesiredResourcesOptions,
 ): V1Deployment {
+  const apiKeys = apiKeysSecretName(cluster.name, spec);
+  const tls = spec.gateway.tls;
+  // The kubelet probes HTTPS without verifying the certificate, as it does for every probe.
+  const scheme = tls ? 'HTTPS' : 'HTTP';
+  const volumes: V1Volume[] = [TMP_VOLUME, internalTokenVolume(cluster)];
+  const volumeMounts: NonNullable<V1Container['volumeMounts']> = [
+    { name: 'tmp', mountPath: '/tmp' },
+    { name: 'internal-token', mountPath: INTERNAL_TOKEN_DIR, readOnly: true },
+  ];
+  if (apiKeys) {
+    volumes.push(secretVolume('api-keys', apiKeys));
+    volumeMounts.push({ name: 'api-keys', mountPath: API_KEYS_DIR, readOnly: true });
+  }
+  if (tls) {
+    volumes.push(secretVolume('tls', tls.secretRef.name));
+    volumeMounts.push({ name: 'tls', mountPath: TLS_DIR, readOnly: true });
+  }
   const container: V1Container = {
     name: 'gateway',
     image: spec.image,
     imagePullPolicy: spec.imagePullPolicy,
-    command: gatewayCommand(cluster, opts.redisUrl),
+    command: gatewayCommand(cluster, spec, opts.redisUrl),
     env: processEnv(spec),
     ports: [{ name: 'http', containerPort: GATEWAY_PORT, protocol: 'TCP' }],
     readinessProbe: {
-      httpGet: { path: '/readyz', port: 'http' },
+      httpGet: { path: '/readyz', port: 'http', scheme },
       periodSeconds: 5,
       timeoutSeconds: 2,
       failureThreshold: 2,
     },
     livenessProbe: {
-      httpGet: { path: '/healthz', port: 'http' },
+      httpGet: { path: '/healthz', port: 'http', scheme },
       initialDelaySeconds: 5,
       periodSeconds: 10,
       timeoutSeconds: 3,
@@ -453,7 +525,7 @@ function gatewayDeployment(
     },
     ...(spec.resources.gateway ? { resources: spec.resources.gateway } : {}),
     securityContext: containerSecurityContext(),
-    volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+    volumeMounts,
   };
   return {
     apiVersion: 'apps/v1',
@@ -471,7 +543,7 @@ function gatewayDeployment(
           securityContext: podSecurityContext(),
           enableServiceLinks: false,
           containers: [container],
-          volumes: [TMP_VOLUME],
+          volumes,
         },
       },
     },
@@ -506,7 +578,20 @@ function serviceMonitor(cluster: ClusterRef, spec: KVClusterSpec): ServiceMonito
       namespaceSelector: { matchNames: [cluster.namespace] },
       endpoints: [
         { port: 'admin', path: '/metrics', interval },
-        { port: 'http', path: '/metrics', interval },
+        spec.gateway.tls
+          ? {
+              port: 'http',
+              path: '/metrics',
+              interval,
+              scheme: 'https',
+              // Prometheus scrapes pod IPs: verify against the Service name the certificate names,
+              // with the CA the Secret carries (cert-manager writes ca.crt).
+              tlsConfig: {
+                ca: { secret: { name: spec.gateway.tls.secretRef.name, key: 'ca.crt' } },
+                serverName: `${gatewayServiceName(cluster.name)}.${cluster.namespace}.svc`,
+              },
+            }
+          : { port: 'http', path: '/metrics', interval },
       ],
     },
   };

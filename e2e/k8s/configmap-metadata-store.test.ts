@@ -729,6 +729,8 @@ async function startGateway(cluster: string, redisUrl: string): Promise<GatewayP
       NAMESPACE,
       '--redis',
       redisUrl,
+      // This gateway only follows the map; no node here asks for the internal token.
+      '--no-auth',
     ],
     { env: { ...process.env, KUBECONFIG: cp!.kubeconfigPath }, stdio: ['ignore', 'pipe', 'pipe'] },
   );

@@ -2,6 +2,9 @@ import path from 'node:path';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import pino from 'pino';
 import { KeyValueStoreClient } from '../../client/client';
+import { partitionOf } from '../../common/hash';
+import { HybridLogicalClock } from '../../common/hlc';
+import { RpcClient, RpcError } from '../../common/rpc-client';
 import { startRecordedLoad, stopAndCheckLoad, type RecordedLoad } from '../recorded-load';
 import http from 'node:http';
 import {
@@ -53,6 +56,8 @@ let agent: PodAgent | undefined;
 let operator: Operator | undefined;
 let redis: RunningRedis | undefined;
 let load: RecordedLoad | undefined;
+/** the admin API key the operator generated (Secret demo-admin-token) */
+let adminToken: string | undefined;
 
 beforeAll(async () => {
   cp = await startControlPlane();
@@ -285,32 +290,76 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
   test(
     'put, get and delete through the gateway pod',
     async () => {
-      const kv = new KeyValueStoreClient({ url: await gatewayUrl(), consistency: 'quorum' });
+      // Auth is on without any configuration: the operator made an admin key, readable by whoever may
+      // read Secrets in the namespace, and gave the gateways only its hash.
+      adminToken = await eventually('the generated admin key', async () => {
+        const secret = await core
+          .readNamespacedSecret({ name: 'demo-admin-token', namespace: NS })
+          .catch(() => undefined);
+        const b64 = secret?.data?.token;
+        return b64 ? Buffer.from(b64, 'base64').toString('utf8') : undefined;
+      });
+      const keysFile = await core.readNamespacedSecret({ name: 'demo-api-keys', namespace: NS });
+      expect(Buffer.from(keysFile.data?.['keys.json'] ?? '', 'base64').toString('utf8')).not.toContain(
+        adminToken,
+      );
+      const anonymous = new KeyValueStoreClient({ url: await gatewayUrl() });
+      await expect(anonymous.get('journey')).rejects.toMatchObject({ code: 'unauthorized', status: 401 });
+
+      const kv = new KeyValueStoreClient({
+        url: await gatewayUrl(),
+        consistency: 'quorum',
+        token: adminToken,
+      });
       await eventually('a first put', () => kv.put('journey', 'hello').then(() => true), 60_000);
       expect(await kv.get('journey')).toBe('hello');
       await kv.put('journey', 'again');
       expect(await kv.get('journey', { consistency: 'all' })).toBe('again');
+
+      // A caller that reaches a node pod's port without the cluster's internal token reads nothing.
+      const map = await rawStoredMap();
+      const node = map?.nodes[0];
+      if (!map || !node) throw new Error('no partition map');
+      const key = Buffer.from('journey');
+      const outsider = new RpcClient({
+        nodeId: node.id,
+        address: node.address,
+        clock: new HybridLogicalClock('journey-outsider'),
+        epoch: () => map.epoch,
+        timeoutMs: 5000,
+      });
+      try {
+        const refused = await outsider
+          .call({ op: 'read', items: [{ p: partitionOf(key, map.partitionCount), k: key }] })
+          .catch((err: unknown) => err);
+        expect(refused).toBeInstanceOf(RpcError);
+        expect((refused as RpcError).remote?.code).toBe('unauthorized');
+      } finally {
+        outsider.close();
+      }
+
       await kv.delete('journey');
       expect(await kv.get('journey')).toBeNull();
 
       // The original design's routes, as its client calls them, through the same pod.
       const url = await gatewayUrl();
+      const auth = { authorization: `Bearer ${adminToken}` };
       const put = await fetch(`${url}/put`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...auth },
         body: JSON.stringify({ key: 'legacy', value: 'old client' }),
       });
       expect({ status: put.status, body: await put.json() }).toEqual({
         status: 200,
         body: { success: true },
       });
-      const got = await fetch(`${url}/get?key=legacy`);
+      const got = await fetch(`${url}/get?key=legacy`, { headers: auth });
       expect({ status: got.status, body: await got.json() }).toEqual({
         status: 200,
         body: { key: 'legacy', value: 'old client' },
       });
       expect(await kv.get('legacy')).toBe('old client');
-      const del = await fetch(`${url}/delete?key=legacy`, { method: 'DELETE' });
+      const del = await fetch(`${url}/delete?key=legacy`, { method: 'DELETE', headers: auth });
       expect({ status: del.status, body: await del.json() }).toEqual({
         status: 200,
         body: { success: true },
@@ -324,7 +373,7 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
     'kubectl scale to 5 under load: the rebalance finishes',
     async () => {
       const url = await gatewayUrl();
-      load = startRecordedLoad(url, 15 * 60_000);
+      load = startRecordedLoad(url, 15 * 60_000, adminToken);
       await new Promise((resolve) => setTimeout(resolve, 2000));
       await kubectlOk(['-n', NS, 'scale', 'kvcluster/demo', '--replicas=5']);
       await eventually('the rebalance to start', async () =>
@@ -362,7 +411,7 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
     'a deleted node pod comes back (StatefulSet) with its data; no acknowledged write lost',
     async () => {
       const url = await gatewayUrl();
-      load = startRecordedLoad(url, 5 * 60_000);
+      load = startRecordedLoad(url, 5 * 60_000, adminToken);
       await new Promise((resolve) => setTimeout(resolve, 2000));
       const before = await core.readNamespacedPod({ name: 'demo-node-1', namespace: NS });
       await kubectlOk(['-n', NS, 'delete', 'pod', 'demo-node-1', '--wait=false']);
@@ -390,7 +439,7 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
     'the operator restarted mid-rebalance (scale to 5): a new one resumes and finishes; no failed request, no violation',
     async () => {
       const url = await gatewayUrl();
-      load = startRecordedLoad(url, 10 * 60_000);
+      load = startRecordedLoad(url, 10 * 60_000, adminToken);
       await new Promise((resolve) => setTimeout(resolve, 2000));
       await kubectlOk(['-n', NS, 'scale', 'kvcluster/demo', '--replicas=5']);
       // The rebalance is planned once the two new node pods are Ready, then runs in steps paced by
@@ -462,7 +511,7 @@ describe('the journey on Kubernetes, with process-backed pods', () => {
 
       // Garbage collection (the real controller manager) removes what the KVCluster owned.
       const kinds =
-        'statefulsets,deployments,services,poddisruptionbudgets,configmaps,serviceaccounts,roles,rolebindings,pods';
+        'statefulsets,deployments,services,poddisruptionbudgets,configmaps,serviceaccounts,roles,rolebindings,pods,secrets';
       await eventually('every object the KVCluster owned gone', async () => {
         const left = (
           await kubectlOk(['-n', NS, 'get', kinds, '-l', 'app.kubernetes.io/instance=demo', '-o', 'name'])

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
@@ -388,8 +389,32 @@ describe('the kvstore operator on a real API server', () => {
         '--listen=0.0.0.0:7001',
         '--admin-listen=0.0.0.0:7101',
         `--kube-namespace=${NS}`,
+        '--internal-token-file=/etc/kvstore/internal/token',
       ]);
       expect(container.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: 'admin' });
+      // Generated once, owned by the KVCluster: the nodes' internal token, an admin API key for the
+      // user, and the gateways' key file holding only its hash.
+      type SecretJson = Owned & { data: Record<string, string> };
+      const decoded = (sec: SecretJson, key: string): string =>
+        Buffer.from(sec.data[key] ?? '', 'base64').toString('utf8');
+      const internal = await eventually('Secret demo-internal-token', () =>
+        getJson<SecretJson>('secret', 'demo-internal-token'),
+      );
+      expectOwnedBy(internal, kv);
+      expect(decoded(internal, 'token')).toMatch(/^[0-9a-f]{64}$/);
+      const admin = await eventually('Secret demo-admin-token', () =>
+        getJson<SecretJson>('secret', 'demo-admin-token'),
+      );
+      expectOwnedBy(admin, kv);
+      const adminKey = decoded(admin, 'token');
+      expect(adminKey).toMatch(/^kvs_/);
+      const keys = await eventually('Secret demo-api-keys', () =>
+        getJson<SecretJson>('secret', 'demo-api-keys'),
+      );
+      expectOwnedBy(keys, kv);
+      expect(JSON.parse(decoded(keys, 'keys.json'))).toEqual({
+        keys: [{ id: 'admin', role: 'admin', sha256: createHash('sha256').update(adminKey).digest('hex') }],
+      });
       expect(container.securityContext).toMatchObject({
         runAsNonRoot: true,
         runAsUser: 1000,

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 import {
   CoordinationV1Api,
@@ -33,7 +34,8 @@ import {
  *   rewrites `0.0.0.0` in the arguments to it, so pods share port numbers;
  * - stands in for volumes with a folder per pod name (`<workDir>/volumes/<ns>_<pod>/<volume>`)
  *   substituted for each volumeMount's mountPath in the arguments: a recreated pod of the same
- *   name gets its data back, as a StatefulSet's PVC gives it;
+ *   name gets its data back, as a StatefulSet's PVC gives it; a Secret volume's folder gets the
+ *   Secret's keys as files when the process starts (not refreshed while it runs, unlike the kubelet);
  * - reports the pod Running with its IP, then Ready per its httpGet readiness probe, polled every
  *   ~500 ms (not the probe's own period); restarts a process that exits (restartPolicy Always);
  * - when a pod gets a deletionTimestamp (or disappears), sends SIGTERM, SIGKILL after the grace
@@ -328,8 +330,45 @@ export class PodAgent {
       log: fs.createWriteStream(this.logFile(namespace, name), { flags: 'a' }),
     };
     this.pods.set(key, running);
-    this.spawnProcess(running);
+    void this.spawnWhenVolumesReady(running);
     return running;
+  }
+
+  /**
+   * As the kubelet: a pod whose Secret volume names a Secret that does not exist yet stays in
+   * ContainerCreating, and starts once it appears (the operator creates them in the same reconcile).
+   */
+  private async spawnWhenVolumesReady(running: RunningPod): Promise<void> {
+    while (!running.terminating && !this.stopped) {
+      try {
+        await this.writeSecretVolumes(running);
+        this.spawnProcess(running);
+        return;
+      } catch (err) {
+        running.log.write(`--- pod-agent: waiting for volumes: ${String(err)}\n`);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+  }
+
+  /** Secret volumes: the Secret's keys as files in the volume's folder (refreshed at every start). */
+  private async writeSecretVolumes(running: RunningPod): Promise<void> {
+    const container = running.pod.spec?.containers[0];
+    for (const mount of container?.volumeMounts ?? []) {
+      const source = running.pod.spec?.volumes?.find((v) => v.name === mount.name)?.secret;
+      if (!source?.secretName) continue;
+      const secret = await this.core.readNamespacedSecret({
+        namespace: running.namespace,
+        name: source.secretName,
+      });
+      const folder = this.volumeFolder(running, mount.name);
+      fs.mkdirSync(folder, { recursive: true });
+      for (const [k, b64] of Object.entries(secret.data ?? {})) {
+        const file = path.join(folder, k);
+        fs.writeFileSync(`${file}.tmp`, Buffer.from(b64, 'base64'), { mode: source.defaultMode ?? 0o644 });
+        fs.renameSync(`${file}.tmp`, file);
+      }
+    }
   }
 
   private spawnProcess(running: RunningPod): void {
@@ -372,7 +411,7 @@ export class PodAgent {
       // restartPolicy Always, with a short fixed back-off.
       running.restartCount++;
       running.restartTimer = setTimeout(() => {
-        if (!running.terminating && !this.stopped) this.spawnProcess(running);
+        if (!running.terminating && !this.stopped) void this.spawnWhenVolumesReady(running);
       }, 1000);
     });
   }
@@ -408,16 +447,15 @@ export class PodAgent {
   private volumeFolders(running: RunningPod, container: V1Container): Map<string, string> {
     const out = new Map<string, string>();
     for (const mount of container.volumeMounts ?? []) {
-      const folder = path.join(
-        this.opts.workDir,
-        'volumes',
-        `${running.namespace}_${running.name}`,
-        mount.name,
-      );
+      const folder = this.volumeFolder(running, mount.name);
       fs.mkdirSync(folder, { recursive: true });
       out.set(mount.mountPath.replace(/\/+$/, ''), folder);
     }
     return out;
+  }
+
+  private volumeFolder(running: RunningPod, volume: string): string {
+    return path.join(this.opts.workDir, 'volumes', `${running.namespace}_${running.name}`, volume);
   }
 
   /** The readiness probe (httpGet only); ready once running when the container has none. */
@@ -433,9 +471,17 @@ export class PodAgent {
           : container?.ports?.find((p) => p.name === httpGet.port)?.containerPort;
     if (port === undefined) return Promise.resolve(false);
     const timeoutMs = (container?.readinessProbe?.timeoutSeconds ?? 1) * 1000;
+    // The kubelet probes HTTPS without verifying the certificate.
+    const get = httpGet.scheme === 'HTTPS' ? https.get : http.get;
     return new Promise((resolve) => {
-      const req = http.get(
-        { host: httpGet.host ?? running.ip, port, path: httpGet.path ?? '/', timeout: timeoutMs },
+      const req = get(
+        {
+          host: httpGet.host ?? running.ip,
+          port,
+          path: httpGet.path ?? '/',
+          timeout: timeoutMs,
+          rejectUnauthorized: false,
+        },
         (res) => {
           res.resume();
           const code = res.statusCode ?? 0;

@@ -125,6 +125,10 @@ grant those only because it holds them itself: the API server refuses any Role w
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, list, watch, create, update, patch, delete]
+{{- /* each cluster's generated internal token and admin key: read by name, created once; no list or watch */}}
+- apiGroups: ['']
+  resources: [secrets]
+  verbs: [get, create, patch]
 {{- end }}
 
 {{/* Who may reach a storage node: gateways and peer nodes of its namespace, the operator. */}}
