@@ -29,9 +29,14 @@ const ALL_DEFAULTS = {
   imagePullPolicy: 'IfNotPresent',
   storage: { size: '1Gi' },
   resources: {},
-  gateway: { replicas: 2, port: 80, serviceType: 'ClusterIP' },
+  gateway: {
+    replicas: 2,
+    port: 80,
+    serviceType: 'ClusterIP',
+    rateLimit: { perKey: 0, perAddress: 0, windowSeconds: 1 },
+  },
   redis: { managed: false },
-  auth: {},
+  auth: { disabled: false },
   monitoring: { serviceMonitor: { enabled: false, interval: '30s' } },
   deletionPolicy: 'Retain',
   logLevel: 'info',
@@ -174,7 +179,12 @@ describe('parseKVClusterSpec', () => {
       affinity: { podAntiAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [] } },
     });
     expect(spec.replicas).toBe(5);
-    expect(spec.gateway).toEqual({ replicas: 0, port: 80, serviceType: 'ClusterIP' });
+    expect(spec.gateway).toEqual({
+      replicas: 0,
+      port: 80,
+      serviceType: 'ClusterIP',
+      rateLimit: { perKey: 0, perAddress: 0, windowSeconds: 1 },
+    });
     expect(spec.monitoring.serviceMonitor).toEqual({ enabled: true, interval: '30s' });
     expect(spec.auth.secretRef?.name).toBe('kv-api-keys');
     expect(spec.affinity).toEqual({
@@ -228,6 +238,24 @@ describe('parseKVClusterSpec', () => {
     ['bad storage size', 'spec.storage.size', { storage: { size: 'lots' } }, /Kubernetes quantity/],
     ['negative cpu', 'spec.resources.node.limits.cpu', { resources: { node: { limits: { cpu: -1 } } } }, /./],
     ['bad service type', 'spec.gateway.serviceType', { gateway: { serviceType: 'Ingress' } }, /ClusterIP/],
+    [
+      'own API keys and auth disabled',
+      'spec.auth.disabled',
+      { auth: { secretRef: { name: 'keys' }, disabled: true } },
+      /mutually exclusive/,
+    ],
+    [
+      'TLS Secret not a name',
+      'spec.gateway.tls.secretRef.name',
+      { gateway: { tls: { secretRef: { name: 'Not_A_Name' } } } },
+      /Secret name/,
+    ],
+    [
+      'negative rate limit',
+      'spec.gateway.rateLimit.perKey',
+      { gateway: { rateLimit: { perKey: -1 } } },
+      />=0/,
+    ],
     ['gateway port 0', 'spec.gateway.port', { gateway: { port: 0 } }, />=1/],
     ['secretRef without name', 'spec.auth.secretRef.name', { auth: { secretRef: {} } }, /expected string/],
     [

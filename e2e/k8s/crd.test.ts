@@ -149,6 +149,12 @@ describe('the KVCluster CRD on a real API server', () => {
       ).toMatch(
         /spec\.redis\.url: Invalid value: .*redis\.url and redis\.managed=true are mutually exclusive/,
       );
+      // CEL rule on spec.auth: your own API keys, or none at all, not both
+      expect(
+        await refused(kvcluster('bad-auth', { auth: { secretRef: { name: 'keys' }, disabled: true } })),
+      ).toMatch(
+        /spec\.auth\.disabled: Invalid value: .*auth\.secretRef and auth\.disabled=true are mutually exclusive/,
+      );
       // pattern on an int-or-string quantity
       expect(await refused(kvcluster('bad-size', { storage: { size: 'lots' } }))).toMatch(
         /spec\.storage\.size: Invalid value: "lots": spec\.storage\.size in body should match/,
