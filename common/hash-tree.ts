@@ -33,21 +33,30 @@ export const LEAF_SEED = 0x6b7673746f7265n; // "kvstore"
 
 export class HashTreeError extends KvError {}
 
+const LEAF_COUNT_BIGINT = new Map<number, bigint>();
+
 export function leafOf(key: Uint8Array, leafCount: number): number {
-  return Number(xxh64(key, LEAF_SEED) % BigInt(leafCount));
+  let n = LEAF_COUNT_BIGINT.get(leafCount);
+  if (n === undefined) LEAF_COUNT_BIGINT.set(leafCount, (n = BigInt(leafCount)));
+  return Number(xxh64(key, LEAF_SEED) % n);
 }
+
+/** Reused by recordHash (synchronous, so never shared by two calls): one allocation less per record. */
+let hashScratch = Buffer.allocUnsafe(1024);
 
 /** xxh64 of an unambiguous encoding of (key, version): u32 key length, key, f64 wall, u32 logical, writer. */
 export function recordHash(key: Uint8Array, version: Version): bigint {
   const writerBytes = Buffer.byteLength(version.writer, 'utf8');
-  const buf = Buffer.allocUnsafe(4 + key.length + 8 + 4 + writerBytes);
+  const size = 4 + key.length + 8 + 4 + writerBytes;
+  if (hashScratch.length < size) hashScratch = Buffer.allocUnsafe(Math.max(size, hashScratch.length * 2));
+  const buf = hashScratch;
   let o = buf.writeUInt32BE(key.length, 0);
   buf.set(key, o);
   o += key.length;
   o = buf.writeDoubleBE(version.wall, o);
   o = buf.writeUInt32BE(version.logical, o);
   buf.write(version.writer, o, 'utf8');
-  return xxh64(buf, 0n);
+  return xxh64(buf.subarray(0, size), 0n);
 }
 
 /** What the tree needs to know of a record. */

@@ -67,7 +67,10 @@ export function encodeRecord(rec: KvRecord): Buffer {
   return out;
 }
 
-export function decodeRecord(buf: Uint8Array): KvRecord {
+/** A record without its value: what hash trees and purge decisions read. */
+export type RecordHeader = Omit<KvRecord, 'value'>;
+
+function decodeHeader(buf: Uint8Array): { header: RecordHeader; b: Buffer; valueOffset: number } {
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 15) throw new CorruptDataError(`record of ${b.length} bytes is too short`);
   if (b[0] !== FORMAT_V1) throw new CorruptDataError(`unknown record format ${b[0]}`);
@@ -85,17 +88,23 @@ export function decodeRecord(buf: Uint8Array): KvRecord {
   }
   const writer = b.toString('utf8', o, o + wlen);
   o += wlen;
-  let expiresAt: number | undefined;
-  if (hasExpiry) {
-    expiresAt = b.readDoubleBE(o);
-    o += 8;
-  }
+  const version = { wall, logical, writer };
+  const tombstone = (flags & FLAG_TOMBSTONE) !== 0;
+  if (!hasExpiry) return { header: { version, tombstone }, b, valueOffset: o };
+  const expiresAt = b.readDoubleBE(o);
+  return { header: { version, tombstone, expiresAt }, b, valueOffset: o + 8 };
+}
+
+export function decodeRecord(buf: Uint8Array): KvRecord {
+  const { header: h, b, valueOffset } = decodeHeader(buf);
   // Copy: LMDB and socket buffers are reused after this call returns.
-  const value = Buffer.from(b.subarray(o));
-  const rec: KvRecord = {
-    version: { wall, logical, writer },
-    value,
-    tombstone: (flags & FLAG_TOMBSTONE) !== 0,
-  };
-  return expiresAt === undefined ? rec : { ...rec, expiresAt };
+  const value = Buffer.from(b.subarray(valueOffset));
+  return h.expiresAt === undefined
+    ? { version: h.version, value, tombstone: h.tombstone }
+    : { version: h.version, value, tombstone: h.tombstone, expiresAt: h.expiresAt };
+}
+
+/** The record's version, tombstone flag and expiry, without copying its value (building hash trees). */
+export function decodeRecordHeader(buf: Uint8Array): RecordHeader {
+  return decodeHeader(buf).header;
 }

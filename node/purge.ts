@@ -1,4 +1,4 @@
-import { decodeRecord, type KvRecord } from '../common/record';
+import { decodeRecord, type KvRecord, type RecordHeader } from '../common/record';
 import type { Storage } from './storage';
 
 /**
@@ -29,12 +29,12 @@ export function exclusionQuantumMs(graceMs: number): number {
 }
 
 /** When the record died: a tombstone when written, an expiring record at its expiry; undefined: alive. */
-export function diedAt(rec: KvRecord): number | undefined {
+export function diedAt(rec: RecordHeader): number | undefined {
   return rec.tombstone ? rec.version.wall : rec.expiresAt;
 }
 
 /** The instant the record leaves the hash trees and may be purged; undefined for records that never die. */
-export function excludeAt(rec: KvRecord, graceMs: number): number | undefined {
+export function excludeAt(rec: RecordHeader, graceMs: number): number | undefined {
   const died = diedAt(rec);
   if (died === undefined) return undefined;
   const q = exclusionQuantumMs(graceMs);
@@ -42,7 +42,7 @@ export function excludeAt(rec: KvRecord, graceMs: number): number | undefined {
 }
 
 /** True when the record is past its grace period at `now`. */
-export function pastGrace(rec: KvRecord, graceMs: number, now: number): boolean {
+export function pastGrace(rec: RecordHeader, graceMs: number, now: number): boolean {
   const at = excludeAt(rec, graceMs);
   return at !== undefined && at <= now;
 }

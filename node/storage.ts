@@ -164,6 +164,20 @@ export class Storage {
   }
 
   /**
+   * Visits every record on disk in key order (partition by partition) in one read transaction;
+   * answers how many. `key` and `raw` are valid only during the call (no copies are made): copy
+   * what you keep.
+   */
+  forEachRecord(visit: (partition: number, key: Buffer, raw: Buffer) => void): number {
+    let n = 0;
+    for (const { key, value } of this.data.getRange({})) {
+      visit(key.readUInt16BE(0), key.subarray(2), value);
+      n++;
+    }
+    return n;
+  }
+
+  /**
    * Records of one partition in key order, starting after `afterKey` (exclusive),
    * at most `limit`: a partition is one contiguous range, so this is a range scan.
    */
