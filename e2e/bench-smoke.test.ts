@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { markdown, parseBenchArgs, runBench } from '../bench/run';
+import { markdown as startupMarkdown, parseStartupArgs, runStartupBench } from '../bench/startup';
 
 /**
  * The benchmark in CI size: a second per workload against the minimal server
@@ -43,6 +44,24 @@ test('npm run bench runs end to end and reports every workload', async () => {
     const md = markdown(report);
     expect(md).toContain('| kvstore 1 node RF 1 | ours | get |');
     expect(md).toContain('ops/s');
+  } finally {
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
+});
+
+test('npm run bench:startup preloads a node, restarts it and reports its start and disk use', async () => {
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvstore-bench-startup-smoke-'));
+  try {
+    const opts = parseStartupArgs(['--keys', '2000', '--runs', '1', '--work-dir', workDir]);
+    if (!opts) throw new Error('no options');
+    const report = await runStartupBench(opts, () => undefined, 'bench:startup smoke');
+    expect(report.runs).toHaveLength(1);
+    // The restarted node serves every record it was given.
+    expect(report.runs[0].storedKeys).toBe(2000);
+    expect(report.runs[0].readyMs).toBeGreaterThan(0);
+    expect(report.disk.rawBytes).toBeGreaterThan(0);
+    expect(report.disk.ratio).toBeGreaterThan(0);
+    expect(startupMarkdown(report)).toContain('disk / raw');
   } finally {
     fs.rmSync(workDir, { recursive: true, force: true });
   }
