@@ -8,7 +8,10 @@ import {
   InternalTokenError,
   InternalTokenVerifier,
   loadInternalToken,
+  loadInternalTokens,
+  MAX_INTERNAL_TOKENS,
   MIN_INTERNAL_TOKEN_LENGTH,
+  parseInternalTokens,
   readInternalTokenFile,
 } from './internal-token';
 
@@ -76,6 +79,32 @@ describe('the launcher token file', () => {
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
     expect(ensureInternalTokenFile(file)).toBe(first);
     expect(generateInternalToken()).not.toBe(first);
+  });
+});
+
+describe('several tokens, for a rotation', () => {
+  const NEXT = 'b'.repeat(40);
+  it('presents the first line and accepts every line', () => {
+    const file = path.join(dir, 'token');
+    fs.writeFileSync(file, `${TOKEN}\n\n  ${NEXT}\n`);
+    expect(loadInternalTokens({ file, env: {} })).toEqual({ present: TOKEN, accepted: [TOKEN, NEXT] });
+    expect(loadInternalToken({ file, env: {} })).toBe(TOKEN);
+    expect(parseInternalTokens(`${NEXT}\r\n${TOKEN}`, 'env')).toEqual({
+      present: NEXT,
+      accepted: [NEXT, TOKEN],
+    });
+  });
+  it('refuses a short line by its number, an empty value and too many tokens', () => {
+    expect(() => parseInternalTokens(`${TOKEN}\nshort`, 'f')).toThrow(/on line 2 from f has 5 characters/);
+    expect(() => parseInternalTokens(' \n\n', 'f')).toThrow(/is empty/);
+    const many = Array.from({ length: MAX_INTERNAL_TOKENS + 1 }, () => TOKEN).join('\n');
+    expect(() => parseInternalTokens(many, 'f')).toThrow(InternalTokenError);
+  });
+  it('a verifier of several tokens accepts each and nothing else', () => {
+    const v = new InternalTokenVerifier([TOKEN, NEXT]);
+    expect(v.matches(TOKEN)).toBe(true);
+    expect(v.matches(NEXT)).toBe(true);
+    expect(v.matches('c'.repeat(40))).toBe(false);
   });
 });
 

@@ -8,6 +8,12 @@ import { errorMessage } from './errors';
  * map owner holds (on Kubernetes a Secret `<cluster>-internal-token`, key `token`,
  * mounted as a file). A node's internal API serves only connections that present
  * it, so reaching a node's port is not enough to read or write data.
+ *
+ * The value may hold several tokens, one per line: a process presents the first and
+ * its node accepts any of them. That is how the token is rotated without a moment
+ * where two processes refuse each other: add the new token as a second line and
+ * restart everything, move it to the first line and restart, drop the old line and
+ * restart.
  */
 
 /** Alternative to `--internal-token-file`: the token itself (e.g. from a Secret's env var). */
@@ -25,26 +31,62 @@ export class InternalTokenError extends UsageError {
   }
 }
 
-/** The token as configured: trimmed (a Secret file often ends in a newline), at least the minimum length. */
-export function validateInternalToken(raw: string, source: string): string {
-  const token = raw.trim();
-  if (token.length < MIN_INTERNAL_TOKEN_LENGTH) {
+/** Enough for a rotation (old and new) with room to spare; more is a mistake. */
+export const MAX_INTERNAL_TOKENS = 4;
+
+export interface InternalTokens {
+  /** what this process presents to nodes: the first token */
+  readonly present: string;
+  /** what its own internal API accepts: every token, the first included */
+  readonly accepted: readonly string[];
+}
+
+/**
+ * The tokens as configured: one per line, each trimmed (a Secret file often ends in a
+ * newline) and at least the minimum length; blank lines are ignored.
+ */
+export function parseInternalTokens(raw: string, source: string): InternalTokens {
+  const tokens = raw
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
+  if (tokens.length === 0) {
+    throw new InternalTokenError(`the internal token from ${source} is empty`, source);
+  }
+  if (tokens.length > MAX_INTERNAL_TOKENS) {
     throw new InternalTokenError(
-      `the internal token from ${source} has ${token.length} characters; it needs at least ${MIN_INTERNAL_TOKEN_LENGTH}`,
+      `${source} holds ${tokens.length} internal tokens; at most ${MAX_INTERNAL_TOKENS} (the current one first, then the next)`,
       source,
     );
   }
-  return token;
+  tokens.forEach((token, i) => {
+    if (token.length < MIN_INTERNAL_TOKEN_LENGTH) {
+      throw new InternalTokenError(
+        `the internal token${tokens.length > 1 ? ` on line ${i + 1}` : ''} from ${source} has ${token.length} characters; it needs at least ${MIN_INTERNAL_TOKEN_LENGTH}`,
+        source,
+      );
+    }
+  });
+  return { present: tokens[0], accepted: tokens };
+}
+
+/** The token a process presents (the first of parseInternalTokens). */
+export function validateInternalToken(raw: string, source: string): string {
+  return parseInternalTokens(raw, source).present;
 }
 
 export function readInternalTokenFile(file: string): string {
+  return readInternalTokensFile(file).present;
+}
+
+function readInternalTokensFile(file: string): InternalTokens {
   let raw: string;
   try {
     raw = fs.readFileSync(file, 'utf8');
   } catch (err) {
     throw new InternalTokenError(`cannot read the internal token file ${file}: ${errorMessage(err)}`, file);
   }
-  return validateInternalToken(raw, file);
+  return parseInternalTokens(raw, file);
 }
 
 /**
@@ -55,10 +97,18 @@ export function loadInternalToken(opts: {
   readonly file?: string;
   readonly env?: Readonly<Record<string, string | undefined>>;
 }): string | undefined {
-  if (opts.file !== undefined) return readInternalTokenFile(opts.file);
+  return loadInternalTokens(opts)?.present;
+}
+
+/** As loadInternalToken, with every token a node accepts (see the rotation above). */
+export function loadInternalTokens(opts: {
+  readonly file?: string;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}): InternalTokens | undefined {
+  if (opts.file !== undefined) return readInternalTokensFile(opts.file);
   const fromEnv = (opts.env ?? process.env)[INTERNAL_TOKEN_ENV];
   if (fromEnv === undefined || fromEnv === '') return undefined;
-  return validateInternalToken(fromEnv, `$${INTERNAL_TOKEN_ENV}`);
+  return parseInternalTokens(fromEnv, `$${INTERNAL_TOKEN_ENV}`);
 }
 
 /** 32 random bytes as hex: 64 characters. */
@@ -94,14 +144,19 @@ function digest(value: string): Buffer {
  * nor length, and the plain token is not kept by the checker.
  */
 export class InternalTokenVerifier {
-  private readonly expected: Buffer;
+  private readonly expected: readonly Buffer[];
 
-  constructor(token: string) {
-    this.expected = digest(token);
+  /** `tokens`: the one token, or every token accepted during a rotation. */
+  constructor(tokens: string | readonly string[]) {
+    this.expected = (typeof tokens === 'string' ? [tokens] : tokens).map(digest);
   }
 
   matches(presented: unknown): boolean {
     if (typeof presented !== 'string') return false;
-    return timingSafeEqual(digest(presented), this.expected);
+    const d = digest(presented);
+    // Every expected token is compared, whichever matches: the time says nothing about which.
+    let found = false;
+    for (const e of this.expected) if (timingSafeEqual(d, e)) found = true;
+    return found;
   }
 }

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption, requiredOption, runMain, UsageError } from '../common/cli-options';
 import { HybridLogicalClock } from '../common/hlc';
-import { INTERNAL_TOKEN_ENV, loadInternalToken } from '../common/internal-token';
+import { INTERNAL_TOKEN_ENV, loadInternalTokens } from '../common/internal-token';
 import { createLogger } from '../common/logger';
 import { PartitionMapHolder } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
@@ -109,7 +109,8 @@ async function main(): Promise<void> {
     30 * 24 * 3_600_000,
   );
   // Checked before anything opens: a bad token file is a startup error, not a node that refuses everyone.
-  const internalToken = loadInternalToken({ file: values['internal-token-file'] });
+  const internalTokens = loadInternalTokens({ file: values['internal-token-file'] });
+  const internalToken = internalTokens?.present;
   let listen, admin;
   try {
     listen = splitAddress(values.listen);
@@ -219,9 +220,12 @@ async function main(): Promise<void> {
   const rpc = new RpcServer(
     (req) => handler.handle(req),
     log,
-    internalToken === undefined
+    internalTokens === undefined
       ? undefined
-      : { token: internalToken, onFailure: (reason) => metrics.rpcAuthFailures.inc({ reason }) },
+      : {
+          token: internalTokens.accepted,
+          onFailure: (reason) => metrics.rpcAuthFailures.inc({ reason }),
+        },
   );
   if (internalToken === undefined) {
     log.warn(

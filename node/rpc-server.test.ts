@@ -33,7 +33,10 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((s) => s.close()));
 });
 
-async function start(token: string | undefined, authTimeoutMs?: number): Promise<Started> {
+async function start(
+  token: string | readonly string[] | undefined,
+  authTimeoutMs?: number,
+): Promise<Started> {
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -92,6 +95,20 @@ test('the right token is served, on every request of the connection', async () =
   expect((await c.call({ op: 'info' })).nodeId).toBe('n1');
   expect(s.calls).toHaveLength(3);
   expect(s.failures).toEqual([]);
+});
+
+test('during a rotation a node accepts the current and the next token, and only those', async () => {
+  const NEXT = 'n'.repeat(48);
+  const both = await start([TOKEN, NEXT]);
+  expect((await client(both.address, TOKEN).call({ op: 'info' })).nodeId).toBe('n1');
+  expect((await client(both.address, NEXT).call({ op: 'info' })).nodeId).toBe('n1');
+  expect((await refusal(client(both.address, WRONG).call({ op: 'info' }))).remote?.code).toBe('unauthorized');
+  // After the rotation the old token is refused.
+  const rotated = await start([NEXT]);
+  expect((await refusal(client(rotated.address, TOKEN).call({ op: 'info' }))).remote?.code).toBe(
+    'unauthorized',
+  );
+  expect(rotated.calls).toEqual([]);
 });
 
 test.each([

@@ -17,8 +17,8 @@ export type RpcHandler = (req: RpcRequestFrame) => Promise<RpcReply>;
 export type RpcAuthFailure = 'missing_token' | 'wrong_token';
 
 export interface RpcServerAuth {
-  /** the cluster's internal token: every connection must present it in its first frame */
-  readonly token: string;
+  /** the cluster's internal token (or tokens, during a rotation): every connection must present one first */
+  readonly token: string | readonly string[];
   /** called once per refused connection (a metric) */
   readonly onFailure?: (reason: RpcAuthFailure) => void;
   /** how long a new connection may stay silent before it must have sent its auth frame (default 10 s) */

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { V1Secret } from '@kubernetes/client-node';
-import { KvError } from '../common/errors';
+import { errorMessage, KvError } from '../common/errors';
+import { parseInternalTokens } from '../common/internal-token';
 import type { KVClusterSpec } from '../crds/kvcluster-spec';
 import { hashToken, newToken, type ApiKeyEntry } from '../gateway/api-keys';
 import type { KubeApi } from './kube-api';
@@ -117,12 +118,19 @@ export async function ensureClusterSecrets(
   },
 ): Promise<ClusterSecrets> {
   const internal = await createOnce(api, internalTokenSecret(cluster, tokens.internal()));
-  const internalToken = secretValue(internal, INTERNAL_TOKEN_KEY)?.trim();
-  if (!internalToken) {
+  const stored = secretValue(internal, INTERNAL_TOKEN_KEY);
+  if (!stored?.trim()) {
     throw new ClusterSecretError(
       internalTokenSecretName(cluster.name),
       `Secret ${internalTokenSecretName(cluster.name)} has no ${INTERNAL_TOKEN_KEY}: delete it and the operator makes a new one`,
     );
+  }
+  let internalToken: string;
+  try {
+    // The first line: what every process presents (a second line is the next token, during a rotation).
+    internalToken = parseInternalTokens(stored, `Secret ${internalTokenSecretName(cluster.name)}`).present;
+  } catch (err) {
+    throw new ClusterSecretError(internalTokenSecretName(cluster.name), errorMessage(err));
   }
   if (!spec.auth.disabled && !spec.auth.secretRef) {
     const admin = await createOnce(api, adminTokenSecret(cluster, tokens.apiKey()));
