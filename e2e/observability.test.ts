@@ -749,6 +749,112 @@ const canRunPromtool = prometheusAvailable('promtool') || process.env.CI === 'tr
   });
 });
 
+(canRunPromtool ? describe : describe.skip)('access alerts (promtool test rules)', () => {
+  it('unknown API keys above 1/s for 10 minutes fire; a gateway that lost its Redis fires, one without fires not', async () => {
+    // The shipped annotations as Prometheus renders them for the firing series below.
+    const file = parseYaml(fs.readFileSync(RULES_FILE, 'utf8')) as {
+      groups: { rules: { alert?: string; annotations?: Record<string, string> }[] }[];
+    };
+    const rendered = (alert: string, values: Record<string, string>): Record<string, string> => {
+      const rule = file.groups.flatMap((g) => g.rules).find((r) => r.alert === alert);
+      const out = Object.fromEntries(
+        Object.entries(rule?.annotations ?? {}).map(([k, v]) => [
+          k,
+          Object.entries(values).reduce((text, [from, to]) => text.replaceAll(from, to), v),
+        ]),
+      );
+      expect(Object.values(out).join('\n')).not.toContain('{{');
+      return out;
+    };
+    const test = {
+      rule_files: [RULES_FILE],
+      evaluation_interval: '1m',
+      tests: [
+        {
+          interval: '1m',
+          input_series: [
+            // 120 unknown keys a minute (2/s) in one cluster, 30 (0.5/s) in the other; missing keys do not count.
+            {
+              series:
+                'kvstore_gateway_auth_failures_total{namespace="kv", cluster="guessed", gateway="gw-1", reason="invalid"}',
+              values: '0+120x30',
+            },
+            {
+              series:
+                'kvstore_gateway_auth_failures_total{namespace="kv", cluster="calm", gateway="gw-1", reason="invalid"}',
+              values: '0+30x30',
+            },
+            {
+              series:
+                'kvstore_gateway_auth_failures_total{namespace="kv", cluster="calm", gateway="gw-1", reason="missing"}',
+              values: '0+600x30',
+            },
+            // gw-1 had Redis and lost it at minute 2; gw-2 was given no Redis (memory by design).
+            {
+              series:
+                'kvstore_gateway_rate_limit_backend{namespace="kv", cluster="shop", gateway="gw-1", backend="memory"}',
+              values: '0 0 1x28',
+            },
+            {
+              series:
+                'kvstore_gateway_rate_limit_fallbacks_total{namespace="kv", cluster="shop", gateway="gw-1"}',
+              values: '0 0 1x28',
+            },
+            {
+              series:
+                'kvstore_gateway_rate_limit_backend{namespace="kv", cluster="shop", gateway="gw-2", backend="memory"}',
+              values: '1x30',
+            },
+            {
+              series:
+                'kvstore_gateway_rate_limit_fallbacks_total{namespace="kv", cluster="shop", gateway="gw-2"}',
+              values: '0x30',
+            },
+          ],
+          alert_rule_test: [
+            { eval_time: '8m', alertname: 'KvstoreAuthFailuresHigh', exp_alerts: [] },
+            {
+              eval_time: '20m',
+              alertname: 'KvstoreAuthFailuresHigh',
+              exp_alerts: [
+                {
+                  exp_labels: { severity: 'warning', namespace: 'kv', cluster: 'guessed' },
+                  exp_annotations: rendered('KvstoreAuthFailuresHigh', {
+                    '{{ $labels.cluster }}': 'guessed',
+                    '{{ $value | humanize }}': '2',
+                  }),
+                },
+              ],
+            },
+            { eval_time: '8m', alertname: 'KvstoreRateLimitRedisUnreachable', exp_alerts: [] },
+            {
+              eval_time: '20m',
+              alertname: 'KvstoreRateLimitRedisUnreachable',
+              exp_alerts: [
+                {
+                  exp_labels: { severity: 'warning', namespace: 'kv', cluster: 'shop', gateway: 'gw-1' },
+                  exp_annotations: rendered('KvstoreRateLimitRedisUnreachable', {
+                    '{{ $labels.cluster }}': 'shop',
+                    '{{ $labels.gateway }}': 'gw-1',
+                  }),
+                },
+              ],
+            },
+          ],
+        },
+      ],
+    };
+    const dir = tempDir('promtool-access');
+    try {
+      const testFile = path.join(dir, 'access.test.yaml');
+      fs.writeFileSync(testFile, JSON.stringify(test, null, 2));
+      await expect(promtoolTestRules(testFile)).resolves.toMatch(/SUCCESS/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 /** Range data of the main overview, node, gateway and rebalancing panels, for docs/render-panels.py. */
 async function dumpPanels(
   prom: PrometheusServer,
