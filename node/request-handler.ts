@@ -92,12 +92,23 @@ export class NodeRequestHandler {
     // The op names a metric label: only the protocol's ops, so a peer sending junk cannot grow the series.
     const sent: unknown = req?.body?.op;
     const op = typeof sent === 'string' && Object.hasOwn(METRIC_OPS, sent) ? sent : 'unknown';
-    const stopTimer = this.metrics.rpcDuration.startTimer({ op });
+    const started = process.hrtime.bigint();
     const reply = await this.handleUntimed(req);
-    stopTimer();
-    this.metrics.rpcRequests.inc({ op, outcome: reply.ok ? 'ok' : reply.error.code });
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const outcome = reply.ok ? 'ok' : reply.error.code;
+    // Labelled children looked up once: prom-client hashes the label set on every call otherwise.
+    let timer = this.rpcTimers.get(op);
+    if (!timer) this.rpcTimers.set(op, (timer = this.metrics.rpcDuration.labels(op)));
+    timer.observe(seconds);
+    const ckey = `${op} ${outcome}`;
+    let counter = this.rpcCounters.get(ckey);
+    if (!counter) this.rpcCounters.set(ckey, (counter = this.metrics.rpcRequests.labels(op, outcome)));
+    counter.inc();
     return reply;
   }
+
+  private readonly rpcTimers = new Map<string, { observe(seconds: number): void }>();
+  private readonly rpcCounters = new Map<string, { inc(): void }>();
 
   private async handleUntimed(req: RpcRequestFrame): Promise<RpcReply> {
     const remoteClock = fromWireClock(req?.clock);

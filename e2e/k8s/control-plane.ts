@@ -174,6 +174,11 @@ function run(command: string, args: readonly string[], opts: RunOptions): Promis
       if (partial && opts.onStderrLine) opts.onStderrLine(partial);
       resolve({ code, stdout, stderr });
     });
+    // A command that exits without reading its input (build.sh when everything is cached) closes the
+    // pipe first: EPIPE then says nothing about how it went, its exit code does.
+    child.stdin.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') reject(err);
+    });
     child.stdin.end(opts.input ?? '');
   });
 }
