@@ -1,26 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { parse as parseQuery } from 'node:querystring';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import helmet from 'helmet';
 import type { Consistency } from '../common/consistency';
 import { formatVersion, type Version } from '../common/hlc';
 import type { Logger } from '../common/logger';
 import type { PeerPool } from '../common/peer-pool';
 import { parsePartitionsParam, repairStatus, startRepair } from './admin-repair';
 import { ApiError } from './api-error';
-import {
-  authenticate,
-  prefixAllows,
-  requiredAccess,
-  roleAllows,
-  UNAUTHENTICATED_ADMIN,
-  type Access,
-  type ApiKeySet,
-  type AuthFailureReason,
-  type Principal,
-} from './api-keys';
+import { requiredAccess, type ApiKeySet, type Principal } from './api-keys';
+import { createAuthoriser, WWW_AUTHENTICATE, type Authoriser } from './authoriser';
+import { connectionCap } from './connection-cap';
 import type { Coordinator, MapSource } from './coordinator';
 import type { ConsistencyLabel, GatewayMetrics } from './metrics';
 import { retryAfterHeader } from './rate-limit';
@@ -32,6 +22,7 @@ import {
   parseTtl,
   type InputLimits,
 } from './request-input';
+import { securityHeaders } from './security-headers';
 
 export interface GatewayDeps {
   readonly coordinator: Coordinator;
@@ -55,10 +46,6 @@ export interface GatewayDeps {
    */
   readonly admission?: (address: string, keyId: string | undefined) => Promise<void>;
 }
-
-export const DEFAULT_MAX_REQUESTS_PER_CONNECTION = 32;
-
-const WWW_AUTHENTICATE = 'Bearer realm="kvstore"';
 
 const KV_PREFIX = '/v1/kv/';
 
@@ -489,150 +476,6 @@ function setErrorHeaders(res: ServerResponse, err: ApiError): void {
   if (err.apiCode === 'rate_limited' || err.status === 503)
     res.setHeader('Retry-After', retryAfterHeader(err));
   if (err.status === 401) res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
-}
-
-/** The one authorisation both request paths use (express's middleware and createKvFastPath). */
-export interface Authoriser {
-  /**
-   * Who sends this request, refused with 401 (no or unknown key) or 403 (the key's role does not
-   * cover `access`); counted and logged (the key id, never the token). Runs the admission hook.
-   */
-  check(req: IncomingMessage, access: Exclude<Access, 'open'>, rid: string): Promise<Principal>;
-  /** 403 unless the principal's prefix covers this key. */
-  checkKey(principal: Principal, key: Buffer, req: IncomingMessage, rid: string): void;
-}
-
-const AUTH_MESSAGES: Record<'missing' | 'invalid', string> = {
-  missing: 'this request needs an API key: send Authorization: Bearer <token>',
-  invalid: 'the bearer token is malformed or is not a known API key',
-};
-
-const ROLE_NEEDED: Record<Exclude<Access, 'open'>, string> = {
-  any: 'any key',
-  read: 'a read, readwrite or admin key',
-  write: 'a readwrite or admin key',
-  admin: 'an admin key',
-};
-
-export function createAuthoriser(deps: GatewayDeps): Authoriser {
-  const { auth, metrics, log, admission } = deps;
-  const refuse = (
-    req: IncomingMessage,
-    rid: string,
-    reason: AuthFailureReason,
-    keyId: string | undefined,
-    message: string,
-  ): ApiError => {
-    metrics.authFailures.inc({ reason });
-    log.warn(
-      { rid, reason, keyId, method: req.method, address: req.socket.remoteAddress },
-      'request refused by auth',
-    );
-    const unauthorised = reason === 'missing' || reason === 'invalid';
-    return new ApiError(unauthorised ? 401 : 403, unauthorised ? 'unauthorized' : 'forbidden', message, {
-      reason,
-      keyId,
-    });
-  };
-  return {
-    async check(req, access, rid) {
-      let principal: Principal | undefined;
-      let failure: { reason: AuthFailureReason; message: string } | undefined;
-      if (auth === 'off') {
-        principal = UNAUTHENTICATED_ADMIN;
-      } else {
-        const a = authenticate(auth.keys(), req.headers.authorization);
-        if (!a.ok) {
-          failure = { reason: a.reason, message: AUTH_MESSAGES[a.reason] };
-        } else {
-          principal = a.principal;
-          if (!roleAllows(principal.role, access)) {
-            failure = {
-              reason: 'role',
-              message: `key ${JSON.stringify(principal.keyId)} has role ${principal.role}; this request needs ${ROLE_NEEDED[access]}`,
-            };
-          }
-        }
-      }
-      if (admission) await admission(req.socket.remoteAddress ?? '', principal?.keyId);
-      if (failure || !principal) {
-        const f = failure ?? { reason: 'invalid' as const, message: AUTH_MESSAGES.invalid };
-        throw refuse(req, rid, f.reason, principal?.keyId, f.message);
-      }
-      return principal;
-    },
-    checkKey(principal, key, req, rid) {
-      if (prefixAllows(principal, key)) return;
-      const prefix = principal.prefix?.toString('utf8') ?? '';
-      throw refuse(
-        req,
-        rid,
-        'prefix',
-        principal.keyId,
-        `key ${JSON.stringify(principal.keyId)} may only touch keys that start with ${JSON.stringify(prefix)}`,
-      );
-    },
-  };
-}
-
-/**
- * helmet's default headers, computed once by running its middleware on a stand-in response: they do not
- * depend on the request, and setting them directly costs the fast path nothing else.
- */
-function securityHeaders(): ReadonlyArray<readonly [string, string | number | readonly string[]]> {
-  const headers: Array<readonly [string, string | number | readonly string[]]> = [];
-  const capture = {
-    setHeader(name: string, value: string | number | readonly string[]) {
-      headers.push([name, value]);
-    },
-    removeHeader() {},
-  };
-  let failed: unknown;
-  helmet()({} as IncomingMessage, capture as unknown as ServerResponse, (err?: unknown) => {
-    failed = err;
-  });
-  if (failed !== undefined) throw failed;
-  return headers;
-}
-
-/**
- * The per-connection cap on requests in flight. Node parses pipelined requests as they arrive and queues their
- * responses, so one connection could otherwise start any number of requests at once. Beyond the cap a request
- * gets 429 at once (no replica contacted) with `Connection: close`, and the connection ends after it.
- */
-function connectionCap(deps: GatewayDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const max = deps.maxRequestsPerConnection ?? DEFAULT_MAX_REQUESTS_PER_CONNECTION;
-  const inFlight = new WeakMap<Socket, number>();
-  return (req, res) => {
-    const socket = req.socket;
-    const n = (inFlight.get(socket) ?? 0) + 1;
-    inFlight.set(socket, n);
-    res.once('close', () => inFlight.set(socket, (inFlight.get(socket) ?? 1) - 1));
-    if (n <= max) return true;
-    const rid = acceptRequestId(req.headers['x-request-id'], randomUUID);
-    const body = JSON.stringify(
-      new ApiError(
-        429,
-        'rate_limited',
-        `more than ${max} requests in flight on one connection; this connection closes after this response`,
-      ).toBody(),
-    );
-    res.writeHead(429, {
-      'X-Request-Id': rid,
-      'Retry-After': '1',
-      Connection: 'close',
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': Buffer.byteLength(body),
-    });
-    res.end(body);
-    deps.metrics.httpRequests.inc({ op: 'other', method: req.method ?? '', status: '429' });
-    deps.metrics.rateLimited.inc({ scope: 'connection' });
-    deps.log.warn(
-      { rid, address: req.socket.remoteAddress, inFlight: n, max },
-      'too many requests in flight on one connection',
-    );
-    return false;
-  };
 }
 
 /**
