@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -23,6 +23,7 @@ import { MIXED_WRITE_SHARE } from './load';
 import { ProtocolError, makeValue } from './protocols';
 import { freePorts, REPO_ROOT } from './peers';
 import { machine } from './report';
+import { cpuSeconds } from './process-stats';
 
 /**
  * `npm run bench:rebalance`: how long moving a node's whole data set to another
@@ -491,22 +492,6 @@ async function metric(adminUrl: string, name: string): Promise<number> {
     if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.split(' ').pop());
   }
   return sum;
-}
-
-let clockTicks: number | undefined;
-
-/** CPU seconds (user + system) a process has used so far, from /proc; undefined when it is gone. */
-function cpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / clockTicks;
-  } catch {
-    return undefined;
-  }
 }
 
 type CpuSnapshot = Record<string, number | undefined>;

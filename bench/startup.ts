@@ -18,6 +18,8 @@ import { keyName } from './keys';
 import { freePorts, REPO_ROOT } from './peers';
 import { makeValue } from './protocols';
 import { machine, type Machine } from './report';
+import { seededRandom } from '../common/seeded-random';
+import { cpuSeconds, rssMiB } from './process-stats';
 
 /**
  * `npm run bench:startup`: how long a node holding N keys takes to be ready
@@ -168,23 +170,11 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
-/** A small seeded PRNG (mulberry32): the same order on every run of the bench. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** The order the preload writes keys 0..n-1 in: shuffled (Fisher-Yates, seeded) or ascending. */
 export function writeOrder(n: number, order: KeyOrder, seed = 9): Uint32Array {
   const out = Uint32Array.from({ length: n }, (_, i) => i);
   if (order === 'sorted') return out;
-  const rand = seeded(seed);
+  const rand = seededRandom(seed);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     const t = out[i];
@@ -270,32 +260,6 @@ async function metric(adminUrl: string, name: string): Promise<number> {
     if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) return Number(line.split(' ').pop());
   }
   throw new StartupBenchError('metric_missing', `${name} not in ${adminUrl}/metrics`);
-}
-
-function rssMiB(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Math.round(Number(m[1]) / 1024) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-let clockTicks: number | undefined;
-
-/** CPU ms (user + system) a process has used so far, from /proc; undefined elsewhere. */
-function cpuMs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // After the command name (which may hold spaces): utime and stime are fields 14 and 15.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Math.round(((Number(f[11]) + Number(f[12])) * 1000) / clockTicks);
-  } catch {
-    return undefined;
-  }
 }
 
 function exited(child: ChildProcess): boolean {
@@ -479,7 +443,8 @@ async function measureStart(s: NodeSetup, o: StartupBenchOptions, run: number): 
       const wait = t0 + tick * POLL_MS - performance.now();
       if (wait > 0) await sleep(wait);
     }
-    cpu = cpuMs(child.pid);
+    const seconds = cpuSeconds(child.pid);
+    cpu = seconds === undefined ? undefined : Math.round(seconds * 1000);
     rss = rssMiB(child.pid);
     storedKeys = await metric(admin, 'kvstore_node_stored_keys');
     storedBytes = await metric(admin, 'kvstore_node_stored_bytes');

@@ -19,6 +19,7 @@ import type {
   Outcome,
   PutOp,
 } from './history';
+import { seededRandom } from '../common/seeded-random';
 
 // ---------------------------------------------------------------------------------------------
 // Hand-made histories. Times in ms; versions `<wall>.0.gw`, so v(10) < v(20).
@@ -457,17 +458,6 @@ test('countViolations counts every kind', () => {
 // ---------------------------------------------------------------------------------------------
 // Random histories from a simulated Dynamo-style store: RF replicas, last writer wins, one clock.
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 type Bug = 'none' | 'forget' | 'clock';
 
 interface SimOptions {
@@ -490,7 +480,7 @@ interface Stored {
  * issue time. 'forget' drops replica writes, acknowledged ones included; 'clock' versions randomly.
  */
 function simulate(o: SimOptions): History {
-  const rnd = mulberry32(o.seed);
+  const rnd = seededRandom(o.seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
   const RF = 3;
   const need = (l: ConsistencyLevel) => (l === 'one' ? 1 : l === 'quorum' ? 2 : 3);

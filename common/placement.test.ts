@@ -8,6 +8,7 @@ import {
   type PlacementInput,
   type PlacementNode,
 } from './placement';
+import { seededRandom } from './seeded-random';
 
 // A fixed seed: a failure reproduces exactly (fast-check prints the counterexample). For a
 // soak run, try other seeds and more runs: PLACEMENT_SEED=7 PLACEMENT_RUNS_X=20 npx jest placement
@@ -96,21 +97,9 @@ function movementLowerBound(previous: Placement, nodes: readonly PlacementNode[]
   return total - kept;
 }
 
-/** mulberry32: large random structures (previous maps) derived from one fast-check integer. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Any mess: each partition lists 0..RF+1 distinct ids, some of nodes that are gone. */
 function randomPrevious(seed: number, P: number, rf: number, ids: readonly string[]): Placement {
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const pool = [...ids, 'gone-1', 'gone-2', 'gone-3'];
   const previous: Placement = [];
   for (let p = 0; p < P; p++) {
@@ -125,7 +114,7 @@ function randomPrevious(seed: number, P: number, rf: number, ids: readonly strin
 }
 
 function shuffledCopy<T>(items: readonly T[], seed: number): T[] {
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const copy = [...items];
   for (let i = copy.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));

@@ -10,6 +10,7 @@ import {
   rebalanceCounts,
   replicaLoad,
 } from './rebalance-plan';
+import { seededRandom } from './seeded-random';
 
 // A fixed seed: a failure reproduces exactly (fast-check prints the counterexample). For a
 // soak run: REBALANCE_SEED=7 REBALANCE_RUNS_X=20 npx jest rebalance-plan
@@ -56,18 +57,6 @@ function deepFreeze<T>(value: T): T {
     for (const v of Object.values(value)) deepFreeze(v);
   }
   return value;
-}
-
-/** mulberry32: large random choices (orders, batch sizes) derived from one fast-check integer. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function shuffled<T>(items: readonly T[], random: () => number): T[] {
@@ -346,7 +335,7 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc
     seed: fc.integer(),
   })
   .map(({ partitionCount, rf, spare, kind, change, other, zoneMode, zones, seed }): Scenario => {
-    const random = prng(seed);
+    const random = seededRandom(seed);
     // Shrinking needs a node to spare.
     const n0 = rf + (kind === 'shrink' ? Math.max(1, spare) : spare);
     let kept = n0;
@@ -450,7 +439,7 @@ describe('planRebalance and completeMoves: properties', () => {
   it('grow, shrink or replace nodes: invariants at every epoch, minimal copies, balanced at the end', () => {
     fc.assert(
       fc.property(scenarioArb, (s) => {
-        const random = prng(s.seed);
+        const random = seededRandom(s.seed);
         const start = initialMap(s.initial, s.partitionCount, s.rf);
         const planned = planAndCheck(start, s.target, s.kind);
         if (s.kind === 'same' && planned !== start) fail('same nodes: not a no-op');
@@ -466,7 +455,7 @@ describe('planRebalance and completeMoves: properties', () => {
   it('re-planning mid-rebalance to another target keeps every invariant and ends balanced', () => {
     fc.assert(
       fc.property(scenarioArb, fc.nat(), fc.integer({ min: 1, max: 4 }), (s, keepSeed, added) => {
-        const random = prng(s.seed);
+        const random = seededRandom(s.seed);
         const start = initialMap(s.initial, s.partitionCount, s.rf);
         let map = planAndCheck(start, s.target, s.kind);
         // Switch a random share of the moves, then change the target: drain the highest ids of
@@ -635,7 +624,7 @@ describe('minimal movement: examples', () => {
     expect(plan.moves).toHaveLength(2);
     expect(plan.moves.find((m) => m.partition === 0)?.from).toBe('node-06');
     expect(plan.moves.filter((m) => m.to === 'node-05')).toHaveLength(1);
-    assertFinished(completeAll(plan, prng(1)), target);
+    assertFinished(completeAll(plan, seededRandom(1)), target);
   });
 });
 

@@ -1,0 +1,15 @@
+/**
+ * mulberry32: a small seeded PRNG for reproducible randomness where fast-check's own generators do not
+ * fit (large random structures derived from one seed in property tests, a benchmark's write order).
+ * Not for anything secret. Returns numbers in [0, 1).
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
