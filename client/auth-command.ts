@@ -8,7 +8,7 @@ import {
   type ApiKeyEntry,
   type Role,
 } from '../gateway/api-keys';
-import { COMMAND_EXIT_USAGE, GLOBAL_OPTIONS, namesCommand } from './kvctl-command';
+import { COMMAND_EXIT_USAGE, GLOBAL_OPTIONS, namesCommand, type CommandIo } from './kvctl-command';
 
 /**
  * `kvctl auth create-key`: makes a new API key for the gateway's key file
@@ -34,10 +34,7 @@ exit status: 0 made, 2 usage error`;
 export const AUTH_EXIT_OK = 0;
 export const AUTH_EXIT_USAGE = COMMAND_EXIT_USAGE;
 
-export interface AuthIo {
-  stdout: { write(chunk: string): unknown };
-  stderr: { write(chunk: string): unknown };
-}
+export type AuthIo = CommandIo;
 
 export class AuthUsageError extends Error {
   override readonly name = 'AuthUsageError';

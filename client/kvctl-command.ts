@@ -162,6 +162,14 @@ export function loadCaOrExit(
   }
 }
 
+/** What a kvctl subcommand writes to and reads its environment from (tests pass their own). */
+export interface CommandIo {
+  stdout: { write(chunk: string): unknown; isTTY?: boolean };
+  stderr: { write(chunk: string): unknown };
+  /** Defaults to process.env. */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
 export const COMMAND_EXIT_USAGE = 2;
 export const COMMAND_EXIT_FAILURE = 3;
 

@@ -7,6 +7,7 @@ import {
   parseCommandArgs,
   parseInterval,
   reportFailure,
+  type CommandIo,
 } from './kvctl-command';
 
 /**
@@ -33,11 +34,7 @@ export const REPAIR_EXIT_OK = 0;
 export const REPAIR_EXIT_USAGE = 2;
 export const REPAIR_EXIT_FAILURE = 3;
 
-export interface RepairIo {
-  stdout: { write(chunk: string): unknown };
-  stderr: { write(chunk: string): unknown };
-  env?: Readonly<Record<string, string | undefined>>;
-}
+export type RepairIo = CommandIo;
 
 export class RepairUsageError extends Error {
   override readonly name = 'RepairUsageError';

@@ -9,6 +9,7 @@ import {
   parseCommandArgs,
   parseInterval,
   reportFailure,
+  type CommandIo,
 } from './kvctl-command';
 import { formatRebalanceLine, rebalanceRates, type StreamSample } from './status-command';
 
@@ -46,11 +47,7 @@ export const SCALE_EXIT_FAILURE = COMMAND_EXIT_FAILURE;
 /** With --wait, polls that may fail in a row (a launcher restarting: it adopts the nodes) before giving up. */
 const MAX_POLL_FAILURES = 30;
 
-export interface ScaleIo {
-  stdout: { write(chunk: string): unknown; isTTY?: boolean };
-  stderr: { write(chunk: string): unknown };
-  env?: Readonly<Record<string, string | undefined>>;
-}
+export type ScaleIo = CommandIo;
 
 export class ScaleUsageError extends Error {
   override readonly name = 'ScaleUsageError';

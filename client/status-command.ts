@@ -8,6 +8,8 @@ import {
   type RepairReport,
 } from './client';
 import {
+  COMMAND_EXIT_FAILURE,
+  COMMAND_EXIT_USAGE,
   GLOBAL_OPTIONS,
   gatewayTarget,
   loadCaOrExit,
@@ -15,6 +17,7 @@ import {
   parseCommandArgs,
   parseInterval,
   reportFailure,
+  type CommandIo,
 } from './kvctl-command';
 
 /**
@@ -42,19 +45,15 @@ exit status: 0 healthy, 1 degraded (a node down or not ready, or a partition und
 
 export const STATUS_EXIT_OK = 0;
 export const STATUS_EXIT_DEGRADED = 1;
-export const STATUS_EXIT_USAGE = 2;
-export const STATUS_EXIT_FAILURE = 3;
+export const STATUS_EXIT_USAGE = COMMAND_EXIT_USAGE;
+export const STATUS_EXIT_FAILURE = COMMAND_EXIT_FAILURE;
 
 /** Partition numbers listed per group; the rest are counted (all of them are in --json). */
 const MAX_PARTITIONS_SHOWN = 16;
 const MAX_MOVES_SHOWN = 20;
 const BAR_WIDTH = 20;
 
-export interface StatusIo {
-  stdout: { write(chunk: string): unknown; isTTY?: boolean };
-  stderr: { write(chunk: string): unknown };
-  env?: Readonly<Record<string, string | undefined>>;
-}
+export type StatusIo = CommandIo;
 
 export class StatusUsageError extends Error {
   override readonly name = 'StatusUsageError';

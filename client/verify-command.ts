@@ -14,7 +14,7 @@ import {
   VIOLATION_KINDS,
   type Violation,
 } from './history-checker';
-import { caFileOption, loadCaOrExit, namesCommand } from './kvctl-command';
+import { caFileOption, loadCaOrExit, namesCommand, type CommandIo } from './kvctl-command';
 import {
   readFinal,
   runId,
@@ -58,11 +58,7 @@ export const VERIFY_EXIT_VIOLATIONS = 1;
 export const VERIFY_EXIT_USAGE = 2;
 export const VERIFY_EXIT_FAILURE = 3;
 
-export interface VerifyIo {
-  stdout: { write(chunk: string): unknown };
-  stderr: { write(chunk: string): unknown };
-  env?: Readonly<Record<string, string | undefined>>;
-}
+export type VerifyIo = CommandIo;
 
 export class VerifyUsageError extends Error {
   override readonly name = 'VerifyUsageError';
