@@ -91,6 +91,11 @@ export class RpcClient {
     return this.lastStatus;
   }
 
+  /** Requests sent and not answered yet: a node that stalls piles them up. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
   call<Op extends RpcOp>(body: Extract<RpcRequestBody, { op: Op }>, rid?: string): Promise<ReplyByOp[Op]> {
     if (this.closed) return Promise.reject(new RpcError('unavailable', this.opts.nodeId, 'client closed'));
     const id = this.nextId++;

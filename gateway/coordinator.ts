@@ -7,7 +7,7 @@ import { decodeRecord, encodeRecord, isLive, newerRecord, type KvRecord } from '
 import { RpcError } from '../common/rpc-client';
 import { ApiError } from './api-error';
 import type { GatewayMetrics } from './metrics';
-import { gather, type Outcome } from './quorum';
+import { gather, gatherStaged, type ExtraReason, type Outcome } from './quorum';
 import { requiredAcks, type Consistency } from '../common/consistency';
 
 export interface MapSource {
@@ -21,6 +21,15 @@ export interface OpOptions {
   readonly rid?: string;
 }
 
+export interface CoordinatorOptions {
+  readonly now?: () => number;
+  /**
+   * A read that has fewer than R answers after this long asks one more replica
+   * (then again after as long); undefined: only when a replica fails.
+   */
+  readonly readHedgeMs?: number;
+}
+
 /** Map refreshes one request may go through when replicas keep saying its epoch is stale. */
 const MAX_STALE_RETRIES = 8;
 
@@ -30,9 +39,9 @@ type Attempt<T> =
 /**
  * The quorum coordinator (Dynamo style). Writes go to every replica of the key's
  * partition, plus any replica a move is filling, and are acknowledged after W
- * durable acks (W + 1 per such pending replica); reads ask every replica, answer
- * after R replies with the newest version, and repair stale replicas in the
- * background. A replica that says our map is stale makes us reload the map and
+ * durable acks (W + 1 per such pending replica); reads ask R replicas (the
+ * least busy first; another one when one fails or is slow), answer with the
+ * newest version, and repair the stale ones among them in the background. A replica that says our map is stale makes us reload the map and
  * try again (as Redis Cluster's MOVED), as long as each reload brings a newer epoch.
  */
 export class Coordinator {
@@ -42,8 +51,21 @@ export class Coordinator {
     private readonly clock: HybridLogicalClock,
     private readonly metrics: GatewayMetrics,
     private readonly log: Logger,
-    private readonly now: () => number = Date.now,
-  ) {}
+    options: CoordinatorOptions = {},
+  ) {
+    this.now = options.now ?? Date.now;
+    this.hedge = { hedgeAfterMs: options.readHedgeMs, onExtra: (r) => this.countExtra(r) };
+    this.extraCounters = {
+      failed: metrics.readExtraRequests.labels('failed'),
+      slow: metrics.readExtraRequests.labels('slow'),
+    };
+  }
+
+  private readonly now: () => number;
+  private readonly hedge: { hedgeAfterMs?: number; onExtra: (reason: ExtraReason) => void };
+  private readonly extraCounters: Record<ExtraReason, { inc(): void }>;
+  /** rotates ties between equally busy replicas, so reads spread over all of them */
+  private rotation = 0;
 
   put(key: Buffer, value: Buffer, opts: OpOptions & { ttlSeconds?: number }): Promise<Version> {
     const version = this.clock.now();
@@ -132,12 +154,16 @@ export class Coordinator {
     const replicas = replicasOf(map, p);
     const need = requiredAcks(opts.consistency, replicas.length);
     const items = [{ p, k: key }];
-    const { quorum, all } = gather(replicas, need, (node) =>
-      this.call(node, 'read', async () => {
-        const reply = await this.client(node).call({ op: 'read', items }, opts.rid);
-        const raw = reply.records?.[0];
-        return raw ? decodeRecord(raw) : undefined;
-      }),
+    const { quorum, all } = gatherStaged(
+      this.readOrder(replicas),
+      need,
+      (node) =>
+        this.call(node, 'read', async () => {
+          const reply = await this.client(node).call({ op: 'read', items }, opts.rid);
+          const raw = reply.records?.[0];
+          return raw ? decodeRecord(raw) : undefined;
+        }),
+      this.hedge,
     );
     const outcome = await quorum;
     if (outcome.ok.length < need) return this.quorumFailure('get', opts, p, replicas.length, need, outcome);
@@ -274,6 +300,33 @@ export class Coordinator {
       }
       throw err;
     }
+  }
+
+  /**
+   * Replicas in the order a read asks them: known-down ones last, then by
+   * requests in flight (a stalled node piles them up and stops being chosen;
+   * Envoy's least-request balancing), ties rotated so load spreads evenly.
+   */
+  private readOrder(replicas: readonly string[]): string[] {
+    const n = replicas.length;
+    const start = this.rotation++ % n;
+    if (this.rotation > 0x3fffffff) this.rotation = 0;
+    const scored = new Array<{ node: string; score: number }>(n);
+    for (let i = 0; i < n; i++) {
+      const node = replicas[(start + i) % n];
+      const c = this.pool.get(node);
+      scored[i] = {
+        node,
+        score: c === undefined ? Infinity : (c.status() === 'down' ? 1e9 : 0) + c.inFlight,
+      };
+    }
+    // Array.prototype.sort is stable: equal scores keep the rotated order.
+    scored.sort((a, b) => a.score - b.score);
+    return scored.map((s) => s.node);
+  }
+
+  private countExtra(reason: ExtraReason): void {
+    this.extraCounters[reason].inc();
   }
 
   private client(node: string) {

@@ -24,6 +24,7 @@ import { DEFAULT_TLS_RELOAD_MS, TlsReloader, tlsFromFlags, tlsServerOptions } fr
 
 const USAGE = `usage: kvstore-gateway [--id ID] [--cluster NAME] [--host HOST] [--port PORT]
        (--metadata-file PATH | --redis URL | --kube-namespace NS [--redis URL]) [--rpc-timeout-ms MS]
+       [--read-hedge-ms MS]  (a read short of R answers asks one more replica every MS, default 50; 0: only on failures)
        (--auth-file PATH | --no-auth) [--max-requests-per-connection N]
        [--max-key-bytes N] [--max-value-bytes N] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]
        [--tls-cert PATH --tls-key PATH [--tls-reload-ms MS]]  (HTTPS; the files are re-read every MS, default ${DEFAULT_TLS_RELOAD_MS})
@@ -41,6 +42,7 @@ async function main(): Promise<void> {
       redis: { type: 'string' },
       'kube-namespace': { type: 'string' },
       'rpc-timeout-ms': { type: 'string' },
+      'read-hedge-ms': { type: 'string' },
       'max-key-bytes': { type: 'string' },
       'max-value-bytes': { type: 'string' },
       'tls-cert': { type: 'string' },
@@ -66,6 +68,9 @@ async function main(): Promise<void> {
   const cluster = values.cluster;
   const port = intOption('port', values.port, 3000, 0, 65535);
   const timeoutMs = intOption('rpc-timeout-ms', values['rpc-timeout-ms'], 2000, 10, 600_000);
+  // 0 turns hedging off: a read then asks another replica only when one fails or times out.
+  const hedgeOption = intOption('read-hedge-ms', values['read-hedge-ms'], 50, 0, 600_000);
+  const readHedgeMs = hedgeOption === 0 ? undefined : hedgeOption;
   const limits = {
     maxKeyBytes: intOption('max-key-bytes', values['max-key-bytes'], DEFAULT_LIMITS.maxKeyBytes, 1, 1976),
     maxValueBytes: intOption(
@@ -156,7 +161,7 @@ async function main(): Promise<void> {
   onMap();
   maps.on('change', onMap);
 
-  const coordinator = new Coordinator(maps, pool, clock, metrics, log);
+  const coordinator = new Coordinator(maps, pool, clock, metrics, log, { readHedgeMs });
   const keyFile = authFile;
   const app = createGatewayApp({
     coordinator,

@@ -37,6 +37,12 @@ export class GatewayMetrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly readExtraRequests = new client.Counter({
+    name: 'kvstore_gateway_read_extra_requests_total',
+    help: 'Replicas a read asked beyond the R its level needs, because one failed or was slow to answer',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly quorumFailures = new client.Counter({
     name: 'kvstore_gateway_quorum_failures_total',
     help: 'Requests refused with 503 because too few replicas answered',

@@ -1,0 +1,88 @@
+import { startTestCluster, type TestCluster } from './cluster-harness';
+import { scrapeSum } from './metrics-scrape';
+
+/**
+ * Reads ask R replicas, not all of them (DESIGN: "it reads from R replicas"):
+ * at `quorum` two of three, spread evenly over the nodes; at `all` three. A
+ * stalled replica (SIGSTOP: its socket stays open, nothing answers) makes reads
+ * ask the third replica after the hedge delay instead of waiting for the RPC
+ * timeout, and reads stop choosing it while requests to it are in flight; a
+ * killed one is skipped. Every read returns the acknowledged value throughout.
+ */
+jest.setTimeout(120_000);
+
+const KEYS = 60;
+let tc: TestCluster;
+
+beforeAll(async () => {
+  // RPC timeout far above the hedge: a read that waited for the stalled node would be visibly slow.
+  tc = await startTestCluster({ gatewayArgs: ['--rpc-timeout-ms', '10000', '--read-hedge-ms', '30'] });
+});
+
+afterAll(async () => {
+  await tc?.stop(true);
+});
+
+const kv = (key: string): string => `${tc.url}/v1/kv/${encodeURIComponent(key)}`;
+
+const readsSent = (labels: Record<string, string> = {}): Promise<number> =>
+  scrapeSum(tc.url, 'kvstore_gateway_replica_requests_total', { op: 'read', ...labels });
+
+/** Reads every key; answers the wrong ones, and the longest single read in ms. */
+async function readAll(consistency: string): Promise<{ wrong: string[]; longestMs: number }> {
+  const wrong: string[] = [];
+  let longestMs = 0;
+  for (let i = 0; i < KEYS; i++) {
+    const started = performance.now();
+    const res = await fetch(kv(`k${i}`), { headers: { 'X-Consistency': consistency } });
+    const body = await res.text();
+    longestMs = Math.max(longestMs, performance.now() - started);
+    if (res.status !== 200 || body !== `v${i}`) wrong.push(`k${i}: ${res.status} ${body}`);
+  }
+  return { wrong, longestMs };
+}
+
+test('quorum reads ask two of three replicas, spread evenly; `all` asks three', async () => {
+  for (let i = 0; i < KEYS; i++) {
+    const res = await fetch(kv(`k${i}`), { method: 'PUT', body: `v${i}` });
+    expect(res.status).toBe(200);
+  }
+  const before = await Promise.all(['n1', 'n2', 'n3'].map((node) => readsSent({ node })));
+  expect((await readAll('quorum')).wrong).toEqual([]);
+  const after = await Promise.all(['n1', 'n2', 'n3'].map((node) => readsSent({ node })));
+  const perNode = after.map((a, i) => a - before[i]);
+  expect(perNode.reduce((a, b) => a + b, 0)).toBe(2 * KEYS);
+  // One read at a time: nothing is in flight, so the rotation over each partition's replica list
+  // decides: a fair share is 40 each; every node gets most of one.
+  for (const n of perNode) expect(n).toBeGreaterThanOrEqual(KEYS / 2);
+
+  const beforeAll = await readsSent();
+  expect((await readAll('all')).wrong).toEqual([]);
+  expect((await readsSent()) - beforeAll).toBe(3 * KEYS);
+  expect(await readsSent({ outcome: 'rpc_timeout' })).toBe(0);
+  expect(await scrapeSum(tc.url, 'kvstore_gateway_read_extra_requests_total')).toBe(0);
+});
+
+test('a stalled replica costs reads the hedge delay, not the RPC timeout', async () => {
+  await tc.cluster.signal('n2', 'SIGSTOP');
+  try {
+    const { wrong, longestMs } = await readAll('quorum');
+    expect(wrong).toEqual([]);
+    const slow = await scrapeSum(tc.url, 'kvstore_gateway_read_extra_requests_total', { reason: 'slow' });
+    expect(slow).toBeGreaterThanOrEqual(1);
+    // Once a request to n2 is in flight, reads prefer the idle replicas: far fewer hedges than reads.
+    expect(slow).toBeLessThan(KEYS / 4);
+    // No read waited for n2's answer: that takes the 10 s RPC timeout (a behaviour check, not a speed one).
+    expect(longestMs).toBeLessThan(10_000);
+  } finally {
+    await tc.cluster.signal('n2', 'SIGCONT');
+  }
+});
+
+test('a killed replica is skipped, and reads still answer at quorum', async () => {
+  await tc.cluster.signal('n3', 'SIGKILL');
+  expect((await readAll('quorum')).wrong).toEqual([]);
+  expect((await readAll('one')).wrong).toEqual([]);
+  const all = await fetch(kv('k1'), { headers: { 'X-Consistency': 'all' } });
+  expect(all.status).toBe(503);
+});
