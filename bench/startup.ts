@@ -83,6 +83,8 @@ export interface StartRun {
   readonly listeningMs: number;
   /** spawn until /readyz answered 200 (ready to serve) */
   readonly readyMs: number;
+  /** spawn until a read of one preloaded key over the node's RPC came back with it (right after ready) */
+  readonly firstReadMs: number;
   /** the node's own "hash trees built" `ms` field */
   readonly hashTreeBuildMs: number | undefined;
   /** spawn until the node logged "hash trees built" / "node started" (pino `time` minus spawn wall time) */
@@ -128,6 +130,7 @@ export interface StartupReport {
   readonly median: {
     readonly listeningMs: number;
     readonly readyMs: number;
+    readonly firstReadMs: number;
     readonly hashTreeBuildMs?: number;
     readonly cpuMs?: number;
   };
@@ -220,13 +223,13 @@ export function markdown(r: StartupReport): string {
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     `| ${fmt(r.options.keys)} | ${r.options.valueBytes} | ${mib(r.disk.rawBytes)} | ${mib(r.disk.dirBytes)} | ${mib(r.disk.dataFileAllocatedBytes)} | ${mib(r.disk.dataTreeBytes)} | ${r.disk.ratio.toFixed(2)} |`,
     '',
-    '| run | listening ms | ready ms | hash-tree build ms (node log) | trees built at ms | node started at ms | CPU ms to ready | RSS MiB | stop ms |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| run | listening ms | ready ms | first read ms | hash-tree build ms (node log) | trees built at ms | node started at ms | CPU ms to ready | RSS MiB | stop ms |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...r.runs.map(
       (x) =>
-        `| ${x.run} | ${fmt(x.listeningMs)} | ${fmt(x.readyMs)} | ${fmt(x.hashTreeBuildMs)} | ${fmt(x.loggedTreesBuiltAtMs)} | ${fmt(x.loggedStartedAtMs)} | ${fmt(x.cpuMs)} | ${fmt(x.rssMiB)} | ${fmt(x.stopMs)} |`,
+        `| ${x.run} | ${fmt(x.listeningMs)} | ${fmt(x.readyMs)} | ${fmt(x.firstReadMs)} | ${fmt(x.hashTreeBuildMs)} | ${fmt(x.loggedTreesBuiltAtMs)} | ${fmt(x.loggedStartedAtMs)} | ${fmt(x.cpuMs)} | ${fmt(x.rssMiB)} | ${fmt(x.stopMs)} |`,
     ),
-    `| median | ${fmt(r.median.listeningMs)} | ${fmt(r.median.readyMs)} | ${fmt(r.median.hashTreeBuildMs)} | | | ${fmt(r.median.cpuMs)} | | |`,
+    `| median | ${fmt(r.median.listeningMs)} | ${fmt(r.median.readyMs)} | ${fmt(r.median.firstReadMs)} | ${fmt(r.median.hashTreeBuildMs)} | | | ${fmt(r.median.cpuMs)} | | |`,
     '',
     r.preload
       ? `preload: ${fmt(r.preload.ms / 1000, 1)} s (${fmt(r.preload.recordsPerSecond)} records/s over the node RPC)`
@@ -405,6 +408,25 @@ async function preload(
 
 // ---------------------------------------------------------------- one start
 
+/** Reads key 0 over the node's RPC; resolves to performance.now() once it came back with its record. */
+async function readOneKey(s: NodeSetup, o: StartupBenchOptions): Promise<number> {
+  const client = new RpcClient({
+    nodeId: NODE_ID,
+    address: `${HOST}:${s.rpcPort}`,
+    clock: new HybridLogicalClock(WRITER),
+    epoch: () => 1,
+    timeoutMs: o.readyTimeoutS * 1000,
+  });
+  try {
+    const k = Buffer.from(keyName(0), 'latin1');
+    const reply = await client.call({ op: 'read', items: [{ p: partitionOf(k, o.partitions), k }] });
+    if (!reply.records?.[0]) throw new StartupBenchError('preload', `the node does not have ${keyName(0)}`);
+    return performance.now();
+  } finally {
+    client.close();
+  }
+}
+
 async function measureStart(s: NodeSetup, o: StartupBenchOptions, run: number): Promise<StartRun> {
   const admin = `http://${HOST}:${s.adminPort}`;
   const spawnWall = Date.now();
@@ -412,6 +434,7 @@ async function measureStart(s: NodeSetup, o: StartupBenchOptions, run: number): 
   const { child, logFile } = spawnNode(s, `node-start-${run}`);
   let listeningMs: number | undefined;
   let readyMs: number | undefined;
+  let firstReadMs = NaN;
   let rss: number | undefined;
   let cpu: number | undefined;
   let storedKeys = NaN;
@@ -446,8 +469,20 @@ async function measureStart(s: NodeSetup, o: StartupBenchOptions, run: number): 
     const seconds = cpuSeconds(child.pid);
     cpu = seconds === undefined ? undefined : Math.round(seconds * 1000);
     rss = rssMiB(child.pid);
+    // Served while the hash trees are still being built (in the background, since they take seconds).
+    firstReadMs = (await readOneKey(s, o)) - t0;
     storedKeys = await metric(admin, 'kvstore_node_stored_keys');
     storedBytes = await metric(admin, 'kvstore_node_stored_bytes');
+    // Then wait for the trees (anti-entropy needs them), so their build time is measured too.
+    while (logLines(fs.readFileSync(logFile, 'utf8'), 'hash trees built').length === 0) {
+      if (exited(child) || performance.now() > deadline) {
+        throw new StartupBenchError(
+          'timeout',
+          `the node did not build its hash trees in time (log: ${logFile})`,
+        );
+      }
+      await sleep(POLL_MS);
+    }
   } finally {
     stopMs = await terminate(child);
   }
@@ -464,6 +499,7 @@ async function measureStart(s: NodeSetup, o: StartupBenchOptions, run: number): 
     run,
     listeningMs: Math.round(listeningMs ?? NaN),
     readyMs: Math.round(readyMs),
+    firstReadMs: Math.round(firstReadMs),
     hashTreeBuildMs: numberField(trees, 'ms'),
     loggedTreesBuiltAtMs: at(trees),
     loggedStartedAtMs: at(started),
@@ -535,7 +571,7 @@ export async function runStartupBench(
       }
       runs.push(r);
       say(
-        `  start ${i}: listening ${r.listeningMs} ms, ready ${r.readyMs} ms, hash trees ${r.hashTreeBuildMs ?? 'n/a'} ms`,
+        `  start ${i}: listening ${r.listeningMs} ms, ready ${r.readyMs} ms, first read ${r.firstReadMs} ms, hash trees ${r.hashTreeBuildMs ?? 'n/a'} ms`,
       );
     }
     const rawBytes = o.keys * o.valueBytes + sumKeyBytes(o.keys);
@@ -575,6 +611,7 @@ export async function runStartupBench(
       median: {
         listeningMs: median(runs.map((r) => r.listeningMs)),
         readyMs: median(runs.map((r) => r.readyMs)),
+        firstReadMs: median(runs.map((r) => r.firstReadMs)),
         ...(builds.length > 0 ? { hashTreeBuildMs: median(builds) } : {}),
         ...(cpus.length > 0 ? { cpuMs: median(cpus) } : {}),
       },

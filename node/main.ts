@@ -173,8 +173,12 @@ async function main(): Promise<void> {
     maxKeysPerSecond: antiEntropyMaxKeysPerSecond,
     tombstoneGraceMs,
   });
-  // From disk, before the node takes any write.
-  antiEntropy.build();
+  // From a snapshot of the disk while the node already serves (a million keys take seconds to scan);
+  // a record that cannot be read is a broken volume, and the node stops as it would have at start.
+  antiEntropy.buildInBackground().catch((err: unknown) => {
+    log.fatal({ err }, 'cannot build hash trees from disk');
+    process.exit(1);
+  });
   maps.on('change', () => antiEntropy.onMapChange());
   const receiver = new PartitionReceiver({
     storage,

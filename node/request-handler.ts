@@ -1,5 +1,5 @@
 import { ClockDriftError, type HybridLogicalClock } from '../common/hlc';
-import { CorruptDataError, errorMessage } from '../common/errors';
+import { CorruptDataError, errorMessage, KvError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import {
   fromWireClock,
@@ -175,6 +175,9 @@ export class NodeRequestHandler {
       if (err instanceof BadRequest || err instanceof CorruptDataError || err instanceof StorageError) {
         return this.fail({ code: 'bad_request', message: errorMessage(err) });
       }
+      // A service that cannot answer yet (anti-entropy building its trees): the caller retries later.
+      if (err instanceof KvError && err.code === 'not_ready')
+        return this.fail({ code: 'not_ready', message: err.message });
       throw err;
     }
   }

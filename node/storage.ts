@@ -75,6 +75,13 @@ export interface ScannedRecord {
   readonly raw: Buffer;
 }
 
+/** See Storage.snapshot. Buffers from `records()` are valid until the next step of the iteration. */
+export interface StorageSnapshot {
+  records(): Iterable<{ partition: number; key: Buffer; raw: Buffer }>;
+  get(partition: number, key: Uint8Array): Buffer | undefined;
+  done(): void;
+}
+
 export class Storage {
   private readonly listeners: ApplyListener[] = [];
   private readonly removeListeners: RemoveListener[] = [];
@@ -175,6 +182,33 @@ export class Storage {
       n++;
     }
     return n;
+  }
+
+  /**
+   * A consistent read view of the whole database, held until `done()`: every
+   * record in key order, and point reads as of the same instant, while writes
+   * go on. Holding it keeps LMDB from reusing pages freed meanwhile, so hold it
+   * for seconds, not hours.
+   */
+  snapshot(): StorageSnapshot {
+    const txn = this.data.useReadTransaction();
+    const data = this.data;
+    let open = true;
+    return {
+      *records() {
+        for (const { key, value } of data.getRange({ transaction: txn })) {
+          yield { partition: key.readUInt16BE(0), key: key.subarray(2), raw: value };
+        }
+      },
+      get(partition, key) {
+        const raw = data.get(storageKey(partition, key), { transaction: txn });
+        return raw ? Buffer.from(raw) : undefined;
+      },
+      done() {
+        if (open) txn.done();
+        open = false;
+      },
+    };
   }
 
   /**
