@@ -4,6 +4,7 @@ import { runKvctl } from '../client/kvctl';
 import { HybridLogicalClock } from '../common/hlc';
 import { RpcClient, RpcError } from '../common/rpc-client';
 import { startTestCluster, type TestCluster } from './cluster-harness';
+import { scrapeSum } from './metrics-scrape';
 
 /**
  * Anti-entropy against real node processes. Hint replay is pushed out of the
@@ -58,15 +59,7 @@ async function metric(
   name: string,
   labels: Record<string, string> = {},
 ): Promise<number> {
-  const text = await (await fetch(`${t.cluster.adminUrl(node)}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (!Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) continue;
-    sum += Number(m[3]);
-  }
-  return sum;
+  return scrapeSum(t.cluster.adminUrl(node), name, labels);
 }
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {

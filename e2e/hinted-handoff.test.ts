@@ -3,6 +3,7 @@ import path from 'node:path';
 import { HybridLogicalClock } from '../common/hlc';
 import { RpcClient } from '../common/rpc-client';
 import { startTestCluster, type TestCluster } from './cluster-harness';
+import { scrapeSum } from './metrics-scrape';
 
 /**
  * Hinted handoff across real processes: while n2 is dead, the gateway leaves a
@@ -32,15 +33,7 @@ async function send(
   return res.status;
 }
 
-/** Sum of a metric's samples (all label sets) in Prometheus text from `url`. */
-async function scrape(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.split(' ').at(-1));
-  }
-  return sum;
-}
+const scrape = (url: string, name: string): Promise<number> => scrapeSum(url, name);
 
 async function onNodes(nodes: string[], name: string): Promise<number> {
   const values = await Promise.all(nodes.map((id) => scrape(tc.cluster.adminUrl(id), name)));

@@ -7,6 +7,7 @@ import { MIN_INTERNAL_TOKEN_LENGTH } from '../common/internal-token';
 import { decodeRecord, encodeRecord } from '../common/record';
 import { RpcClient, RpcError } from '../common/rpc-client';
 import { startTestCluster, tempDir, type TestCluster } from './cluster-harness';
+import { scrapeSum } from './metrics-scrape';
 
 /**
  * The internal node API on a real local cluster requires the cluster's internal token:
@@ -49,12 +50,8 @@ function keyRef(key: string): { p: number; k: Buffer } {
 }
 
 /** The sum of a node's series of `name` whose labels include `labels`. */
-async function metric(nodeId: string, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${tc.cluster.adminUrl(nodeId)}/metrics`)).text();
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith(`${name}{`) && l.includes(labels))
-    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+function metric(nodeId: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  return scrapeSum(tc.cluster.adminUrl(nodeId), name, labels);
 }
 
 const SECRET_KEY = 'payroll/alice';
@@ -90,7 +87,7 @@ test('a caller without the token, or with a wrong one, gets unauthorized and no 
   expect(put.status).toBe(200);
   const replica = tc.cluster.map.partitions[keyRef(key).p][0];
   probed = replica;
-  const before = await metric(replica, 'kvstore_node_rpc_auth_failures_total', 'reason="missing_token"');
+  const before = await metric(replica, 'kvstore_node_rpc_auth_failures_total', { reason: 'missing_token' });
   const wrongToken = `${'0'.repeat(63)}1`;
 
   for (const token of [undefined, wrongToken]) {
@@ -129,10 +126,10 @@ test('a caller without the token, or with a wrong one, gets unauthorized and no 
   }
 
   expect(
-    await metric(replica, 'kvstore_node_rpc_auth_failures_total', 'reason="missing_token"'),
+    await metric(replica, 'kvstore_node_rpc_auth_failures_total', { reason: 'missing_token' }),
   ).toBeGreaterThan(before);
   expect(
-    await metric(replica, 'kvstore_node_rpc_auth_failures_total', 'reason="wrong_token"'),
+    await metric(replica, 'kvstore_node_rpc_auth_failures_total', { reason: 'wrong_token' }),
   ).toBeGreaterThan(0);
   // Logged at warn with the peer's address, never the token it sent.
   const logFile = path.join(tc.cluster.logDir, `${replica}.log`);

@@ -7,6 +7,7 @@ import type { NodeInfo, PartitionMap } from '../common/partition-map';
 import { mapViolations, replicaLoad } from '../common/rebalance-plan';
 import { Rebalancer } from '../common/rebalancer';
 import { freePortBlock, startTestCluster, type TestCluster } from './cluster-harness';
+import { scrapeSum } from './metrics-scrape';
 
 /**
  * The rebalancing protocol on real processes, driven by the Rebalancer module
@@ -30,12 +31,7 @@ afterAll(async () => {
   await tc?.stop(true);
 });
 
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith(name)) sum += Number(line.split(' ').pop());
-  return sum;
-}
+const metric = (url: string, name: string): Promise<number> => scrapeSum(url, name);
 
 async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
