@@ -27,7 +27,8 @@ export function machine(): Machine {
   };
 }
 
-const ms = (us: number): string => (us / 1000).toFixed(2);
+/** A tool that does not report a percentile (redis-benchmark has no p99.9) shows a dash. */
+const ms = (us: number): string => (Number.isFinite(us) ? (us / 1000).toFixed(2) : '–');
 
 export function table(rows: readonly ResultRow[]): string {
   const head = '| system | tool | workload | keys | ops/s | p50 ms | p99 ms | p99.9 ms | errors | misses |';

@@ -18,6 +18,7 @@ import {
 } from './peers';
 import { profileMarkdown, summariseProfile } from './profile-summary';
 import { machine, ratios, ratioTable, table, type ResultRow } from './report';
+import { runRedisBenchmark } from './redis-benchmark';
 
 /**
  * `npm run bench`: starts each system on loopback, preloads the keys, runs each
@@ -27,7 +28,8 @@ import { machine, ratios, ratioTable, table, type ResultRow } from './report';
  */
 const USAGE = `usage: npm run bench -- [--duration S] [--warmup S] [--keys N] [--value-size B] [--concurrency C]
        [--systems minimal,redis,etcd,kvstore-rf1,kvstore-rf3] [--workloads get,put,mixed]
-       [--distributions uniform,zipfian] [--wrk] [--profile] [--out FILE.json] [--work-dir DIR]`;
+       [--distributions uniform,zipfian] [--wrk] [--profile] [--out FILE.json] [--work-dir DIR]
+  --wrk: also drive each system with a tool we did not write: wrk (HTTP systems), redis-benchmark (Redis)`;
 
 const SYSTEMS = ['minimal', 'redis', 'etcd', 'kvstore-rf1', 'kvstore-rf3'] as const;
 type SystemName = (typeof SYSTEMS)[number];
@@ -127,6 +129,10 @@ function start(name: SystemName, opts: StartOptions): Promise<System> {
 
 type Say = (line: string) => void;
 
+export class WrkError extends Error {
+  override readonly name = 'WrkError';
+}
+
 /** wrk against the first endpoint, parsed from the JSON line our Lua script prints. */
 function runWrk(sys: System, workload: Workload, o: BenchOptions): Promise<ResultRow | undefined> {
   const api = sys.protocol.name === 'etcd-http' ? 'etcd' : sys.protocol.name === 'kv-http' ? 'kv' : undefined;
@@ -146,9 +152,12 @@ function runWrk(sys: System, workload: Workload, o: BenchOptions): Promise<Resul
     String(o.keys),
     String(o.valueSize),
   ];
-  return new Promise((resolve) => {
-    execFile('wrk', args, { timeout: (o.durationS + 30) * 1000 }, (err, stdout) => {
-      if (err) return resolve(undefined);
+  return new Promise((resolve, reject) => {
+    execFile('wrk', args, { timeout: (o.durationS + 30) * 1000 }, (err, stdout, stderr) => {
+      if (err) {
+        reject(new WrkError(`wrk ${args.join(' ')} failed: ${err.message} ${stderr}`));
+        return;
+      }
       const line = stdout.trim().split('\n').pop() ?? '';
       try {
         const j = JSON.parse(line) as Record<string, number>;
@@ -165,8 +174,8 @@ function runWrk(sys: System, workload: Workload, o: BenchOptions): Promise<Resul
           misses: 0,
           latencyUs: { mean: j.mean, p50: j.p50, p90: j.p90, p99: j.p99, p999: j.p999, max: j.max },
         });
-      } catch {
-        resolve(undefined);
+      } catch (e) {
+        reject(new WrkError(`wrk printed no result line our script writes (${String(e)}): ${line}`));
       }
     });
   });
@@ -216,11 +225,21 @@ export async function runBench(
           );
         }
         if (o.wrk) {
-          const w = await runWrk(sys, workload, o);
+          // Tools we did not write, on the same server: wrk for the HTTP systems, redis-benchmark for Redis.
+          const ours = results.at(-o.distributions.length) as ResultRow;
+          const w =
+            sys.protocol.name === 'resp'
+              ? await runRedisBenchmark(sys.endpoints[0], workload, {
+                  concurrency: o.concurrency,
+                  keys: o.keys,
+                  valueSize: o.valueSize,
+                  requests: Math.max(10_000, Math.round(ours.opsPerSec * o.durationS)),
+                })
+              : await runWrk(sys, workload, o);
           if (w) {
             results.push(w);
             say(
-              `  wrk ${workload}: ${w.opsPerSec} ops/s p50 ${w.latencyUs.p50} µs p99 ${w.latencyUs.p99} µs`,
+              `  ${w.tool} ${workload}: ${w.opsPerSec} ops/s p50 ${w.latencyUs.p50} µs p99 ${w.latencyUs.p99} µs`,
             );
           }
         }
