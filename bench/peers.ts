@@ -17,9 +17,14 @@ export interface System {
   readonly protocol: Protocol;
   /** how it was started, for RESULTS.md */
   readonly description: string;
-  /** pids of its server processes, for CPU accounting */
-  pids(): number[];
+  /** its server processes by role (gateway, node, member, server), for CPU accounting */
+  processes(): ServerProcess[];
   stop(): Promise<void>;
+}
+
+export interface ServerProcess {
+  readonly role: string;
+  readonly pid: number;
 }
 
 export class PeerError extends Error {}
@@ -114,8 +119,8 @@ async function terminate(children: readonly ChildProcess[]): Promise<void> {
   );
 }
 
-function pidsOf(children: readonly ChildProcess[]): number[] {
-  return children.map((c) => c.pid).filter((p): p is number => p !== undefined);
+function processesOf(role: string, children: readonly ChildProcess[]): ServerProcess[] {
+  return children.flatMap((c) => (c.pid === undefined ? [] : [{ role, pid: c.pid }]));
 }
 
 export async function startKvstore(
@@ -138,7 +143,11 @@ export async function startKvstore(
     protocol: kvHttp(`${HOST}:${port}`, opts.valueSize),
     description: `LocalCluster: ${opts.nodes} node process(es) + 1 gateway, RF ${opts.replicationFactor}, 256 partitions, consistency quorum (default), LMDB in ${dataDir}`,
     cluster,
-    pids: () => ['gateway', ...cluster.nodeIds()].map((n) => cluster.pid(n)).filter((p): p is number => !!p),
+    processes: () =>
+      ['gateway', ...cluster.nodeIds()].flatMap((n) => {
+        const pid = cluster.pid(n);
+        return pid ? [{ role: n === 'gateway' ? 'gateway' : 'nodes', pid }] : [];
+      }),
     stop: () => cluster.stop(),
   };
 }
@@ -195,7 +204,7 @@ export async function startEtcd(opts: StartOptions & { members?: number }): Prom
     endpoints: Array.from({ length: n }, (_, i) => ({ host: HOST, port: base + i })),
     protocol: etcdHttp(`${HOST}:${base}`, opts.valueSize),
     description: `etcd ${etcdVersion()} x${n} on loopback, default settings (WAL fsync per batch), HTTP JSON gateway /v3/kv/put and /v3/kv/range (serializable)`,
-    pids: () => pidsOf(children),
+    processes: () => processesOf('members', children),
     stop: () => terminate(children),
   };
 }
@@ -221,7 +230,7 @@ export async function startRedis(opts: StartOptions): Promise<System & { port: n
     protocol: resp(opts.valueSize),
     description: 'redis-server, in memory only (no RDB, no AOF): the single-node ceiling, not a durable peer',
     port,
-    pids: () => pidsOf([child]),
+    processes: () => processesOf('server', [child]),
     stop: () => terminate([child]),
   };
 }
@@ -242,7 +251,7 @@ export async function startMinimal(opts: StartOptions): Promise<System> {
     protocol: kvHttp(`${HOST}:${port}`, opts.valueSize),
     description:
       'bench/minimal-server.ts: node:http, values in a Map, same /v1/kv/{key} routes, nothing else',
-    pids: () => pidsOf([child]),
+    processes: () => processesOf('server', [child]),
     stop: () => terminate([child]),
   };
 }

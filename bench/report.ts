@@ -4,8 +4,13 @@ import type { LoadResult, Workload } from './load';
 /** One row of the results: a system under one workload. */
 export interface ResultRow extends LoadResult {
   readonly system: string;
-  /** 'ours' (bench/load.ts) or 'wrk' */
+  /** 'ours' (bench/load.ts), 'wrk' or 'redis-benchmark' */
   readonly tool: string;
+  /**
+   * CPU time per operation while the run was recorded, in µs, by server process role (summed over
+   * the processes of a role) and `generator` (the load generator itself); from /proc
+   */
+  readonly cpuUsPerOp?: Readonly<Record<string, number>>;
 }
 
 export interface Machine {
@@ -38,6 +43,28 @@ export function table(rows: readonly ResultRow[]): string {
       `| ${r.system} | ${r.tool} | ${r.workload} | ${r.distribution} | ${r.opsPerSec.toLocaleString('en-US')} | ${ms(r.latencyUs.p50)} | ${ms(r.latencyUs.p99)} | ${ms(r.latencyUs.p999)} | ${r.errors} | ${r.misses} |`,
   );
   return [head, sep, ...lines].join('\n');
+}
+
+/**
+ * CPU per operation, by process role: what the machine pays for one request, the measure that
+ * decides throughput once every core is busy (all systems share the 2 cores with the generator).
+ */
+export function cpuTable(rows: readonly ResultRow[]): string {
+  const measured = rows.filter((r) => r.cpuUsPerOp !== undefined);
+  if (measured.length === 0) return '';
+  const lines = measured.map((r) => {
+    const cpu = r.cpuUsPerOp ?? {};
+    const servers = Object.entries(cpu).filter(([role]) => role !== 'generator');
+    const serverTotal = servers.reduce((a, [, v]) => a + v, 0);
+    const byRole = servers.map(([role, v]) => `${role} ${v.toFixed(0)}`).join(' + ');
+    const cores = ((serverTotal + (cpu.generator ?? 0)) * r.opsPerSec) / 1e6;
+    return `| ${r.system} | ${r.workload} | ${r.distribution} | ${r.opsPerSec.toLocaleString('en-US')} | ${byRole} | ${serverTotal.toFixed(0)} | ${(cpu.generator ?? NaN).toFixed(0)} | ${cores.toFixed(2)} |`;
+  });
+  return [
+    '| system | workload | keys | ops/s | server CPU µs/op by process | server µs/op | generator µs/op | cores busy |',
+    '|---|---|---|--:|---|--:|--:|--:|',
+    ...lines,
+  ].join('\n');
 }
 
 export interface Ratio {

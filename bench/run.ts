@@ -17,7 +17,8 @@ import {
   type System,
 } from './peers';
 import { profileMarkdown, summariseProfile } from './profile-summary';
-import { machine, ratios, ratioTable, table, type ResultRow } from './report';
+import { cpuTable, machine, ratios, ratioTable, table, type ResultRow } from './report';
+import { cpuSeconds } from './process-stats';
 import { runRedisBenchmark } from './redis-benchmark';
 
 /**
@@ -181,6 +182,33 @@ function runWrk(sys: System, workload: Workload, o: BenchOptions): Promise<Resul
   });
 }
 
+interface CpuSample {
+  /** CPU seconds by role, summed over its processes */
+  readonly byRole: Map<string, number>;
+  readonly generator: NodeJS.CpuUsage;
+}
+
+function sampleCpu(sys: System): CpuSample {
+  const byRole = new Map<string, number>();
+  for (const p of sys.processes()) {
+    const s = cpuSeconds(p.pid);
+    if (s !== undefined) byRole.set(p.role, (byRole.get(p.role) ?? 0) + s);
+  }
+  return { byRole, generator: process.cpuUsage() };
+}
+
+/** µs of CPU per operation by role, or undefined when /proc could not be read (not Linux). */
+function cpuPerOp(a: CpuSample, b: CpuSample, ops: number): Record<string, number> | undefined {
+  if (b.byRole.size === 0 || ops === 0) return undefined;
+  const out: Record<string, number> = {};
+  for (const [role, end] of b.byRole) out[role] = round1(((end - (a.byRole.get(role) ?? end)) * 1e6) / ops);
+  const genUs = b.generator.user - a.generator.user + (b.generator.system - a.generator.system);
+  out.generator = round1(genUs / ops);
+  return out;
+}
+
+const round1 = (x: number): number => Math.round(x * 10) / 10;
+
 export async function runBench(
   o: BenchOptions,
   say: Say = (l) => process.stdout.write(`${l}\n`),
@@ -212,6 +240,9 @@ export async function runBench(
       results.push({ ...pre, system: sys.name, tool: 'ours' });
       for (const workload of o.workloads) {
         for (const distribution of o.distributions) {
+          // CPU counted from the end of the warm-up, as the latencies are.
+          let before: CpuSample | undefined;
+          const warm = setTimeout(() => (before = sampleCpu(sys)), o.warmupS * 1000);
           const r = await runLoad({
             ...common,
             workload,
@@ -219,7 +250,9 @@ export async function runBench(
             durationMs: o.durationS * 1000,
             warmupMs: o.warmupS * 1000,
           });
-          results.push({ ...r, system: sys.name, tool: 'ours' });
+          clearTimeout(warm);
+          const cpuUsPerOp = before && cpuPerOp(before, sampleCpu(sys), r.ops);
+          results.push({ ...r, system: sys.name, tool: 'ours', ...(cpuUsPerOp ? { cpuUsPerOp } : {}) });
           say(
             `  ${workload} ${distribution}: ${r.opsPerSec} ops/s p50 ${r.latencyUs.p50} µs p99 ${r.latencyUs.p99} µs p99.9 ${r.latencyUs.p999} µs errors ${r.errors} misses ${r.misses}`,
           );
@@ -298,6 +331,10 @@ export function markdown(r: BenchReport): string {
     `Options: ${r.options.keys} keys, ${r.options.valueSize} B values, ${r.options.concurrency} connections, ${r.options.durationS} s per run after ${r.options.warmupS} s warm-up.`,
     '',
     table(r.results),
+    '',
+    '### CPU per operation',
+    '',
+    cpuTable(r.results),
     '',
     ...Object.entries(r.ratios).flatMap(([k, v]) => (v.length ? [ratioTable(k, v), ''] : [])),
     ...Object.entries(r.systems).map(([k, v]) => `- **${k}**: ${v}`),

@@ -117,13 +117,16 @@ describe('a gateway run with --auth-file', () => {
       expect([route, res.status]).toEqual([route, 200]);
       expect(res.headers.get('x-content-type-options')).toBe('nosniff');
     }
-    // helmet's headers on both request paths: the lean /v1/kv path and express's routes.
+    // The API's security headers (helmet, configured for an API) on both request paths: the lean
+    // /v1/kv path and express's routes.
     const fast = await call('reader', 'GET', '/v1/kv/shared');
     const routed = await call('reader', 'GET', '/get?key=shared');
     for (const res of [fast, routed]) {
       expect(res.status).toBe(200);
-      expect(res.headers.get('content-security-policy')).toMatch(/default-src 'self'/);
-      expect(res.headers.get('x-frame-options')).toBe('SAMEORIGIN');
+      expect(res.headers.get('content-security-policy')).toBe("default-src 'none';frame-ancestors 'none'");
+      expect(res.headers.get('x-frame-options')).toBe('DENY');
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(res.headers.get('strict-transport-security')).toMatch(/^max-age=\d+/);
       expect(res.headers.get('x-powered-by')).toBeNull();
     }
     const metrics = await authFailures();

@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import { ApiError } from './api-error';
 import type { GatewayDeps } from './app';
 import { acceptRequestId } from './request-input';
+import { flatSecurityHeaders } from './security-headers';
 
 export const DEFAULT_MAX_REQUESTS_PER_CONNECTION = 32;
 
@@ -17,6 +18,7 @@ export function connectionCap(
 ): (req: IncomingMessage, res: ServerResponse) => boolean {
   const max = deps.maxRequestsPerConnection ?? DEFAULT_MAX_REQUESTS_PER_CONNECTION;
   const inFlight = new WeakMap<Socket, number>();
+  const security = flatSecurityHeaders();
   return (req, res) => {
     const socket = req.socket;
     const n = (inFlight.get(socket) ?? 0) + 1;
@@ -31,13 +33,19 @@ export function connectionCap(
         `more than ${max} requests in flight on one connection; this connection closes after this response`,
       ).toBody(),
     );
-    res.writeHead(429, {
-      'X-Request-Id': rid,
-      'Retry-After': '1',
-      Connection: 'close',
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': Buffer.byteLength(body),
-    });
+    res.writeHead(429, [
+      ...security,
+      'X-Request-Id',
+      rid,
+      'Retry-After',
+      '1',
+      'Connection',
+      'close',
+      'Content-Type',
+      'application/json; charset=utf-8',
+      'Content-Length',
+      Buffer.byteLength(body),
+    ]);
     res.end(body);
     deps.metrics.httpRequests.inc({ op: 'other', method: req.method ?? '', status: '429' });
     deps.metrics.rateLimited.inc({ scope: 'connection' });
