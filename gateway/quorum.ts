@@ -3,6 +3,11 @@ export interface Outcome<T> {
   readonly failed: ReadonlyArray<readonly [string, unknown]>;
 }
 
+/** The level is met, out of reach, or every target has answered: the quorum promise settles. */
+function levelSettled(ok: number, failed: number, targets: number, need: number): boolean {
+  return ok >= need || failed > targets - need || ok + failed === targets;
+}
+
 /**
  * Calls every target at once and settles `quorum` as soon as `need` calls have
  * succeeded, or as soon as so many have failed that `need` is out of reach: one
@@ -21,11 +26,7 @@ export function gather<T>(
   let quorumDone = false;
   const check = (): void => {
     if (quorumDone) return;
-    if (
-      ok.length >= need ||
-      failed.length > targets.length - need ||
-      ok.length + failed.length === targets.length
-    ) {
+    if (levelSettled(ok.length, failed.length, targets.length, need)) {
       quorumDone = true;
       settleQuorum({ ok: [...ok], failed: [...failed] });
     }
@@ -98,11 +99,7 @@ export function gatherStaged<T>(
   };
   const check = (): void => {
     if (quorumDone) return;
-    if (
-      ok.length >= need ||
-      failed.length > targets.length - need ||
-      ok.length + failed.length === targets.length
-    ) {
+    if (levelSettled(ok.length, failed.length, targets.length, need)) {
       quorumDone = true;
       if (hedge) clearTimeout(hedge);
       settleQuorum({ ok: [...ok], failed: [...failed] });
