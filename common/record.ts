@@ -22,7 +22,7 @@ export function newerRecord(a: KvRecord | undefined, b: KvRecord | undefined): K
 }
 
 /** True when `candidate` must replace `current` under the merge rule. */
-export function supersedes(candidate: KvRecord, current: KvRecord | undefined): boolean {
+export function supersedes(candidate: RecordHeader, current: RecordHeader | undefined): boolean {
   return !current || compareVersions(candidate.version, current.version) > 0;
 }
 

@@ -96,7 +96,7 @@ export class NodeRequestHandler {
     const reply = await this.handleUntimed(req);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const outcome = reply.ok ? 'ok' : reply.error.code;
-    // Labelled children looked up once: prom-client hashes the label set on every call otherwise.
+    // Labelled children looked up once per label set (prom-client still hashes the labels per observation).
     let timer = this.rpcTimers.get(op);
     if (!timer) this.rpcTimers.set(op, (timer = this.metrics.rpcDuration.labels(op)));
     timer.observe(seconds);

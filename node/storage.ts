@@ -1,7 +1,14 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { KvError } from '../common/errors';
 import { compareVersions } from '../common/hlc';
-import { decodeRecord, encodeRecord, supersedes, type KvRecord } from '../common/record';
+import {
+  decodeRecord,
+  decodeRecordHeader,
+  encodeRecord,
+  supersedes,
+  type KvRecord,
+  type RecordHeader,
+} from '../common/record';
 
 /**
  * The node's embedded database: LMDB on the node's volume. Keys are
@@ -57,8 +64,9 @@ export interface NodeIdentity {
 export interface AppliedChange {
   readonly partition: number;
   readonly key: Buffer;
-  readonly previous: KvRecord | undefined;
-  readonly next: KvRecord;
+  /** version, tombstone and expiry: what the merge rule and the hash trees need, without the value */
+  readonly previous: RecordHeader | undefined;
+  readonly next: RecordHeader;
 }
 
 export type ApplyListener = (changes: readonly AppliedChange[]) => void;
@@ -141,18 +149,19 @@ export class Storage {
    * true when stored, false when an equal or newer version was already there.
    */
   async apply(writes: readonly StoredWrite[]): Promise<boolean[]> {
+    // Headers only (no copy of the value): the merge rule and the listeners need versions, not values.
     const decoded = writes.map((w) => ({
       partition: w.partition,
       key: storageKey(w.partition, w.key),
       userKey: w.key,
-      rec: decodeRecord(w.record),
+      rec: decodeRecordHeader(w.record),
       raw: w.record,
     }));
     const changes: AppliedChange[] = [];
     const applied = await this.data.transaction(() =>
       decoded.map(({ partition, key, userKey, rec, raw }) => {
         const currentRaw = this.data.getBinary(key);
-        const current = currentRaw ? decodeRecord(currentRaw) : undefined;
+        const current = currentRaw ? decodeRecordHeader(currentRaw) : undefined;
         if (!supersedes(rec, current)) return false;
         this.data.putSync(key, raw);
         changes.push({ partition, key: userKey, previous: current, next: rec });
