@@ -417,6 +417,60 @@ describe('anti-entropy between real replicas', () => {
   });
 });
 
+describe('a replica that has just started', () => {
+  it('is skipped while it builds its trees, and its partitions are retried soon, not at the next interval', async () => {
+    let a = replica('a');
+    const b = replica('b');
+    // a's first pass as a one-node cluster ends its refill (a refill retries quickly on its own), and a
+    // restart makes it a node with a disk of its own.
+    map = mapOf(['a']);
+    await pass(a);
+    a = await reopen(a);
+    map = mapOf(['a', 'b']);
+    for (let i = 0; i < 20; i++)
+      await a.storage.applyRecord(partitionOfKey(i), key(i), live(now + i, `a${i}`));
+    for (let i = 100; i < 106; i++)
+      await b.storage.applyRecord(partitionOfKey(i), key(i), live(now + i, `b${i}`));
+    // b restarts: its trees are built in the background, held at the first record until released.
+    await b.ae.stop();
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    b.ae = newAntiEntropy(b);
+    const building = b.ae.buildInBackground(P, { sliceMs: 0, checkEvery: 1, pause: () => held });
+    const registry = new Registry();
+    const aAe = new AntiEntropy({
+      storage: a.storage,
+      nodeId: 'a',
+      map: () => map,
+      peer: (id) => (id === 'b' ? peerOf(b) : undefined),
+      log,
+      registry,
+      intervalMs: 1e9,
+      maxKeysPerSecond: 1e6,
+      tombstoneGraceMs: GRACE,
+      now: () => now,
+    });
+    aAe.build(P);
+    try {
+      aAe.start();
+      await aAe.idle();
+      // Nothing synced, and "still building" is not counted as a peer error.
+      expect([stored(a), stored(b)]).toEqual([20, 6]);
+      expect(
+        await registry.getSingleMetricAsString('kvstore_node_antientropy_peer_errors_total'),
+      ).not.toMatch(/peer="b"\} [1-9]/);
+      release();
+      await building;
+      // The retry (1 s after the pass, not the 1e9 ms interval) syncs both ways; 3 s at most here.
+      for (let i = 0; i < 60 && stored(b) < 26; i++) await new Promise((r) => setTimeout(r, 50));
+      await aAe.idle();
+    } finally {
+      await aAe.stop();
+    }
+    expect([stored(a), stored(b)]).toEqual([26, 26]);
+  });
+});
+
 describe('anti-entropy over the real RPC protocol', () => {
   it('repairs through a node request handler on a loopback socket', async () => {
     map = mapOf(['a', 'b']);

@@ -148,6 +148,13 @@ export interface AntiEntropyOptions {
 
 type Which = 'all' | ReadonlySet<number>;
 
+/** What one pass learnt of a peer: unreachable or still building its trees (both skipped); full, while refilling. */
+interface PeerPassState {
+  down: boolean;
+  building?: boolean;
+  ready?: boolean;
+}
+
 /** Leaves fetched and reconciled together: bounds the memory a differing partition costs. */
 const LEAVES_PER_ROUND = 8;
 /** Records per write batch, and their bytes: a batch is one LMDB transaction or one RPC frame. */
@@ -186,6 +193,8 @@ export class AntiEntropy implements RepairService {
   private progress = { total: 0, done: 0, failed: 0, keys: 0 };
   private lastFullRepairAt = 0;
 
+  /** partitions a pass could not sync because a replica was still building its trees, and when to retry */
+  private retryBuilding: { partitions: ReadonlySet<number>; delayMs: number } | undefined;
   /** undefined: not needed (or done); else the refill in progress */
   private refill: { startedAt: number; synced: Set<number>; keys: number; retryMs: number } | undefined;
   private refillPending: boolean;
@@ -470,7 +479,11 @@ export class AntiEntropy implements RepairService {
     if (!this.started) return;
     let delay: number;
     let which: Which = 'all';
-    if (this.refill) {
+    if (this.retryBuilding && !this.refill) {
+      delay = this.retryBuilding.delayMs;
+      which = this.retryBuilding.partitions;
+      this.retryBuilding.delayMs *= 2;
+    } else if (this.refill) {
       delay = this.refill.retryMs;
       this.refill.retryMs = Math.min(5000, this.refill.retryMs * 2);
       which = new Set(this.myPartitions().filter((p) => !this.refill?.synced.has(p)));
@@ -502,13 +515,31 @@ export class AntiEntropy implements RepairService {
     const started = Date.now();
     this.progress = { total: partitions.length, done: 0, failed: 0, keys: 0 };
     /** per pass: peers found unreachable are skipped for the rest of it; readiness of peers while refilling */
-    const peers = new Map<string, { down: boolean; ready?: boolean }>();
+    const peers = new Map<string, PeerPassState>();
+    const failed: number[] = [];
     for (const p of partitions) {
       if (this.stopping.signal.aborted) break;
       const ok = await this.syncPartition(p, peers);
       this.progress.done++;
-      if (!ok) this.progress.failed++;
+      if (!ok) {
+        this.progress.failed++;
+        failed.push(p);
+      }
       await yieldTurn();
+    }
+    // A replica that had just started (building its trees) is asked again soon, not at the next interval.
+    const building = [...peers].filter(([, s]) => s.building).map(([id]) => id);
+    if (building.length > 0 && failed.length > 0) {
+      this.retryBuilding = {
+        partitions: new Set(failed),
+        delayMs: Math.min(this.intervalMs || 30_000, 30_000, this.retryBuilding?.delayMs ?? 1000),
+      };
+      this.opts.log.info(
+        { peers: building, partitions: failed.length, retryInMs: this.retryBuilding.delayMs },
+        'anti-entropy: replicas still building their hash trees; retrying their partitions soon',
+      );
+    } else {
+      this.retryBuilding = undefined;
     }
     this.index.evictIdle();
     const complete = this.progress.done === partitions.length && this.progress.failed === 0;
@@ -528,10 +559,7 @@ export class AntiEntropy implements RepairService {
   }
 
   /** Syncs one partition with each other replica; true when every one was synced without error. */
-  private async syncPartition(
-    p: number,
-    peers: Map<string, { down: boolean; ready?: boolean }>,
-  ): Promise<boolean> {
+  private async syncPartition(p: number, peers: Map<string, PeerPassState>): Promise<boolean> {
     const map = this.opts.map();
     const replicas = map?.partitions[p];
     if (!replicas || !replicas.includes(this.opts.nodeId)) return true;
@@ -570,7 +598,13 @@ export class AntiEntropy implements RepairService {
     return complete;
   }
 
-  private onPeerError(p: number, id: string, state: { down: boolean }, err: unknown): void {
+  private onPeerError(p: number, id: string, state: PeerPassState, err: unknown): void {
+    if (err instanceof KvError && err.code === 'not_ready') {
+      // Just started, still building its trees: skip it for this pass, one log line for the pass (runPass).
+      state.down = true;
+      state.building = true;
+      return;
+    }
     this.metrics.peerErrors.inc({ peer: id });
     if (err instanceof RpcError && (err.failure === 'unavailable' || err.failure === 'timeout')) {
       // Down or stalled: skip it for the rest of this pass rather than wait out a timeout per partition.
