@@ -41,9 +41,14 @@ test('npm run bench runs end to end and reports every workload', async () => {
       }
     }
     expect(report.ratios['kvstore 1 node RF 1 / minimal node:http']).toHaveLength(3);
+    // CPU per operation by process, read from /proc (this suite runs on Linux).
+    const get = report.results.find((r) => r.system === 'kvstore 1 node RF 1' && r.workload === 'get');
+    expect(Object.keys(get?.cpuUsPerOp ?? {}).sort()).toEqual(['gateway', 'generator', 'nodes']);
+    expect(get?.cpuUsPerOp?.generator).toBeGreaterThan(0);
     const md = markdown(report);
     expect(md).toContain('| kvstore 1 node RF 1 | ours | get |');
     expect(md).toContain('ops/s');
+    expect(md).toContain('| kvstore 1 node RF 1 | get | uniform |');
   } finally {
     fs.rmSync(workDir, { recursive: true, force: true });
   }
@@ -59,6 +64,9 @@ test('npm run bench:startup preloads a node, restarts it and reports its start a
     // The restarted node serves every record it was given.
     expect(report.runs[0].storedKeys).toBe(2000);
     expect(report.runs[0].readyMs).toBeGreaterThan(0);
+    // Served a read after ready, and built its hash trees (in the background) before the bench stopped it.
+    expect(report.runs[0].firstReadMs).toBeGreaterThanOrEqual(report.runs[0].readyMs);
+    expect(report.runs[0].hashTreeBuildMs).toBeGreaterThanOrEqual(0);
     expect(report.disk.rawBytes).toBeGreaterThan(0);
     expect(report.disk.ratio).toBeGreaterThan(0);
     expect(startupMarkdown(report)).toContain('disk / raw');
