@@ -114,6 +114,7 @@ export class GatewayMetrics {
     for (const reason of AUTH_FAILURE_REASONS) this.authFailures.inc({ reason }, 0);
     for (const outcome of ['ok', 'error'] as const) this.authKeyReloads.inc({ outcome }, 0);
     for (const scope of ['key', 'address', 'connection'] as const) this.rateLimited.inc({ scope }, 0);
+    for (const reason of ['failed', 'slow'] as const) this.readExtraRequests.inc({ reason }, 0);
     for (const backend of ['redis', 'memory'] as const) this.rateLimitBackend.set({ backend }, 0);
     // Prefix without "process_": prom-client's own names start with process_ or nodejs_ already.
     client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_gateway_' });
