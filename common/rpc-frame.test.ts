@@ -31,6 +31,23 @@ describe('rpc framing', () => {
     );
   });
 
+  it('joins a large frame that arrives in many pieces, beside small frames in the same pieces', () => {
+    const big = { id: 1, v: Buffer.alloc(64 * 1024, 7) };
+    const small = { id: 2, v: Buffer.from('x') };
+    const stream = Buffer.concat([
+      encodeFrame(small),
+      encodeFrame(big),
+      encodeFrame(small),
+      encodeFrame(big),
+    ]);
+    for (const piece of [3, 1000, 4096, 65536]) {
+      const decoder = new FrameDecoder();
+      const out: unknown[] = [];
+      for (let o = 0; o < stream.length; o += piece) out.push(...decoder.push(stream.subarray(o, o + piece)));
+      expect(out).toEqual([small, big, small, big]);
+    }
+  });
+
   it('refuses a frame longer than the limit before buffering it', () => {
     const d = new FrameDecoder(1024);
     const header = Buffer.alloc(4);

@@ -23,10 +23,17 @@ export function encodeFrame(message: unknown): Buffer {
   return out;
 }
 
-/** Incremental decoder for a byte stream: push chunks as they arrive, get whole messages out. */
+/**
+ * Incremental decoder for a byte stream: push chunks as they arrive, get whole messages out.
+ * Chunks are kept as they came and joined only for a frame that spans several (a 64 KiB value
+ * arrives in pieces): joining everything buffered on each chunk made large frames cost
+ * quadratic copying.
+ */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /** bytes of the frame at the head of the buffer (prefix included), once its prefix is read */
+  private frameBytes: number | undefined;
 
   /**
    * `firstFrameMaxBytes`: a tighter limit for the first frame only, so a peer that has not
@@ -40,32 +47,65 @@ export class FrameDecoder {
 
   /** Returns the complete messages now available. Throws CorruptDataError on a frame that cannot be valid. */
   push(chunk: Buffer): unknown[] {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
     const out: unknown[] = [];
-    let buf = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.buffered);
-    let offset = 0;
-    while (buf.length - offset >= 4) {
-      const len = buf.readUInt32BE(offset);
-      const limit = this.firstFrameMaxBytes ?? this.maxFrameBytes;
-      if (len > limit) {
-        throw new CorruptDataError(
-          `${this.firstFrameMaxBytes === undefined ? 'frame' : 'first frame'} length ${len} exceeds ${limit}`,
-        );
+    for (;;) {
+      if (this.frameBytes === undefined) {
+        if (this.buffered < 4) break;
+        const len = this.take(4, false).readUInt32BE(0);
+        const limit = this.firstFrameMaxBytes ?? this.maxFrameBytes;
+        if (len > limit) {
+          throw new CorruptDataError(
+            `${this.firstFrameMaxBytes === undefined ? 'frame' : 'first frame'} length ${len} exceeds ${limit}`,
+          );
+        }
+        this.frameBytes = 4 + len;
       }
-      if (buf.length - offset - 4 < len) break;
-      const body = buf.subarray(offset + 4, offset + 4 + len);
+      if (this.buffered < this.frameBytes) break;
+      const body = this.take(this.frameBytes, true).subarray(4);
+      this.frameBytes = undefined;
+      this.firstFrameMaxBytes = undefined;
       try {
         out.push(packr.unpack(body));
       } catch (err) {
         throw new CorruptDataError(`undecodable frame: ${String(err)}`);
       }
-      offset += 4 + len;
-      this.firstFrameMaxBytes = undefined;
     }
-    buf = buf.subarray(offset);
-    this.chunks = buf.length ? [buf] : [];
-    this.buffered = buf.length;
     return out;
+  }
+
+  /** The first `n` buffered bytes, joined only if they span chunks; `consume` removes them. */
+  private take(n: number, consume: boolean): Buffer {
+    const head = this.chunks[0];
+    let bytes: Buffer;
+    if (head.length >= n) {
+      bytes = head.subarray(0, n);
+      if (consume) {
+        if (head.length === n) this.chunks.shift();
+        else this.chunks[0] = head.subarray(n);
+      }
+    } else {
+      bytes = Buffer.allocUnsafe(n);
+      let filled = 0;
+      let i = 0;
+      while (filled < n) {
+        const c = this.chunks[i];
+        const part = Math.min(c.length, n - filled);
+        c.copy(bytes, filled, 0, part);
+        filled += part;
+        if (part < c.length) {
+          if (consume) this.chunks[i] = c.subarray(part);
+          break;
+        }
+        i++;
+      }
+      // chunks[0..i) are used up; chunks[i] (if any) keeps what was left of it
+      if (consume) this.chunks.splice(0, i);
+    }
+    if (consume) this.buffered -= n;
+    return bytes;
   }
 }
