@@ -2,7 +2,7 @@ import net from 'node:net';
 import { KvError } from './errors';
 import type { HybridLogicalClock } from './hlc';
 import type { Logger } from './logger';
-import { encodeFrame, FrameDecoder } from './rpc-frame';
+import { encodeFrame, FrameDecoder, writeFrames } from './rpc-frame';
 import {
   fromWireClock,
   toWireClock,
@@ -152,7 +152,7 @@ export class RpcClient {
     const frames = this.outbox;
     this.outbox = [];
     if (frames.length === 0) return;
-    socket.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
+    writeFrames(socket, frames);
   }
 
   private connected(): Promise<net.Socket> {

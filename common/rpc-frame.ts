@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { Packr } from 'msgpackr';
 import { CorruptDataError } from './errors';
 
@@ -21,6 +22,30 @@ export function encodeFrame(message: unknown): Buffer {
   out.writeUInt32BE(body.length, 0);
   body.copy(out, 4);
   return out;
+}
+
+/** Joined into one buffer below this many bytes; larger batches go out as they are (no copy). */
+const JOIN_BELOW_BYTES = 64 * 1024;
+
+/**
+ * Writes the frames of one event-loop turn with one syscall: small ones joined into one buffer,
+ * large ones (values of tens of KiB) corked and written as they are, so their bytes are not copied
+ * once more on the way out.
+ */
+export function writeFrames(socket: Socket, frames: readonly Buffer[]): void {
+  if (frames.length === 1) {
+    socket.write(frames[0]);
+    return;
+  }
+  let bytes = 0;
+  for (const f of frames) bytes += f.length;
+  if (bytes < JOIN_BELOW_BYTES) {
+    socket.write(Buffer.concat(frames, bytes));
+    return;
+  }
+  socket.cork();
+  for (const f of frames) socket.write(f);
+  socket.uncork();
 }
 
 /**

@@ -2,7 +2,7 @@ import net from 'node:net';
 import { errorMessage } from '../common/errors';
 import { InternalTokenVerifier } from '../common/internal-token';
 import type { Logger } from '../common/logger';
-import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from '../common/rpc-frame';
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES, writeFrames } from '../common/rpc-frame';
 import {
   isAuthFrame,
   MAX_AUTH_FRAME_BYTES,
@@ -98,8 +98,7 @@ export class RpcServer {
         flushScheduled = false;
         const frames = outbox;
         outbox = [];
-        if (!socket.destroyed && frames.length)
-          socket.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
+        if (!socket.destroyed && frames.length) writeFrames(socket, frames);
       });
     };
     // Refused: requests still get `unauthorized` until one batch of replies is written (an auth
