@@ -41,8 +41,9 @@ type Attempt<T> =
  * partition, plus any replica a move is filling, and are acknowledged after W
  * durable acks (W + 1 per such pending replica); reads ask R replicas (the
  * least busy first; another one when one fails or is slow), answer with the
- * newest version, and repair the stale ones among them in the background. A replica that says our map is stale makes us reload the map and
- * try again (as Redis Cluster's MOVED), as long as each reload brings a newer epoch.
+ * newest version, and repair the stale ones among them in the background. A
+ * replica that says our map is stale makes us reload the map and try again (as
+ * Redis Cluster's MOVED), as long as each reload brings a newer epoch.
  */
 export class Coordinator {
   constructor(
@@ -317,7 +318,7 @@ export class Coordinator {
       const c = this.pool.get(node);
       scored[i] = {
         node,
-        score: c === undefined ? Infinity : (c.status() === 'down' ? 1e9 : 0) + c.inFlight,
+        score: c === undefined ? 2e9 : (c.status() === 'down' ? 1e9 : 0) + c.inFlight,
       };
     }
     // Array.prototype.sort is stable: equal scores keep the rotated order.
