@@ -233,11 +233,16 @@ export class AntiEntropy implements RepairService {
     let records = 0;
     // One pass over the whole database, reading each record's header in place (a per-partition
     // scan copying every value took twice as long).
-    this.opts.storage.forEachRecord((p, key, raw) => {
-      if (p >= partitionCount) return;
-      records++;
-      if (!this.tree(p, now).add(this.entry(key, decodeRecordHeader(raw)))) this.notePurgeDue(p, now);
-    });
+    const snapshot = this.opts.storage.snapshot();
+    try {
+      for (const { partition: p, key, raw } of snapshot.records()) {
+        if (p >= partitionCount) continue;
+        records++;
+        this.addFromDisk(p, key, raw, now);
+      }
+    } finally {
+      snapshot.done();
+    }
     this.built = true;
     this.logBuilt(records, started, false);
   }
@@ -292,7 +297,7 @@ export class AntiEntropy implements RepairService {
       for (const { partition: p, key, raw } of snapshot.records()) {
         if (p < partitionCount) {
           records++;
-          if (!this.tree(p, now).add(this.entry(key, decodeRecordHeader(raw)))) this.notePurgeDue(p, now);
+          this.addFromDisk(p, key, raw, now);
         }
         if (++visited % checkEvery === 0 && performance.now() - sliceStart >= sliceMs) {
           await pause();
@@ -317,6 +322,11 @@ export class AntiEntropy implements RepairService {
       snapshot.done();
     }
     this.logBuilt(records, started, true, changed.size);
+  }
+
+  /** A record read from disk goes into its partition's tree (or is due for purge if past its grace). */
+  private addFromDisk(p: number, key: Buffer, raw: Buffer, now: number): void {
+    if (!this.tree(p, now).add(this.entry(key, decodeRecordHeader(raw)))) this.notePurgeDue(p, now);
   }
 
   private logBuilt(records: number, started: number, background: boolean, partitionsWritten = 0): void {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Storage, storageKey } from './storage';
-import type { KvRecord } from '../common/record';
+import { decodeRecord, type KvRecord } from '../common/record';
 
 function tmpDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'kv-storage-'));
@@ -107,20 +107,28 @@ describe('Storage ranges and hooks', () => {
     await again.close();
   });
 
-  it('visits every record once, in key order, with its partition, across partitions', async () => {
+  it('gives a snapshot of every record, in key order across partitions, that writes after it do not change', async () => {
     const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
     for (const p of [7, 0, 300]) {
       for (const k of ['b', 'a']) await s.applyRecord(p, Buffer.from(k), rec(10, `${p}${k}`));
     }
-    const seen: string[] = [];
-    const count = s.forEachRecord((p, key, raw) => {
-      // Everything the scan of that partition gives, byte for byte.
-      const scanned = s.scan(p).find((r) => r.key.equals(key));
-      expect(scanned?.raw.equals(raw)).toBe(true);
-      seen.push(`${p}:${key.toString()}`);
-    });
-    expect(seen).toEqual(['0:a', '0:b', '7:a', '7:b', '300:a', '300:b']);
-    expect(count).toBe(6);
+    const snap = s.snapshot();
+    try {
+      // Written after the snapshot: a newer version of 7/a and a new key.
+      await s.applyRecord(7, Buffer.from('a'), rec(20, 'newer'));
+      await s.applyRecord(7, Buffer.from('c'), rec(20, 'new'));
+      const seen: string[] = [];
+      for (const { partition, key, raw } of snap.records()) {
+        seen.push(`${partition}:${key.toString()}:${decodeRecord(raw).value.toString()}`);
+      }
+      expect(seen).toEqual(['0:a:0a', '0:b:0b', '7:a:7a', '7:b:7b', '300:a:300a', '300:b:300b']);
+      expect(decodeRecord(snap.get(7, Buffer.from('a'))!).value.toString()).toBe('7a');
+      expect(snap.get(7, Buffer.from('c'))).toBeUndefined();
+      // The database itself has the writes.
+      expect(s.get(7, Buffer.from('a'))?.value.toString()).toBe('newer');
+    } finally {
+      snap.done();
+    }
     await s.close();
   });
 

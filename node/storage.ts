@@ -83,7 +83,10 @@ export interface ScannedRecord {
   readonly raw: Buffer;
 }
 
-/** See Storage.snapshot. Buffers from `records()` are valid until the next step of the iteration. */
+/**
+ * See Storage.snapshot. `records()` gives every record in key order (partition by partition); its
+ * `key` and `raw` are LMDB's own bytes, valid until the next step of the iteration: copy what you keep.
+ */
 export interface StorageSnapshot {
   records(): Iterable<{ partition: number; key: Buffer; raw: Buffer }>;
   get(partition: number, key: Uint8Array): Buffer | undefined;
@@ -177,20 +180,6 @@ export class Storage {
   /** Called with every batch of records that replaced older ones, right after commit. */
   onApplied(listener: ApplyListener): void {
     this.listeners.push(listener);
-  }
-
-  /**
-   * Visits every record on disk in key order (partition by partition) in one read transaction;
-   * answers how many. `key` and `raw` are valid only during the call (no copies are made): copy
-   * what you keep.
-   */
-  forEachRecord(visit: (partition: number, key: Buffer, raw: Buffer) => void): number {
-    let n = 0;
-    for (const { key, value } of this.data.getRange({})) {
-      visit(key.readUInt16BE(0), key.subarray(2), value);
-      n++;
-    }
-    return n;
   }
 
   /**
