@@ -77,6 +77,7 @@ export interface RedisBenchmarkOptions {
 
 /** One row for `get` (after a SET pass over the same keys) or `put`; undefined for `mixed`. */
 export async function runRedisBenchmark(
+  system: string,
   ep: Endpoint,
   workload: Workload,
   o: RedisBenchmarkOptions,
@@ -105,7 +106,7 @@ export async function runRedisBenchmark(
   if (!row) throw new RedisBenchmarkError('redis-benchmark printed no result');
   const us = (msValue: number): number => Math.round(msValue * 1000);
   return {
-    system: 'redis 1 server',
+    system,
     tool: 'redis-benchmark',
     workload,
     distribution: 'uniform',

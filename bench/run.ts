@@ -262,7 +262,7 @@ export async function runBench(
           const ours = results.at(-o.distributions.length) as ResultRow;
           const w =
             sys.protocol.name === 'resp'
-              ? await runRedisBenchmark(sys.endpoints[0], workload, {
+              ? await runRedisBenchmark(sys.name, sys.endpoints[0], workload, {
                   concurrency: o.concurrency,
                   keys: o.keys,
                   valueSize: o.valueSize,

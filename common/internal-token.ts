@@ -70,11 +70,6 @@ export function parseInternalTokens(raw: string, source: string): InternalTokens
   return { present: tokens[0], accepted: tokens };
 }
 
-/** The token a process presents (the first of parseInternalTokens). */
-export function validateInternalToken(raw: string, source: string): string {
-  return parseInternalTokens(raw, source).present;
-}
-
 export function readInternalTokenFile(file: string): string {
   return readInternalTokensFile(file).present;
 }
