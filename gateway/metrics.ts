@@ -115,6 +115,11 @@ export class GatewayMetrics {
     for (const outcome of ['ok', 'error'] as const) this.authKeyReloads.inc({ outcome }, 0);
     for (const scope of ['key', 'address', 'connection'] as const) this.rateLimited.inc({ scope }, 0);
     for (const reason of ['failed', 'slow'] as const) this.readExtraRequests.inc({ reason }, 0);
+    // Reads ask R replicas, so a repair needs a stale one among them: it may never happen in a run.
+    for (const outcome of ['ok', 'failed'] as const) this.readRepairs.inc({ outcome }, 0);
+    for (const outcome of ['stored', 'refused', 'failed', 'no_live_replica'] as const) {
+      this.hintsSent.inc({ outcome }, 0);
+    }
     for (const backend of ['redis', 'memory'] as const) this.rateLimitBackend.set({ backend }, 0);
     // Prefix without "process_": prom-client's own names start with process_ or nodejs_ already.
     client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_gateway_' });
