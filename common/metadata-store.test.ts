@@ -16,11 +16,14 @@ const silent = pino({ level: 'silent' });
 /** A store whose loads the test answers by hand and whose notifications it sends itself. */
 class ScriptedStore implements MetadataStore {
   loads: Array<Deferred<PartitionMap | undefined>> = [];
+  /** the minEpoch each load was given */
+  floors: Array<number | undefined> = [];
   listeners = new Set<(map: PartitionMap) => void>();
 
-  load(): Promise<PartitionMap | undefined> {
+  load(minEpoch?: number): Promise<PartitionMap | undefined> {
     const d = deferred<PartitionMap | undefined>();
     this.loads.push(d);
+    this.floors.push(minEpoch);
     return d.promise;
   }
   async compareAndSet(): Promise<boolean> {
@@ -121,6 +124,24 @@ describe('PartitionMapHolder', () => {
     expect(store.loads).toHaveLength(1);
     store.loads[0].resolve(testMap(8));
     expect((await newer)?.epoch).toBe(8);
+  });
+
+  it('refresh(minEpoch) tells the store the epoch a peer claimed, once, even when it joins a running load', async () => {
+    const store = new ScriptedStore();
+    const holder = new PartitionMapHolder({ store });
+    holder.accept(testMap(7));
+    const first = holder.refresh(8);
+    const joined = holder.refresh(9); // arrives while the load for 8 runs: the next load carries 9
+    store.loads[0].resolve(testMap(8));
+    expect((await first)?.epoch).toBe(8);
+    await flush();
+    store.loads[1].resolve(testMap(9));
+    expect((await joined)?.epoch).toBe(9);
+    const plain = holder.refresh();
+    store.loads[2].resolve(testMap(9));
+    await plain;
+    // A claim already met is not passed on again.
+    expect(store.floors).toEqual([8, 9, undefined]);
   });
 
   it('refresh() coalesces a burst into the running load plus one that starts after it', async () => {

@@ -10,8 +10,12 @@ import { validatePartitionMap, type PartitionMap } from './partition-map';
  * never acts on a malformed map.
  */
 export interface MetadataStore {
-  /** The current map, or undefined when none was ever written. */
-  load(): Promise<PartitionMap | undefined>;
+  /**
+   * The current map, or undefined when none was ever written. `minEpoch` is an
+   * epoch a peer says it holds: a store with more than one copy reads past a
+   * copy older than that (a single copy has nothing else to read).
+   */
+  load(minEpoch?: number): Promise<PartitionMap | undefined>;
   /**
    * Writes `map` if the stored epoch equals `expectedEpoch` (undefined/0 = nothing
    * stored yet). Returns false on a lost race (someone else wrote first), throws
@@ -321,6 +325,8 @@ export class PartitionMapHolder extends EventEmitter<PartitionMapHolderEvents> {
   private unsubscribe: (() => void) | undefined;
   private inflight: Promise<PartitionMap | undefined> | undefined;
   private queued: Promise<PartitionMap | undefined> | undefined;
+  /** the newest epoch a refresh was asked to reach, for the next load */
+  private wanted = 0;
 
   constructor(opts: PartitionMapHolderOptions = {}) {
     super();
@@ -393,12 +399,14 @@ export class PartitionMapHolder extends EventEmitter<PartitionMapHolderEvents> {
   /**
    * Reloads from the store and returns the newest map held (which may be newer
    * than the one loaded). With `minEpoch` (the epoch a peer claims), no I/O
-   * happens when that epoch is already held. Concurrent calls share loads: at
+   * happens when that epoch is already held, and otherwise the store is told
+   * to read past a copy older than it. Concurrent calls share loads: at
    * most one runs and one waits, so a burst of stale-epoch replies costs two
    * loads, and every caller sees a load that started after its call.
    */
   refresh(minEpoch?: number): Promise<PartitionMap | undefined> {
     if (minEpoch !== undefined && this.epoch() >= minEpoch) return Promise.resolve(this.map);
+    if (minEpoch !== undefined && minEpoch > this.wanted) this.wanted = minEpoch;
     if (!this.inflight) {
       this.inflight = this.loadOnce().finally(() => {
         this.inflight = undefined;
@@ -443,7 +451,11 @@ export class PartitionMapHolder extends EventEmitter<PartitionMapHolderEvents> {
   }
 
   private async loadOnce(): Promise<PartitionMap | undefined> {
-    const loaded = await this.requireStore().load();
+    // The epoch a peer claimed tells a mirrored store its fast copy is behind (DESIGN.md: nodes
+    // follow both copies, so one may hold an epoch the fast copy has not got yet).
+    const wanted = this.wanted > this.epoch() ? this.wanted : undefined;
+    this.wanted = 0;
+    const loaded = await this.requireStore().load(wanted);
     if (loaded) this.accept(loaded);
     return this.map;
   }

@@ -151,6 +151,34 @@ describe('MirroredMetadataStore', () => {
     expect((await store.load())?.epoch).toBe(5);
   });
 
+  it('a reader told of a newer epoch reads past a fast copy behind it (the writer died before publishing)', async () => {
+    const { authoritative, fast, store, lines } = tracked(setup());
+    await fast.inner.compareAndSet(testMap(9), undefined);
+    await authoritative.inner.compareAndSet(testMap(10), undefined);
+    // Without a claim the fast copy is the answer, as before: one read, no API server round trip.
+    expect((await store.load())?.epoch).toBe(9);
+    expect(authoritative.loads).toBe(0);
+    // A node holding 10 refused a request: the fast copy at 9 is not enough.
+    expect((await store.load(10))?.epoch).toBe(10);
+    expect(authoritative.loads).toBe(1);
+    expect(lines.some((l) => /fast copy is behind an epoch a peer holds/.test(String(l.msg)))).toBe(true);
+    // A claim the fast copy already meets costs no authoritative read.
+    expect((await store.load(9))?.epoch).toBe(10);
+    expect(authoritative.loads).toBe(1);
+  });
+
+  it('a reader keeps the fast copy when the authoritative one cannot be read past it, and logs why', async () => {
+    const { authoritative, fast, store, lines } = tracked(setup());
+    await fast.inner.compareAndSet(testMap(9), undefined);
+    authoritative.failing = 'unavailable';
+    expect((await store.load(10))?.epoch).toBe(9);
+    expect(
+      lines.some((l) =>
+        /behind an epoch a peer holds, and the authoritative copy cannot be read/.test(String(l.msg)),
+      ),
+    ).toBe(true);
+  });
+
   it('a writer loads the authoritative copy, whatever the fast one holds', async () => {
     const { authoritative, fast, store } = tracked(setup({ writer: true }));
     await fast.inner.compareAndSet(testMap(1), undefined);

@@ -51,7 +51,9 @@ const PUBLISH_ATTEMPTS = 5;
  *   lost write (the write happened). When the fast copy's CAS refuses (it missed a write, or
  *   lost its data), it is brought to the new map from whatever epoch it holds.
  * - load() (readers) reads the fast copy; it reads the authoritative copy when the fast one
- *   fails (unavailable, timeout, corrupt) or holds nothing. It does not read both on every call:
+ *   fails (unavailable, timeout, corrupt), holds nothing, or is older than the epoch the caller
+ *   knows exists (a node that followed the ConfigMap refused its request as stale while the
+ *   writer had not published to Redis yet, or died before it could). It does not read both on every call:
  *   that would put every node's and gateway's refresh on the API server, which the fast copy
  *   exists to avoid. A fast copy lagging behind is caught by watch() (which follows both) and
  *   repaired by the writer.
@@ -84,7 +86,7 @@ export class MirroredMetadataStore implements MetadataStore {
     }
   }
 
-  async load(): Promise<PartitionMap | undefined> {
+  async load(minEpoch?: number): Promise<PartitionMap | undefined> {
     this.ensureOpen();
     if (this.writer) return this.remember(await this.authoritative.load());
     let fastError: MetadataError | undefined;
@@ -112,6 +114,8 @@ export class MirroredMetadataStore implements MetadataStore {
       if (map !== undefined && fastError === undefined) {
         this.log.debug({ epoch: map.epoch }, 'partition map fast copy is empty; read the authoritative copy');
       }
+    } else if (minEpoch !== undefined && map.epoch < minEpoch) {
+      map = await this.readPastLaggingFastCopy(map, minEpoch);
     }
     return this.remember(map);
   }
@@ -154,6 +158,28 @@ export class MirroredMetadataStore implements MetadataStore {
       this.repairing = undefined;
     });
     return this.repairing;
+  }
+
+  /**
+   * The fast copy answered with an epoch older than one a peer holds: the authoritative copy
+   * has the newer one. If it cannot be read now, the fast copy's map is still an answer (the
+   * caller retries or its request fails as it would have), so that failure is logged, not thrown.
+   */
+  private async readPastLaggingFastCopy(fast: PartitionMap, minEpoch: number): Promise<PartitionMap> {
+    try {
+      const truth = await this.authoritative.load();
+      this.log.info(
+        { fastEpoch: fast.epoch, minEpoch, authoritativeEpoch: truth?.epoch },
+        'partition map fast copy is behind an epoch a peer holds; read the authoritative copy',
+      );
+      return truth && truth.epoch > fast.epoch ? truth : fast;
+    } catch (err) {
+      this.log.warn(
+        { err, fastEpoch: fast.epoch, minEpoch },
+        'partition map fast copy is behind an epoch a peer holds, and the authoritative copy cannot be read',
+      );
+      return fast;
+    }
   }
 
   /** Follows both copies; passes a map on only when its epoch is newer than the last one given. */

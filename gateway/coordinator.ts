@@ -12,8 +12,11 @@ import { requiredAcks, type Consistency } from '../common/consistency';
 
 export interface MapSource {
   current(): PartitionMap | undefined;
-  /** reload from the metadata store; resolves to the newest map held afterwards */
-  refresh(): Promise<PartitionMap | undefined>;
+  /**
+   * Reload from the metadata store; resolves to the newest map held afterwards.
+   * `minEpoch`: the epoch a replica said it holds (read past copies behind it).
+   */
+  refresh(minEpoch?: number): Promise<PartitionMap | undefined>;
 }
 
 export interface OpOptions {
@@ -34,7 +37,14 @@ export interface CoordinatorOptions {
 const MAX_STALE_RETRIES = 8;
 
 type Attempt<T> =
-  { done: true; value: T } | { done: false; staleEpoch: boolean; error: ApiError; report: () => void };
+  | { done: true; value: T }
+  | {
+      done: false;
+      /** the newest epoch a replica that refused the attempt as stale holds; undefined: none did */
+      staleEpoch: number | undefined;
+      error: ApiError;
+      report: () => void;
+    };
 
 /**
  * The quorum coordinator (Dynamo style). Writes go to every replica of the key's
@@ -107,7 +117,11 @@ export class Coordinator {
     for (let retry = 0; retry < MAX_STALE_RETRIES && !result.done; retry++) {
       const held = this.maps.current();
       const fresh =
-        held && held.epoch > map.epoch ? held : result.staleEpoch ? await this.maps.refresh() : undefined;
+        held && held.epoch > map.epoch
+          ? held
+          : result.staleEpoch !== undefined
+            ? await this.refreshTo(result.staleEpoch)
+            : undefined;
       if (!fresh || fresh.epoch <= map.epoch) break;
       map = fresh;
       result = await attempt(map);
@@ -264,9 +278,11 @@ export class Coordinator {
     need: number,
     outcome: Outcome<unknown>,
   ): Attempt<never> {
-    const staleEpoch = outcome.failed.some(
-      ([, e]) => e instanceof RpcError && e.remote?.code === 'stale_epoch',
-    );
+    let staleEpoch: number | undefined;
+    for (const [, e] of outcome.failed) {
+      const claimed = staleEpochOf(e);
+      if (claimed !== undefined && (staleEpoch === undefined || claimed > staleEpoch)) staleEpoch = claimed;
+    }
     const reasons = outcome.failed
       .map(([node, e]) => `${node}: ${e instanceof RpcError ? e.code : 'error'}`)
       .join(', ');
@@ -295,12 +311,18 @@ export class Coordinator {
     } catch (err) {
       const outcome = err instanceof RpcError ? err.code : 'error';
       this.metrics.replicaRequests.inc({ node, op, outcome });
-      if (err instanceof RpcError && err.remote?.code === 'stale_epoch') {
+      const claimed = staleEpochOf(err);
+      if (claimed !== undefined) {
         // Someone holds a newer map: start fetching it now; the retry awaits the same refresh.
-        this.maps.refresh().catch((e: unknown) => this.log.warn({ err: e }, 'map refresh failed'));
+        this.refreshTo(claimed).catch((e: unknown) => this.log.warn({ err: e }, 'map refresh failed'));
       }
       throw err;
     }
+  }
+
+  /** Reloads the map; `claimed` is the epoch a replica holds (0: it did not say). */
+  private refreshTo(claimed: number): Promise<PartitionMap | undefined> {
+    return this.maps.refresh(claimed > 0 ? claimed : undefined);
   }
 
   /**
@@ -341,4 +363,14 @@ export class Coordinator {
     if (!map) throw new ApiError(503, 'not_ready', 'the gateway has no partition map yet');
     return map;
   }
+}
+
+/**
+ * The epoch a replica that refused a request as stale says it holds; undefined for other
+ * errors. A node that omits it (it always sends it) still means "newer than yours": 0 makes the
+ * caller reload without a floor.
+ */
+function staleEpochOf(err: unknown): number | undefined {
+  if (!(err instanceof RpcError) || err.remote?.code !== 'stale_epoch') return undefined;
+  return typeof err.remote.epoch === 'number' ? err.remote.epoch : 0;
 }

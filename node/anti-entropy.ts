@@ -140,8 +140,8 @@ export interface AntiEntropyOptions {
   readonly leafCount?: number;
   /** while refilling, retry unsynced partitions after this long (default 250 ms, doubling to 5 s) */
   readonly refillRetryMs?: number;
-  /** a peer refused our map epoch as stale: fetch the newer map */
-  readonly onStaleEpoch?: () => void;
+  /** a peer refused our map epoch as stale (and said which it holds): fetch the newer map */
+  readonly onStaleEpoch?: (theirEpoch?: number) => void;
   /** the clock record versions are compared with, for grace periods (default Date.now) */
   readonly now?: () => number;
 }
@@ -622,7 +622,8 @@ export class AntiEntropy implements RepairService {
       this.opts.log.warn({ peer: id, partition: p, err: err.message }, 'anti-entropy: replica unreachable');
       return;
     }
-    if (err instanceof RpcError && err.remote?.code === 'stale_epoch') this.opts.onStaleEpoch?.();
+    if (err instanceof RpcError && err.remote?.code === 'stale_epoch')
+      this.opts.onStaleEpoch?.(err.remote.epoch);
     this.opts.log.warn({ peer: id, partition: p, err }, 'anti-entropy: sync with replica failed');
   }
 

@@ -25,8 +25,8 @@ export interface HintedHandoffOptions {
   /** connections to the other nodes (the node's PeerPool) */
   readonly peers: { get(nodeId: string): RpcClient | undefined };
   readonly map: () => PartitionMap | undefined;
-  /** a target said our map is stale: go and fetch the newer one */
-  readonly onStaleEpoch?: () => void;
+  /** a target said our map is stale (and which epoch it holds): go and fetch the newer one */
+  readonly onStaleEpoch?: (theirEpoch?: number) => void;
   readonly log: Logger;
   readonly intervalMs?: number;
   /**
@@ -253,7 +253,8 @@ export class HintedHandoff implements HintService {
         if (n > 0) this.opts.store.reportDropped(target, n, 'rejected');
         return true;
       }
-      if (err instanceof RpcError && err.remote?.code === 'stale_epoch') this.opts.onStaleEpoch?.();
+      if (err instanceof RpcError && err.remote?.code === 'stale_epoch')
+        this.opts.onStaleEpoch?.(err.remote.epoch);
       this.fail(target, err);
       return false;
     }

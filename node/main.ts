@@ -143,8 +143,9 @@ async function main(): Promise<void> {
   };
   onMap();
   maps.on('change', onMap);
-  const refreshMap = (): void => {
-    maps.refresh().catch((err: unknown) => log.warn({ err }, 'map refresh failed'));
+  // A peer's epoch (from a stale_epoch refusal or a newer request) lets the load read past a lagging copy.
+  const refreshMap = (theirEpoch?: number): void => {
+    maps.refresh(theirEpoch).catch((err: unknown) => log.warn({ err }, 'map refresh failed'));
   };
   const hints = HintedHandoff.open(storage, {
     nodeId,
@@ -186,7 +187,7 @@ async function main(): Promise<void> {
     map: () => maps.current(),
     peer: (id) => peers.get(id),
     sync: (p, from) => antiEntropy.syncWith(p, from),
-    onStaleEpoch: () => maps.refresh(),
+    onStaleEpoch: (theirEpoch) => maps.refresh(theirEpoch),
     log,
     registry: metrics.registry,
     maxBytesPerSecond: moveMaxBytesPerSecond,
@@ -211,9 +212,7 @@ async function main(): Promise<void> {
     {
       nodeId,
       epoch,
-      onNewerEpoch: () => {
-        maps.refresh().catch((err: unknown) => log.warn({ err }, 'map refresh failed'));
-      },
+      onNewerEpoch: refreshMap,
       // An empty disk being refilled answers everything but reads.
       ready: () => maps.current() !== undefined && antiEntropy.readyForReads(),
     },

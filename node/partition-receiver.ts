@@ -36,7 +36,7 @@ export interface PartitionReceiverOptions {
   /** a ready move re-checks its tree against the source this often (default 2 s) */
   readonly recheckMs?: number;
   /** a peer said our map is stale: resolves once a newer map is held (or the reload failed) */
-  readonly onStaleEpoch?: () => Promise<unknown>;
+  readonly onStaleEpoch?: (theirEpoch?: number) => Promise<unknown>;
   /** streaming at once, partitions (default 2) */
 }
 
@@ -247,7 +247,7 @@ export class PartitionReceiver {
           // The source saw a switch before we did (one epoch per switch): reload and go on at once,
           // unless the reload brought nothing newer (then back off like any failure).
           const held = this.opts.map()?.epoch ?? 0;
-          await this.opts.onStaleEpoch?.().catch(() => undefined);
+          await this.opts.onStaleEpoch?.(err.remote.epoch).catch(() => undefined);
           if ((this.opts.map()?.epoch ?? 0) > held) continue;
         }
         task.error = errorMessage(err);

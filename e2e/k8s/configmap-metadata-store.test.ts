@@ -498,6 +498,18 @@ describe('MirroredMetadataStore with a real Redis and API server', () => {
       expect(await fastEpoch(redis.url, cluster)).toBe(4);
     });
 
+    it('a reader told of a newer epoch reads it from the ConfigMap when the writer died before publishing to Redis', async () => {
+      const writer = openMirrored(cluster, { writer: true });
+      expect(await writer.compareAndSet(mapOf(1), undefined)).toBe(true);
+      // The operator wrote epoch 2 to the ConfigMap and died before Redis: nodes following the
+      // ConfigMap hold 2 and refuse requests at 1 as stale, saying so.
+      expect(await openConfigMap(cluster).compareAndSet(mapOf(2), 1)).toBe(true);
+      const reader = new PartitionMapHolder({ store: openMirrored(cluster) });
+      expect((await reader.refresh())?.epoch).toBe(1);
+      expect((await reader.refresh(2))?.epoch).toBe(2);
+      expect(await fastEpoch(redis.url, cluster)).toBe(1); // a reader still never writes Redis
+    });
+
     it('reads the ConfigMap when the fast copy is corrupt', async () => {
       const writer = openMirrored(cluster, { writer: true });
       expect(await writer.compareAndSet(mapOf(1), undefined)).toBe(true);
