@@ -122,6 +122,11 @@ export interface KVClusterSpec {
        */
       windowSeconds: number;
     };
+    /**
+     * A read still short of the answers its consistency level needs after this many milliseconds asks one more replica (again after as long), so a stalled node costs a read this much rather than the RPC timeout; 0: only when a replica fails.
+     * @default 50
+     */
+    readHedgeMs: number;
   };
   /**
    * Where gateways and nodes get the partition map fast; the ConfigMap stays authoritative.
@@ -299,6 +304,11 @@ export interface KVClusterSpecInput {
        */
       windowSeconds?: number;
     };
+    /**
+     * A read still short of the answers its consistency level needs after this many milliseconds asks one more replica (again after as long), so a stalled node costs a read this much rather than the RPC timeout; 0: only when a replica fails.
+     * @default 50
+     */
+    readHedgeMs?: number;
   };
   /**
    * Where gateways and nodes get the partition map fast; the ConfigMap stays authoritative.

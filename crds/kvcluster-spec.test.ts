@@ -34,6 +34,7 @@ const ALL_DEFAULTS = {
     port: 80,
     serviceType: 'ClusterIP',
     rateLimit: { perKey: 0, perAddress: 0, windowSeconds: 1 },
+    readHedgeMs: 50,
   },
   redis: { managed: false },
   auth: { disabled: false },
@@ -184,6 +185,7 @@ describe('parseKVClusterSpec', () => {
       port: 80,
       serviceType: 'ClusterIP',
       rateLimit: { perKey: 0, perAddress: 0, windowSeconds: 1 },
+      readHedgeMs: 50,
     });
     expect(spec.monitoring.serviceMonitor).toEqual({ enabled: true, interval: '30s' });
     expect(spec.auth.secretRef?.name).toBe('kv-api-keys');

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { KvError } from '../common/errors';
+import { DEFAULT_READ_HEDGE_MS, MAX_READ_HEDGE_MS } from '../gateway/coordinator';
 import { TS_TYPE_KEY } from './openapi';
 
 /**
@@ -226,6 +227,14 @@ export const KVClusterSpec = withRules(
             .prefault({})
             .describe(
               'Rate limits, shared through the Redis of spec.redis (each gateway limits alone when there is none or it is unreachable).',
+            ),
+          readHedgeMs: z
+            .int()
+            .min(0)
+            .max(MAX_READ_HEDGE_MS)
+            .default(DEFAULT_READ_HEDGE_MS)
+            .describe(
+              'A read still short of the answers its consistency level needs after this many milliseconds asks one more replica (again after as long), so a stalled node costs a read this much rather than the RPC timeout; 0: only when a replica fails.',
             ),
         })
         .prefault({})

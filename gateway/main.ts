@@ -14,7 +14,7 @@ import { ApiKeyFile } from './api-key-file';
 import { ApiKeyFileError } from './api-keys';
 import { createGatewayApp } from './app';
 import { DEFAULT_MAX_REQUESTS_PER_CONNECTION } from './connection-cap';
-import { Coordinator } from './coordinator';
+import { Coordinator, DEFAULT_READ_HEDGE_MS, MAX_READ_HEDGE_MS } from './coordinator';
 import { GatewayMetrics } from './metrics';
 import { attachProtocolErrorHandlers } from './protocol-errors';
 import { rateLimitAdmission, RequestRateLimiter } from './rate-limit';
@@ -69,7 +69,13 @@ async function main(): Promise<void> {
   const port = intOption('port', values.port, 3000, 0, 65535);
   const timeoutMs = intOption('rpc-timeout-ms', values['rpc-timeout-ms'], 2000, 10, 600_000);
   // 0 turns hedging off: a read then asks another replica only when one fails or times out.
-  const hedgeOption = intOption('read-hedge-ms', values['read-hedge-ms'], 50, 0, 600_000);
+  const hedgeOption = intOption(
+    'read-hedge-ms',
+    values['read-hedge-ms'],
+    DEFAULT_READ_HEDGE_MS,
+    0,
+    MAX_READ_HEDGE_MS,
+  );
   const readHedgeMs = hedgeOption === 0 ? undefined : hedgeOption;
   const limits = {
     maxKeyBytes: intOption('max-key-bytes', values['max-key-bytes'], DEFAULT_LIMITS.maxKeyBytes, 1, 1976),

@@ -204,6 +204,7 @@ describe('desiredResources', () => {
       '--kube-namespace=prod',
       '--internal-token-file=/etc/kvstore/internal/token',
       '--auth-file=/etc/kvstore/api-keys/keys.json',
+      '--read-hedge-ms=50',
     ]);
     expect(c.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'http', scheme: 'HTTP' });
     expect(c.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'http', scheme: 'HTTP' });
@@ -258,6 +259,11 @@ describe('desiredResources', () => {
       ]),
     );
     expect(gateway({}).args.some((a) => a.startsWith('--rate-limit'))).toBe(false);
+
+    // The hedge delay is always passed, so the spec's default is the one in force, not the binary's.
+    expect(gateway({}).args).toContain('--read-hedge-ms=50');
+    expect(gateway({ gateway: { readHedgeMs: 0 } }).args).toContain('--read-hedge-ms=0');
+    expect(() => parseKVClusterSpec({ gateway: { readHedgeMs: -1 } })).toThrow(/readHedgeMs/);
   });
 
   test('auth.secretRef and auth.disabled together are refused', () => {

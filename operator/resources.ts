@@ -365,6 +365,7 @@ export function gatewayCommand(
     ...(rateLimit.perKey > 0 || rateLimit.perAddress > 0
       ? [`--rate-limit-window-s=${rateLimit.windowSeconds}`]
       : []),
+    `--read-hedge-ms=${spec.gateway.readHedgeMs}`,
     ...redisArgs(redisUrl),
   ];
 }
