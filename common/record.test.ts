@@ -6,6 +6,7 @@ import {
   encodeRecord,
   isLive,
   newerRecord,
+  recordDigest,
   supersedes,
   type KvRecord,
 } from './record';
@@ -51,6 +52,11 @@ describe('record codec', () => {
         expect(decodeRecord(encoded)).toEqual(rec);
         // The header alone (hash-tree builds) is the record without its value.
         expect(decodeRecordHeader(encoded)).toEqual({ ...rec, value: undefined });
+        // The digest is the same record with an empty value, and shares the encoding's bytes.
+        const digest = recordDigest(encoded);
+        expect(decodeRecord(digest)).toEqual({ ...rec, value: Buffer.alloc(0) });
+        expect(digest.buffer).toBe(encoded.buffer);
+        expect(encodeRecord({ ...rec, value: Buffer.alloc(0) }).equals(digest)).toBe(true);
       }),
       { seed: 1, numRuns: 1000 },
     );

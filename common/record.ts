@@ -104,6 +104,15 @@ export function decodeRecord(buf: Uint8Array): KvRecord {
     : { version: h.version, value, tombstone: h.tombstone, expiresAt: h.expiresAt };
 }
 
+/**
+ * The record's header alone, as the encoding of the same record with an empty value (a view, no
+ * copy): what a digest read answers. A tombstone's digest is the whole tombstone.
+ */
+export function recordDigest(buf: Uint8Array): Buffer {
+  const { b, valueOffset } = decodeHeader(buf);
+  return b.subarray(0, valueOffset);
+}
+
 /** The record's version, tombstone flag and expiry, without copying its value (building hash trees). */
 export function decodeRecordHeader(buf: Uint8Array): RecordHeader {
   return decodeHeader(buf).header;

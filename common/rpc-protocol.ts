@@ -26,7 +26,15 @@ export interface HintWrite extends RecordWrite {
 }
 
 export type RpcRequestBody =
-  | { readonly op: 'read'; readonly items: readonly KeyRef[] }
+  | {
+      readonly op: 'read';
+      readonly items: readonly KeyRef[];
+      /**
+       * Answer each record without its value (version, tombstone and expiry only; see
+       * recordDigest): the replicas of a quorum read beyond the one sending the value.
+       */
+      readonly digest?: boolean;
+    }
   | { readonly op: 'write'; readonly items: readonly RecordWrite[] }
   | { readonly op: 'info' }
   | { readonly op: 'hint'; readonly items: readonly HintWrite[] }

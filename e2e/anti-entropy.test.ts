@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { runKvctl } from '../client/kvctl';
-import { HybridLogicalClock } from '../common/hlc';
-import { RpcClient, RpcError } from '../common/rpc-client';
-import { startTestCluster, type TestCluster } from './cluster-harness';
+import { RpcError } from '../common/rpc-client';
+import { nodeClient, startTestCluster, type TestCluster } from './cluster-harness';
 import { scrapeSum } from './metrics-scrape';
+import { waitFor } from './wait-for';
 
 /**
  * Anti-entropy against real node processes. Hint replay is pushed out of the
@@ -60,27 +60,6 @@ async function metric(
   labels: Record<string, string> = {},
 ): Promise<number> {
   return scrapeSum(t.cluster.adminUrl(node), name, labels);
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function rpcTo(t: TestCluster, node: string): RpcClient {
-  const info = t.cluster.map.nodes.find((n) => n.id === node);
-  if (!info) throw new Error(`no node ${node}`);
-  return new RpcClient({
-    nodeId: node,
-    address: info.address,
-    clock: new HybridLogicalClock('e2e-anti-entropy'),
-    epoch: () => t.cluster.map.epoch,
-    timeoutMs: 2000,
-    token: t.cluster.internalToken,
-  });
 }
 
 async function kvctl(argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -161,7 +140,7 @@ test('a node that missed writes, and a node rebuilt from an empty disk, converge
   // n3 loses its volume: it must refill from its peers before it serves reads.
   await t.cluster.signal('n3', 'SIGTERM');
   fs.rmSync(path.join(t.dataDir, 'nodes', 'n3'), { recursive: true, force: true });
-  const rpc = rpcTo(t, 'n3');
+  const rpc = nodeClient(t, 'n3', 'e2e-anti-entropy', 2000);
   let sawRefilling = false;
   let refusedRead = false;
   let starting = true;
@@ -227,7 +206,7 @@ test('tombstones and expired records are purged from every disk after the grace 
   await t.cluster.startProcess('n3');
   const stored = async (): Promise<number[]> =>
     Promise.all(['n1', 'n2', 'n3'].map((n) => metric(t, n, 'kvstore_node_stored_keys')));
-  await until('tombstones and expired records purged everywhere', async () =>
+  await waitFor('tombstones and expired records purged everywhere', async () =>
     (await stored()).every((k) => k === kept.size),
   );
   for (const n of ['n1', 'n2', 'n3']) {

@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { HybridLogicalClock } from '../common/hlc';
+import { RpcClient } from '../common/rpc-client';
 import { LocalCluster, type LocalClusterOptions } from '../local/cluster';
 import { freePort } from './free-port';
 
@@ -17,6 +19,23 @@ export interface TestCluster {
   readonly port: number;
   /** stops every process; keeps the data directory unless `remove` */
   stop(remove?: boolean): Promise<void>;
+}
+
+/**
+ * An internal-RPC client to one node of `t`, speaking as a peer would: the cluster's map epoch
+ * and internal token, versions from a clock named `clockId`.
+ */
+export function nodeClient(t: TestCluster, node: string, clockId = 'e2e-peer', timeoutMs = 5000): RpcClient {
+  const info = t.cluster.map.nodes.find((n) => n.id === node);
+  if (!info) throw new Error(`no node ${node}`);
+  return new RpcClient({
+    nodeId: node,
+    address: info.address,
+    clock: new HybridLogicalClock(clockId),
+    epoch: () => t.cluster.map.epoch,
+    timeoutMs,
+    token: t.cluster.internalToken,
+  });
 }
 
 function canBind(port: number): Promise<boolean> {

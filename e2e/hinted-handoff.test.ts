@@ -1,9 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { HybridLogicalClock } from '../common/hlc';
-import { RpcClient } from '../common/rpc-client';
-import { startTestCluster, type TestCluster } from './cluster-harness';
+import { nodeClient, startTestCluster, type TestCluster } from './cluster-harness';
 import { scrapeSum } from './metrics-scrape';
+import { waitFor } from './wait-for';
 
 /**
  * Hinted handoff across real processes: while n2 is dead, the gateway leaves a
@@ -40,26 +39,9 @@ async function onNodes(nodes: string[], name: string): Promise<number> {
   return values.reduce((a, b) => a + b, 0);
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** Hints a node reports over its internal API (`info`), as a peer would see them. */
 async function hintsByInfo(nodeId: string): Promise<number> {
-  const node = tc.cluster.map.nodes.find((n) => n.id === nodeId);
-  if (!node) throw new Error(`no node ${nodeId}`);
-  const c = new RpcClient({
-    nodeId,
-    address: node.address,
-    clock: new HybridLogicalClock('e2e-probe'),
-    epoch: () => tc.cluster.map.epoch,
-    timeoutMs: 2000,
-    token: tc.cluster.internalToken,
-  });
+  const c = nodeClient(tc, nodeId, 'e2e-probe', 2000);
   try {
     return (await c.call({ op: 'info' })).hints ?? -1;
   } finally {

@@ -8,6 +8,7 @@ import { decodeRecord, encodeRecord } from '../common/record';
 import { RpcClient, RpcError } from '../common/rpc-client';
 import { startTestCluster, tempDir, type TestCluster } from './cluster-harness';
 import { scrapeSum } from './metrics-scrape';
+import { waitFor } from './wait-for';
 
 /**
  * The internal node API on a real local cluster requires the cluster's internal token:
@@ -57,18 +58,6 @@ function metric(nodeId: string, name: string, labels: Record<string, string> = {
 const SECRET_KEY = 'payroll/alice';
 /** The node the outsider probes (a replica of SECRET_KEY before the cluster grows). */
 let probed = '';
-
-async function waitFor(
-  what: string,
-  check: () => Promise<boolean> | boolean,
-  timeoutMs = 20_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('the launcher keeps one token per data directory, readable only by its owner', () => {
   const stat = fs.statSync(tc.cluster.internalTokenFile);

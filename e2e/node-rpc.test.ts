@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { HybridLogicalClock } from '../common/hlc';
-import { encodeRecord } from '../common/record';
+import { decodeRecord, encodeRecord } from '../common/record';
 import { RpcClient, RpcError } from '../common/rpc-client';
 import { encodeFrame, FrameDecoder } from '../common/rpc-frame';
 import { alive, startTestCluster, type TestCluster } from './cluster-harness';
@@ -70,6 +70,51 @@ test('writes and reads records in batches, under the merge rule', async () => {
     ),
   );
   expect(many.every((m) => m.applied[0] === true)).toBe(true);
+  c.close();
+});
+
+test('a digest read answers each record without its value: version, tombstone and expiry only', async () => {
+  const c = client(epoch);
+  const k = (s: string) => Buffer.from(s);
+  const wall = Date.now();
+  const big = encodeRecord({
+    version: { wall, logical: 3, writer: 'gw-d' },
+    value: Buffer.alloc(64 * 1024, 7),
+    tombstone: false,
+    expiresAt: wall + 60_000,
+  });
+  const tomb = encodeRecord({
+    version: { wall, logical: 4, writer: 'gw-d' },
+    value: Buffer.alloc(0),
+    tombstone: true,
+  });
+  await c.call({
+    op: 'write',
+    items: [
+      { p: 4, k: k('big'), r: big },
+      { p: 4, k: k('gone'), r: tomb },
+    ],
+  });
+  const items = [
+    { p: 4, k: k('big') },
+    { p: 4, k: k('gone') },
+    { p: 4, k: k('never') },
+  ];
+  const full = await c.call({ op: 'read', items });
+  const digest = await c.call({ op: 'read', items, digest: true });
+  expect(full.records[0]?.length).toBe(big.length);
+  expect(digest.records[0]?.length).toBeLessThan(64);
+  expect(decodeRecord(digest.records[0] as Buffer)).toEqual({
+    ...decodeRecord(big),
+    value: Buffer.alloc(0),
+  });
+  // A tombstone's digest is the whole tombstone; an absent key is null either way.
+  expect(digest.records[1]?.equals(tomb)).toBe(true);
+  expect(digest.records[2]).toBeNull();
+  const bad = await c
+    .call({ op: 'read', items, digest: 'yes' as unknown as boolean })
+    .catch((e: unknown) => e);
+  expect((bad as RpcError).remote?.code).toBe('bad_request');
   c.close();
 });
 

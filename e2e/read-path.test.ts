@@ -1,5 +1,8 @@
-import { startTestCluster, type TestCluster } from './cluster-harness';
+import { partitionOf } from '../common/hash';
+import { decodeRecord, encodeRecord } from '../common/record';
+import { nodeClient, startTestCluster, type TestCluster } from './cluster-harness';
 import { scrapeSum } from './metrics-scrape';
+import { waitFor } from './wait-for';
 
 /**
  * Reads ask R replicas, not all of them (DESIGN: "it reads from R replicas"):
@@ -61,6 +64,56 @@ test('quorum reads ask two of three replicas, spread evenly; `all` asks three', 
   expect((await readsSent()) - beforeAll).toBe(3 * KEYS);
   expect(await readsSent({ outcome: 'rpc_timeout' })).toBe(0);
   expect(await scrapeSum(tc.url, 'kvstore_gateway_read_extra_requests_total')).toBe(0);
+});
+
+test('one replica sends the value, the others a digest; a newer digest makes the read fetch that value', async () => {
+  // n3 alone gets a newer write of each key (as if the others had missed it): written to it
+  // directly over the internal RPC, so nothing but the reads below can bring n1 and n2 up to date.
+  const map = tc.cluster.map;
+  const n3 = nodeClient(tc, 'n3', 'test-writer');
+  const keys = Array.from({ length: 12 }, (_, i) => `d${i}`);
+  try {
+    for (const key of keys) expect((await fetch(kv(key), { method: 'PUT', body: 'old' })).status).toBe(200);
+    const items = keys.map((key) => ({
+      p: partitionOf(Buffer.from(key), map.partitionCount),
+      k: Buffer.from(key),
+      r: encodeRecord({
+        version: { wall: Date.now() + 1000, logical: 0, writer: 'test-writer' },
+        value: Buffer.from(`new ${key}`),
+        tombstone: false,
+      }),
+    }));
+    expect((await n3.call({ op: 'write', items })).applied).toEqual(keys.map(() => true));
+
+    const n3Reads = (): Promise<number> => readsSent({ node: 'n3' });
+    const mismatches = (): Promise<number> =>
+      scrapeSum(tc.url, 'kvstore_gateway_read_digest_mismatches_total');
+    const [reads0, mismatches0] = [await n3Reads(), await mismatches()];
+    for (const key of keys) {
+      const res = await fetch(kv(key), { headers: { 'X-Consistency': 'all' } });
+      expect(`${key}: ${res.status} ${await res.text()}`).toBe(`${key}: 200 new ${key}`);
+    }
+    // Each read asked n3 once, in full or for a digest; each time its digest was the newest, once
+    // more for the value. The rotation puts another replica first for most keys.
+    const fetched = (await mismatches()) - mismatches0;
+    expect(fetched).toBeGreaterThanOrEqual(1);
+    expect((await n3Reads()) - reads0).toBe(keys.length + fetched);
+
+    // Read repair brought the value (not just the version) to n1 and n2.
+    for (const node of ['n1', 'n2']) {
+      const c = nodeClient(tc, node);
+      try {
+        await waitFor(`read repair on ${node}`, async () => {
+          const { records } = await c.call({ op: 'read', items: items.map(({ p, k }) => ({ p, k })) });
+          return records.every((r, i) => r !== null && decodeRecord(r).value.toString() === `new ${keys[i]}`);
+        });
+      } finally {
+        c.close();
+      }
+    }
+  } finally {
+    n3.close();
+  }
 });
 
 test('a stalled replica costs reads the hedge delay, not the RPC timeout', async () => {

@@ -12,6 +12,7 @@ import {
   type ServerCertificate,
   type TestCa,
 } from './test-certificates';
+import { waitFor } from './wait-for';
 
 /**
  * TLS on the public listener: a real local cluster whose gateway serves HTTPS
@@ -53,16 +54,6 @@ async function rejection(p: Promise<unknown>): Promise<KvClientError> {
   );
   expect(err).toBeInstanceOf(KvClientError);
   return err as KvClientError;
-}
-
-/** Polls `check` until it is true or the deadline passes: the gateway applies new files on its own schedule. */
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting until ${what}`);
 }
 
 /** Replaces the served files the way a Secret update does: new content under the same paths, each renamed in. */
@@ -273,7 +264,7 @@ describe('certificate rotation', () => {
     const gatewayPid = tc.cluster.pid('gateway');
     install(issueServerCertificate(ca2, dir, 'server2'), served);
     // Each attempt is a new connection (a failed handshake leaves none), so it sees the certificate now served.
-    await eventually('the gateway serves the certificate of the new CA', async () => {
+    await waitFor('the gateway serves the certificate of the new CA', async () => {
       const kv = new KeyValueStoreClient({ url: tc.url, ca: fs.readFileSync(ca2.certFile) });
       try {
         return (await kv.get('tls/k')) === 'over tls';
@@ -293,7 +284,7 @@ describe('certificate rotation', () => {
     // A renewal gone wrong (the key of another certificate): logged, and the pair in use stays.
     const log = path.join(tc.cluster.logDir, 'gateway.log');
     fs.copyFileSync(issueServerCertificate(ca1, dir, 'server3').keyFile, served.keyFile);
-    await eventually('the gateway logs the refused pair', async () =>
+    await waitFor('the gateway logs the refused pair', async () =>
       fs.readFileSync(log, 'utf8').includes('TLS certificate not reloaded'),
     );
     const kv = new KeyValueStoreClient({ url: tc.url, ca: fs.readFileSync(ca2.certFile) });

@@ -1,5 +1,5 @@
 import { partitionOf } from '../common/hash';
-import type { HybridLogicalClock, Version } from '../common/hlc';
+import { compareVersions, type HybridLogicalClock, type Version } from '../common/hlc';
 import type { Logger } from '../common/logger';
 import { pendingReplicasOf, replicasOf, type PartitionMap } from '../common/partition-map';
 import type { PeerPool } from '../common/peer-pool';
@@ -8,6 +8,7 @@ import { RpcError } from '../common/rpc-client';
 import { ApiError } from './api-error';
 import type { GatewayMetrics } from './metrics';
 import { gather, gatherStaged, type ExtraReason, type Outcome } from './quorum';
+import { resolveRead, staleReplicas, type ReadAnswer } from './read-resolution';
 import { requiredAcks, type Consistency } from '../common/consistency';
 
 export interface MapSource {
@@ -55,8 +56,10 @@ type Attempt<T> =
  * The quorum coordinator (Dynamo style). Writes go to every replica of the key's
  * partition, plus any replica a move is filling, and are acknowledged after W
  * durable acks (W + 1 per such pending replica); reads ask R replicas (the
- * least busy first; another one when one fails or is slow), answer with the
- * newest version, and repair the stale ones among them in the background. A
+ * least busy first; another one when one fails or is slow), one for the value
+ * and the others for a digest (the version alone), answer with the newest
+ * version (read in full from its holder when only a digest had it), and repair
+ * the stale ones among them in the background. A
  * replica that says our map is stale makes us reload the map and try again (as
  * Redis Cluster's MOVED), as long as each reload brings a newer epoch.
  */
@@ -71,6 +74,7 @@ export class Coordinator {
   ) {
     this.now = options.now ?? Date.now;
     this.hedge = { hedgeAfterMs: options.readHedgeMs, onExtra: (r) => this.countExtra(r) };
+    this.digestMismatches = metrics.readDigestMismatches;
     this.extraCounters = {
       failed: metrics.readExtraRequests.labels('failed'),
       slow: metrics.readExtraRequests.labels('slow'),
@@ -80,6 +84,7 @@ export class Coordinator {
   private readonly now: () => number;
   private readonly hedge: { hedgeAfterMs?: number; onExtra: (reason: ExtraReason) => void };
   private readonly extraCounters: Record<ExtraReason, { inc(): void }>;
+  private readonly digestMismatches: { inc(): void };
   /** rotates ties between equally busy replicas, so reads spread over all of them */
   private rotation = 0;
 
@@ -173,42 +178,99 @@ export class Coordinator {
     const p = partitionOf(key, map.partitionCount);
     const replicas = replicasOf(map, p);
     const need = requiredAcks(opts.consistency, replicas.length);
-    const items = [{ p, k: key }];
-    const { quorum, all } = gatherStaged(
-      this.readOrder(replicas),
-      need,
-      (node) =>
-        this.call(node, 'read', async () => {
-          const reply = await this.client(node).call({ op: 'read', items }, opts.rid);
-          const raw = reply.records?.[0];
-          return raw ? decodeRecord(raw) : undefined;
-        }),
-      this.hedge,
-    );
+    // Digest reads (Cassandra's): one replica sends the value, the others only its version, so a
+    // quorum read of a large value moves one copy of it, not R. A replica is asked in full while no
+    // full read is in flight or answered, so a failed full read is replaced by another.
+    let fullReads = 0;
+    const ask = async (node: string): Promise<ReadAnswer> => {
+      const digest = fullReads > 0;
+      if (!digest) fullReads++;
+      try {
+        return { rec: await this.readFrom(node, p, key, digest, opts.rid), digest };
+      } catch (err) {
+        if (!digest) fullReads--;
+        throw err;
+      }
+    };
+    const { quorum, all } = gatherStaged(this.readOrder(replicas), need, ask, this.hedge);
     const outcome = await quorum;
     if (outcome.ok.length < need) return this.quorumFailure('get', opts, p, replicas.length, need, outcome);
-    let newest: KvRecord | undefined;
-    for (const [, rec] of outcome.ok) newest = newerRecord(newest, rec);
+    const resolved = resolveRead(outcome.ok);
+    let value: KvRecord | undefined;
+    if (resolved.kind === 'value') value = resolved.record;
+    else {
+      // The newest version came from digests only: read it in full from a replica that has it.
+      this.digestMismatches.inc();
+      const fetched = await this.fetchNewest(resolved.from, p, key, resolved.version, opts.rid);
+      if (!fetched.ok) {
+        return this.quorumFailure('get', opts, p, replicas.length, need, {
+          ok: outcome.ok,
+          failed: fetched.failed,
+        });
+      }
+      value = fetched.rec;
+    }
     all
-      .then((o) => this.repair(p, key, o, opts.rid))
+      .then((o) => this.repair(p, key, o, value, opts.rid))
       .catch((err: unknown) => this.log.error({ err, rid: opts.rid }, 'read repair failed'));
-    return { done: true, value: newest };
+    return { done: true, value };
   }
 
-  /** Sends the newest version seen to every replica that answered with an older one or none. */
+  private async readFrom(
+    node: string,
+    p: number,
+    key: Buffer,
+    digest: boolean,
+    rid: string | undefined,
+  ): Promise<KvRecord | undefined> {
+    const items = [{ p, k: key }];
+    const body = digest ? { op: 'read' as const, items, digest } : { op: 'read' as const, items };
+    const reply = await this.call(node, 'read', () => this.client(node).call(body, rid));
+    const raw = reply.records?.[0];
+    return raw ? decodeRecord(raw) : undefined;
+  }
+
+  /**
+   * The value of `version`, read in full from the replicas that answered it by digest, one after
+   * another; a newer version found meanwhile is as good. Fails when none of them answers with it.
+   */
+  private async fetchNewest(
+    from: readonly string[],
+    p: number,
+    key: Buffer,
+    version: Version,
+    rid: string | undefined,
+  ): Promise<{ ok: true; rec: KvRecord } | { ok: false; failed: Array<readonly [string, unknown]> }> {
+    const failed: Array<readonly [string, unknown]> = [];
+    for (const node of from) {
+      try {
+        const rec = await this.readFrom(node, p, key, false, rid);
+        if (rec && compareVersions(rec.version, version) >= 0) return { ok: true, rec };
+        // Older than its own digest a moment ago: its data went back (a disk swapped under it).
+        failed.push([node, new Error(`answered an older version than its digest`)]);
+      } catch (err) {
+        failed.push([node, err]);
+      }
+    }
+    return { ok: false, failed };
+  }
+
+  /**
+   * Sends the newest version whose value is known to every replica that answered with an older
+   * one or none. `known` is what the read answered with; a later answer may bring a newer full
+   * record. Replicas answering a newer version only by digest are left to anti-entropy.
+   */
   private async repair(
     p: number,
     key: Buffer,
-    outcome: Outcome<KvRecord | undefined>,
+    outcome: Outcome<ReadAnswer>,
+    known: KvRecord | undefined,
     rid: string | undefined,
   ): Promise<void> {
-    let newest: KvRecord | undefined;
-    for (const [, rec] of outcome.ok) newest = newerRecord(newest, rec);
-    if (!newest) return;
-    const winner = newest;
-    const stale = outcome.ok
-      .filter(([, rec]) => newerRecord(rec, winner) !== rec || !rec)
-      .map(([node]) => node);
+    const latest = resolveRead(outcome.ok);
+    const winner = latest.kind === 'value' ? newerRecord(known, latest.record) : known;
+    if (!winner) return;
+    const stale = staleReplicas(outcome.ok, winner);
     if (stale.length === 0) return;
     const items = [{ p, k: key, r: encodeRecord(winner) }];
     await Promise.all(

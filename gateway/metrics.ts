@@ -43,6 +43,11 @@ export class GatewayMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly readDigestMismatches = new client.Counter({
+    name: 'kvstore_gateway_read_digest_mismatches_total',
+    help: 'Reads whose newest version came only from replicas asked for a digest (version without value), so one of them was asked again for the value',
+    registers: [this.registry],
+  });
   readonly quorumFailures = new client.Counter({
     name: 'kvstore_gateway_quorum_failures_total',
     help: 'Requests refused with 503 because too few replicas answered',

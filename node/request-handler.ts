@@ -135,7 +135,7 @@ export class NodeRequestHandler {
         case 'read':
           if (!this.state.ready())
             return this.fail({ code: 'not_ready', message: `${this.state.nodeId} is not ready` });
-          return this.ok(this.read(checkKeyRefs(req.body.items)));
+          return this.ok(this.read(checkKeyRefs(req.body.items), checkDigestFlag(req.body.digest)));
         case 'write':
           return this.ok(await this.write(checkWrites(req.body.items), req.rid));
         case 'info':
@@ -182,7 +182,8 @@ export class NodeRequestHandler {
     }
   }
 
-  private read(items: readonly KeyRef[]): ReadReply {
+  private read(items: readonly KeyRef[], digest: boolean): ReadReply {
+    if (digest) return { records: items.map((i) => this.storage.getDigest(i.p, i.k) ?? null) };
     return { records: items.map((i) => this.storage.getEncoded(i.p, i.k) ?? null) };
   }
 
@@ -269,6 +270,12 @@ function checkKeyRef(i: unknown): KeyRef {
     throw new BadRequest('each item needs an integer partition p and non-empty key bytes k');
   }
   return r as KeyRef;
+}
+
+function checkDigestFlag(digest: unknown): boolean {
+  if (digest === undefined) return false;
+  if (typeof digest !== 'boolean') throw new BadRequest('digest must be true or false');
+  return digest;
 }
 
 function checkKeyRefs(items: unknown): KeyRef[] {

@@ -5,6 +5,7 @@ import {
   decodeRecord,
   decodeRecordHeader,
   encodeRecord,
+  recordDigest,
   supersedes,
   type KvRecord,
   type RecordHeader,
@@ -144,6 +145,13 @@ export class Storage {
   getEncoded(partition: number, key: Uint8Array): Buffer | undefined {
     const raw = this.data.getBinary(storageKey(partition, key));
     return raw ? Buffer.from(raw) : undefined;
+  }
+
+  /** The stored record without its value (recordDigest), copying the header only. */
+  getDigest(partition: number, key: Uint8Array): Buffer | undefined {
+    // getBinaryFast's buffer is LMDB's, reused by the next get: copy what is kept before that.
+    const raw = this.data.getBinaryFast(storageKey(partition, key));
+    return raw ? Buffer.from(recordDigest(raw)) : undefined;
   }
 
   /**

@@ -1,0 +1,47 @@
+import { compareVersions, type Version } from '../common/hlc';
+import type { KvRecord } from '../common/record';
+
+/**
+ * What one replica answered to a read: its record (undefined: it holds none), and whether it was
+ * asked for a digest (the record without its value) rather than in full.
+ */
+export interface ReadAnswer {
+  readonly rec: KvRecord | undefined;
+  readonly digest: boolean;
+}
+
+/**
+ * value: the newest version any replica answered, with its value (undefined: no replica holds
+ * the key). fetch: the newest version came from digests only, so its value must be read in full
+ * from one of `from` (the replicas that answered it).
+ */
+export type ReadResolution =
+  | { readonly kind: 'value'; readonly record: KvRecord | undefined }
+  | { readonly kind: 'fetch'; readonly version: Version; readonly from: readonly string[] };
+
+/**
+ * Resolves a digest read (Cassandra's digest reads): the newest version wins, as in every read;
+ * its value is known when a replica asked in full answered it, or when it is a tombstone (whose
+ * digest is the whole record). Otherwise the value has to be fetched from a replica that holds it.
+ */
+export function resolveRead(answers: ReadonlyArray<readonly [string, ReadAnswer]>): ReadResolution {
+  let newest: Version | undefined;
+  for (const [, a] of answers) {
+    if (a.rec && (!newest || compareVersions(a.rec.version, newest) > 0)) newest = a.rec.version;
+  }
+  if (!newest) return { kind: 'value', record: undefined };
+  const top = answers.filter(([, a]) => a.rec && compareVersions(a.rec.version, newest) === 0);
+  const full = top.find(([, a]) => !a.digest || a.rec?.tombstone);
+  if (full) return { kind: 'value', record: full[1].rec };
+  return { kind: 'fetch', version: newest, from: top.map(([node]) => node) };
+}
+
+/** Replicas that answered with no record or an older one than `winner`: the ones read repair writes to. */
+export function staleReplicas(
+  answers: ReadonlyArray<readonly [string, ReadAnswer]>,
+  winner: KvRecord,
+): string[] {
+  return answers
+    .filter(([, a]) => !a.rec || compareVersions(a.rec.version, winner.version) < 0)
+    .map(([node]) => node);
+}
