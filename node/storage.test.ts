@@ -35,6 +35,29 @@ describe('Storage (real LMDB on disk)', () => {
     await s.close();
   });
 
+  it('reads give exactly the stored bytes, whatever was read before (LMDB reuses its read buffer)', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    const { encodeRecord, recordDigest } = await import('../common/record');
+    const big = rec(100, 'B'.repeat(5000));
+    const small = rec(101, 's');
+    await s.applyRecord(3, Buffer.from('big'), big);
+    await s.applyRecord(3, Buffer.from('small'), small);
+    for (let round = 0; round < 2; round++) {
+      // The big value first, so the buffer the small one is read into holds the big one's bytes after it.
+      expect(s.getEncoded(3, Buffer.from('big'))?.equals(encodeRecord(big))).toBe(true);
+      expect(s.getEncoded(3, Buffer.from('small'))?.equals(encodeRecord(small))).toBe(true);
+      expect(s.get(3, Buffer.from('big'))).toEqual(big);
+      expect(s.get(3, Buffer.from('small'))).toEqual(small);
+      expect(s.getDigest(3, Buffer.from('big'))?.equals(recordDigest(encodeRecord(big)))).toBe(true);
+      expect(s.getDigest(3, Buffer.from('small'))?.equals(recordDigest(encodeRecord(small)))).toBe(true);
+    }
+    // What was returned stays as it was after further reads.
+    const kept = s.getEncoded(3, Buffer.from('small'));
+    s.get(3, Buffer.from('big'));
+    expect(kept?.equals(encodeRecord(small))).toBe(true);
+    await s.close();
+  });
+
   it('keeps every acknowledged write across close and reopen', async () => {
     const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
     await Promise.all(

@@ -33,6 +33,15 @@ export interface StoredWrite {
   readonly record: Buffer;
 }
 
+/**
+ * A Buffer of its own holding `bytes` (one from getBinaryFast, whose `length` is the value's while
+ * the memory behind it is larger and reused): what is kept past the next LMDB read.
+ */
+function copyOut(bytes: Buffer): Buffer {
+  // Through a view of exactly `length` bytes: native copies (Buffer#copy, set) see the whole memory.
+  return Buffer.from(bytes.subarray(0, bytes.length));
+}
+
 export function storageKey(partition: number, key: Uint8Array): Buffer {
   if (!Number.isInteger(partition) || partition < 0 || partition >= MAX_PARTITIONS) {
     throw new StorageError('bad_partition', `partition ${partition} out of range`, { partition });
@@ -137,19 +146,24 @@ export class Storage {
     return new Storage(root, data, identity, freshDisk);
   }
 
+  /*
+   * Reads go through getBinaryFast: its buffer is lmdb-js's own, valid until the next get, so
+   * what is kept is copied once, and what is only decoded is not copied at all (getBinary copies
+   * every value, which a 64 KiB record pays on each read and each overwrite).
+   */
+
   get(partition: number, key: Uint8Array): KvRecord | undefined {
-    const raw = this.data.getBinary(storageKey(partition, key));
+    const raw = this.data.getBinaryFast(storageKey(partition, key));
     return raw ? decodeRecord(raw) : undefined;
   }
 
   getEncoded(partition: number, key: Uint8Array): Buffer | undefined {
-    const raw = this.data.getBinary(storageKey(partition, key));
-    return raw ? Buffer.from(raw) : undefined;
+    const raw = this.data.getBinaryFast(storageKey(partition, key));
+    return raw ? copyOut(raw) : undefined;
   }
 
   /** The stored record without its value (recordDigest), copying the header only. */
   getDigest(partition: number, key: Uint8Array): Buffer | undefined {
-    // getBinaryFast's buffer is LMDB's, reused by the next get: copy what is kept before that.
     const raw = this.data.getBinaryFast(storageKey(partition, key));
     return raw ? Buffer.from(recordDigest(raw)) : undefined;
   }
@@ -171,7 +185,7 @@ export class Storage {
     const changes: AppliedChange[] = [];
     const applied = await this.data.transaction(() =>
       decoded.map(({ partition, key, userKey, rec, raw }) => {
-        const currentRaw = this.data.getBinary(key);
+        const currentRaw = this.data.getBinaryFast(key);
         const current = currentRaw ? decodeRecordHeader(currentRaw) : undefined;
         if (!supersedes(rec, current)) return false;
         this.data.putSync(key, raw);
@@ -243,9 +257,9 @@ export class Storage {
   async purge(partition: number, key: Buffer, expected: KvRecord): Promise<boolean> {
     const k = storageKey(partition, key);
     return this.data.transaction(() => {
-      const raw = this.data.getBinary(k);
+      const raw = this.data.getBinaryFast(k);
       if (!raw) return false;
-      const current = decodeRecord(raw);
+      const current = decodeRecordHeader(raw);
       if (compareVersions(current.version, expected.version) !== 0) return false;
       this.data.removeSync(k);
       return true;
@@ -262,8 +276,8 @@ export class Storage {
     await this.data.transaction(() => {
       for (const { key, raw } of records) {
         const k = storageKey(partition, key);
-        const current = this.data.getBinary(k);
-        if (!current || !Buffer.from(current).equals(raw)) continue;
+        const current = this.data.getBinaryFast(k);
+        if (!current || !raw.equals(current.subarray(0, current.length))) continue;
         this.data.removeSync(k);
         removed.push({ key, record: decodeRecord(raw) });
       }
