@@ -203,10 +203,15 @@ export class Coordinator {
       this.digestMismatches.inc();
       const fetched = await this.fetchNewest(resolved.from, p, key, resolved.version, opts.rid);
       if (!fetched.ok) {
-        return this.quorumFailure('get', opts, p, replicas.length, need, {
-          ok: outcome.ok,
-          failed: fetched.failed,
-        });
+        return this.quorumFailure(
+          'get',
+          opts,
+          p,
+          replicas.length,
+          need,
+          { ok: outcome.ok, failed: fetched.failed },
+          `the newest version of the key is on ${resolved.from.join(', ')}, which answered its version but not its value`,
+        );
       }
       value = fetched.rec;
     }
@@ -344,6 +349,8 @@ export class Coordinator {
     rf: number,
     need: number,
     outcome: Outcome<unknown>,
+    /** what went wrong, when enough replicas answered but the value could not be read */
+    valueMissing?: string,
   ): Attempt<never> {
     let staleEpoch: number | undefined;
     for (const [, e] of outcome.failed) {
@@ -364,7 +371,9 @@ export class Coordinator {
     const error = new ApiError(
       503,
       'unavailable',
-      `consistency ${opts.consistency} needs ${need} of ${rf} replicas of partition ${partition}; ${outcome.ok.length} answered (${reasons})`,
+      valueMissing === undefined
+        ? `consistency ${opts.consistency} needs ${need} of ${rf} replicas of partition ${partition}; ${outcome.ok.length} answered (${reasons})`
+        : `${valueMissing} (partition ${partition}: ${reasons})`,
       { partition, need, rf },
     );
     return { done: false, staleEpoch, error, report };
