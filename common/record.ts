@@ -97,9 +97,8 @@ function decodeHeader(buf: Uint8Array): { header: RecordHeader; b: Buffer; value
 
 export function decodeRecord(buf: Uint8Array): KvRecord {
   const { header: h, b, valueOffset } = decodeHeader(buf);
-  // Copy: LMDB and socket buffers are reused after this call returns. The explicit end matters
-  // for lmdb-js's reusable get buffer, whose `length` is the value's but whose memory runs on.
-  const value = Buffer.from(b.subarray(valueOffset, b.length));
+  // Copy: LMDB and socket buffers are reused after this call returns.
+  const value = Buffer.from(b.subarray(valueOffset));
   return h.expiresAt === undefined
     ? { version: h.version, value, tombstone: h.tombstone }
     : { version: h.version, value, tombstone: h.tombstone, expiresAt: h.expiresAt };

@@ -74,7 +74,6 @@ export class Coordinator {
   ) {
     this.now = options.now ?? Date.now;
     this.hedge = { hedgeAfterMs: options.readHedgeMs, onExtra: (r) => this.countExtra(r) };
-    this.digestMismatches = metrics.readDigestMismatches;
     this.extraCounters = {
       failed: metrics.readExtraRequests.labels('failed'),
       slow: metrics.readExtraRequests.labels('slow'),
@@ -84,7 +83,6 @@ export class Coordinator {
   private readonly now: () => number;
   private readonly hedge: { hedgeAfterMs?: number; onExtra: (reason: ExtraReason) => void };
   private readonly extraCounters: Record<ExtraReason, { inc(): void }>;
-  private readonly digestMismatches: { inc(): void };
   /** rotates ties between equally busy replicas, so reads spread over all of them */
   private rotation = 0;
 
@@ -200,7 +198,7 @@ export class Coordinator {
     if (resolved.kind === 'value') value = resolved.record;
     else {
       // The newest version came from digests only: read it in full from a replica that has it.
-      this.digestMismatches.inc();
+      this.metrics.readDigestMismatches.inc();
       const fetched = await this.fetchNewest(resolved.from, p, key, resolved.version, opts.rid);
       if (!fetched.ok) {
         return this.quorumFailure(
