@@ -117,3 +117,9 @@ export function recordDigest(buf: Uint8Array): Buffer {
 export function decodeRecordHeader(buf: Uint8Array): RecordHeader {
   return decodeHeader(buf).header;
 }
+
+/** The header and where the value starts, without copying anything (re-encoding for disk). */
+export function decodeRecordLayout(buf: Uint8Array): { header: RecordHeader; valueOffset: number } {
+  const { header, valueOffset } = decodeHeader(buf);
+  return { header, valueOffset };
+}

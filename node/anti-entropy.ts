@@ -4,7 +4,7 @@ import { DEFAULT_LEAF_COUNT, diffLeaves, leafOf, PartitionTree, type TreeEntry }
 import { compareVersions } from '../common/hlc';
 import type { Logger } from '../common/logger';
 import type { PartitionMap } from '../common/partition-map';
-import { decodeRecord, decodeRecordHeader, type RecordHeader } from '../common/record';
+import { decodeRecord, type RecordHeader } from '../common/record';
 import { RpcError, type RpcClient } from '../common/rpc-client';
 import type { RecordWrite, RepairStatus } from '../common/rpc-protocol';
 import { AntiEntropyMetrics } from './anti-entropy-metrics';
@@ -235,10 +235,10 @@ export class AntiEntropy implements RepairService {
     // scan copying every value took twice as long).
     const snapshot = this.opts.storage.snapshot();
     try {
-      for (const { partition: p, key, raw } of snapshot.records()) {
+      for (const { partition: p, key, header } of snapshot.records()) {
         if (p >= partitionCount) continue;
         records++;
-        this.addFromDisk(p, key, raw, now);
+        this.addFromDisk(p, key, header, now);
       }
     } finally {
       snapshot.done();
@@ -294,10 +294,10 @@ export class AntiEntropy implements RepairService {
     try {
       let sliceStart = performance.now();
       let visited = 0;
-      for (const { partition: p, key, raw } of snapshot.records()) {
+      for (const { partition: p, key, header } of snapshot.records()) {
         if (p < partitionCount) {
           records++;
-          this.addFromDisk(p, key, raw, now);
+          this.addFromDisk(p, key, header, now);
         }
         if (++visited % checkEvery === 0 && performance.now() - sliceStart >= sliceMs) {
           await pause();
@@ -312,7 +312,7 @@ export class AntiEntropy implements RepairService {
         const tree = this.tree(p, at);
         for (const c of keys.values()) {
           const old = snapshot.get(p, c.key);
-          if (old) tree.remove(this.entry(c.key, decodeRecordHeader(old)));
+          if (old) tree.remove(this.entry(c.key, old));
           if (c.rec && !tree.add(this.entry(c.key, c.rec))) this.notePurgeDue(p, tree.sweptUpTo);
         }
       }
@@ -325,8 +325,8 @@ export class AntiEntropy implements RepairService {
   }
 
   /** A record read from disk goes into its partition's tree (or is due for purge if past its grace). */
-  private addFromDisk(p: number, key: Buffer, raw: Buffer, now: number): void {
-    if (!this.tree(p, now).add(this.entry(key, decodeRecordHeader(raw)))) this.notePurgeDue(p, now);
+  private addFromDisk(p: number, key: Buffer, header: RecordHeader, now: number): void {
+    if (!this.tree(p, now).add(this.entry(key, header))) this.notePurgeDue(p, now);
   }
 
   private logBuilt(records: number, started: number, background: boolean, partitionsWritten = 0): void {

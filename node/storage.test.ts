@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Storage, storageKey } from './storage';
-import { decodeRecord, type KvRecord } from '../common/record';
+import { encodeRecord, recordDigest, type KvRecord } from '../common/record';
 
 function tmpDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'kv-storage-'));
@@ -37,7 +37,6 @@ describe('Storage (real LMDB on disk)', () => {
 
   it('reads give exactly the stored bytes, whatever was read before (LMDB reuses its read buffer)', async () => {
     const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
-    const { encodeRecord, recordDigest } = await import('../common/record');
     const big = rec(100, 'B'.repeat(5000));
     const small = rec(101, 's');
     await s.applyRecord(3, Buffer.from('big'), big);
@@ -77,7 +76,6 @@ describe('Storage (real LMDB on disk)', () => {
   it('applies a mixed batch item by item under the merge rule', async () => {
     const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
     await s.applyRecord(1, Buffer.from('a'), rec(50, 'a50'));
-    const { encodeRecord } = await import('../common/record');
     const res = await s.apply([
       { partition: 1, key: Buffer.from('a'), record: encodeRecord(rec(40, 'a40')) },
       { partition: 1, key: Buffer.from('b'), record: encodeRecord(rec(40, 'b40')) },
@@ -133,19 +131,24 @@ describe('Storage ranges and hooks', () => {
   it('gives a snapshot of every record, in key order across partitions, that writes after it do not change', async () => {
     const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
     for (const p of [7, 0, 300]) {
-      for (const k of ['b', 'a']) await s.applyRecord(p, Buffer.from(k), rec(10, `${p}${k}`));
+      // The wall clock tells the records apart: a snapshot gives headers, not values.
+      for (const k of ['b', 'a'])
+        await s.applyRecord(p, Buffer.from(k), rec(1000 + 10 * p + (k === 'b' ? 1 : 0), `${p}${k}`));
     }
     const snap = s.snapshot();
     try {
       // Written after the snapshot: a newer version of 7/a and a new key.
-      await s.applyRecord(7, Buffer.from('a'), rec(20, 'newer'));
-      await s.applyRecord(7, Buffer.from('c'), rec(20, 'new'));
+      await s.applyRecord(7, Buffer.from('a'), rec(20000, 'newer'));
+      await s.applyRecord(7, Buffer.from('c'), rec(20000, 'new'));
       const seen: string[] = [];
-      for (const { partition, key, raw } of snap.records()) {
-        seen.push(`${partition}:${key.toString()}:${decodeRecord(raw).value.toString()}`);
+      for (const { partition, key, header } of snap.records()) {
+        seen.push(`${partition}:${key.toString()}:${header.version.wall}`);
       }
-      expect(seen).toEqual(['0:a:0a', '0:b:0b', '7:a:7a', '7:b:7b', '300:a:300a', '300:b:300b']);
-      expect(decodeRecord(snap.get(7, Buffer.from('a'))!).value.toString()).toBe('7a');
+      expect(seen).toEqual(['0:a:1000', '0:b:1001', '7:a:1070', '7:b:1071', '300:a:4000', '300:b:4001']);
+      expect(snap.get(7, Buffer.from('a'))).toEqual({
+        version: { wall: 1070, logical: 0, writer: 'g1' },
+        tombstone: false,
+      });
       expect(snap.get(7, Buffer.from('c'))).toBeUndefined();
       // The database itself has the writes.
       expect(s.get(7, Buffer.from('a'))?.value.toString()).toBe('newer');
@@ -197,5 +200,106 @@ describe('Storage ranges and hooks', () => {
     expect(s.get(4, Buffer.from('other'))?.value.toString()).toBe('x');
     expect(removed.sort()).toEqual(['3/k0', '3/k1', '3/k3', '3/k4']);
     await s.close();
+  });
+
+  it('stores records compactly, numbering each writer once, and reads them back after reopen', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    const wall = Date.now();
+    const writers = Array.from({ length: 200 }, (_, i) => `gateway-${i}`);
+    // All in one turn: one LMDB transaction gives each new writer its number, once.
+    await Promise.all(
+      writers.flatMap((w, i) => [
+        s.applyRecord(1, Buffer.from(`${w}/a`), {
+          version: { wall, logical: i, writer: w },
+          value: Buffer.alloc(100, i),
+          tombstone: false,
+        }),
+        s.applyRecord(1, Buffer.from(`${w}/b`), {
+          version: { wall, logical: 0, writer: w },
+          value: Buffer.alloc(100, i),
+          tombstone: false,
+          expiresAt: wall + 5000,
+        }),
+      ]),
+    );
+    await s.close();
+
+    // The bytes on disk, through LMDB itself: 9 header bytes (10 from the 128th writer on), 15 with an expiry.
+    const { open } = await import('lmdb');
+    const raw = open({ path: dir, maxDbs: 8 });
+    const data = raw.openDB<Buffer, Buffer>({ name: 'data', keyEncoding: 'binary', encoding: 'binary' });
+    const numbers = raw.openDB<Buffer, Buffer>({
+      name: 'writers',
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+    const sizes = new Set<number>();
+    for (const { key, value } of data.getRange()) {
+      const expiring = key.toString().endsWith('/b');
+      sizes.add(value.length - 100 - (expiring ? 6 : 0));
+    }
+    // Logical counters and writer numbers from 128 on take two bytes each.
+    expect([...sizes].sort((x, y) => x - y)).toEqual([9, 10, 11]);
+    expect([...numbers.getRange()].length).toBe(1 + 2 * writers.length);
+    await raw.close();
+
+    const again = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    for (const [i, w] of writers.entries()) {
+      const a: KvRecord = {
+        version: { wall, logical: i, writer: w },
+        value: Buffer.alloc(100, i),
+        tombstone: false,
+      };
+      expect(again.get(1, Buffer.from(`${w}/a`))).toEqual(a);
+      expect(again.getEncoded(1, Buffer.from(`${w}/a`))?.equals(encodeRecord(a))).toBe(true);
+      expect(again.get(1, Buffer.from(`${w}/b`))?.expiresAt).toBe(wall + 5000);
+    }
+    // A known writer keeps its number; a new one gets the next.
+    await again.applyRecord(2, Buffer.from('x'), rec(wall, 'x', 'gateway-7'));
+    await again.applyRecord(2, Buffer.from('y'), rec(wall, 'y', 'gateway-new'));
+    expect(again.get(2, Buffer.from('y'))?.version.writer).toBe('gateway-new');
+    await again.close();
+    const check = open({ path: dir, maxDbs: 8 });
+    const numbers2 = check.openDB<Buffer, Buffer>({
+      name: 'writers',
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+    expect([...numbers2.getRange()].length).toBe(1 + 2 * (writers.length + 1));
+    await check.close();
+  });
+
+  it('reads, replaces, purges and drops records stored in the wire form (before the compact form existed)', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    await s.close();
+    const { open } = await import('lmdb');
+    const raw = open({ path: dir, maxDbs: 8 });
+    const data = raw.openDB<Buffer, Buffer>({ name: 'data', keyEncoding: 'binary', encoding: 'binary' });
+    const old = (i: number) => rec(100 + i, `old${i}`, 'writer-of-old');
+    for (let i = 0; i < 4; i++) data.putSync(storageKey(5, Buffer.from(`k${i}`)), encodeRecord(old(i)));
+    await raw.close();
+
+    const again = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    expect(again.get(5, Buffer.from('k0'))).toEqual(old(0));
+    expect(again.getEncoded(5, Buffer.from('k0'))?.equals(encodeRecord(old(0)))).toBe(true);
+    expect(again.getDigest(5, Buffer.from('k0'))?.equals(recordDigest(encodeRecord(old(0))))).toBe(true);
+    expect(
+      again.scan(5).map((r) => r.raw.equals(encodeRecord(old(Number(r.key.toString().slice(1)))))),
+    ).toEqual([true, true, true, true]);
+    // The merge rule reads the old form: older refused, newer stored (in the compact form).
+    expect(await again.applyRecord(5, Buffer.from('k1'), rec(50, 'older', 'writer-of-old'))).toBe(false);
+    expect(await again.applyRecord(5, Buffer.from('k1'), rec(500, 'newer', 'writer-of-old'))).toBe(true);
+    expect(again.get(5, Buffer.from('k1'))?.value.toString()).toBe('newer');
+    expect(await again.purge(5, Buffer.from('k2'), old(2))).toBe(true);
+    expect(again.get(5, Buffer.from('k2'))).toBeUndefined();
+    const snap = again.snapshot();
+    try {
+      expect([...snap.records()].map((r) => r.header.version.wall)).toEqual([100, 500, 103]);
+    } finally {
+      snap.done();
+    }
+    expect(await again.drop(5, again.scan(5))).toBe(3);
+    expect(again.scan(5)).toEqual([]);
+    await again.close();
   });
 });

@@ -3,18 +3,27 @@ import { KvError } from '../common/errors';
 import { compareVersions } from '../common/hlc';
 import {
   decodeRecord,
-  decodeRecordHeader,
+  decodeRecordLayout,
   encodeRecord,
-  recordDigest,
   supersedes,
   type KvRecord,
   type RecordHeader,
 } from '../common/record';
+import {
+  decodeStoredHeader,
+  decodeStoredRecord,
+  encodeStoredRecord,
+  storedDigest,
+  storedToWire,
+} from './stored-record';
+import { WriterIds } from './writer-ids';
 
 /**
  * The node's embedded database: LMDB on the node's volume. Keys are
  * [u16 partition][key bytes] so one partition is one contiguous range (streaming
- * and repair scan ranges); values are encoded KvRecords.
+ * and repair scan ranges); values are records in their on-disk form
+ * (node/stored-record.ts: the wire header made compact, writer ids numbered by
+ * node/writer-ids.ts). What goes in and comes out is the wire form (common/record.ts).
  *
  * Durability: LMDB commits are crash-safe; with overlapping sync a commit is
  * visible before it is on disk, so a write is acknowledged only after
@@ -31,15 +40,6 @@ export interface StoredWrite {
   readonly partition: number;
   readonly key: Buffer;
   readonly record: Buffer;
-}
-
-/**
- * A Buffer of its own holding `bytes` (one from getBinaryFast, whose `length` is the value's while
- * the memory behind it is larger and reused): what is kept past the next LMDB read.
- */
-function copyOut(bytes: Buffer): Buffer {
-  // Through a view of exactly `length` bytes: native copies (Buffer#copy, set) see the whole memory.
-  return Buffer.from(bytes.subarray(0, bytes.length));
 }
 
 export function storageKey(partition: number, key: Uint8Array): Buffer {
@@ -94,12 +94,12 @@ export interface ScannedRecord {
 }
 
 /**
- * See Storage.snapshot. `records()` gives every record in key order (partition by partition); its
- * `key` and `raw` are LMDB's own bytes, valid until the next step of the iteration: copy what you keep.
+ * See Storage.snapshot. `records()` gives every record's header in key order (partition by
+ * partition); its `key` is LMDB's own bytes, valid until the next step of the iteration: copy it to keep it.
  */
 export interface StorageSnapshot {
-  records(): Iterable<{ partition: number; key: Buffer; raw: Buffer }>;
-  get(partition: number, key: Uint8Array): Buffer | undefined;
+  records(): Iterable<{ partition: number; key: Buffer; header: RecordHeader }>;
+  get(partition: number, key: Uint8Array): RecordHeader | undefined;
   done(): void;
 }
 
@@ -110,6 +110,7 @@ export class Storage {
   private constructor(
     private readonly root: RootDatabase,
     private readonly data: Database<Buffer, Buffer>,
+    private readonly writers: WriterIds,
     readonly identity: NodeIdentity,
     /** true when this open created the identity: a new or wiped data directory */
     readonly freshDisk: boolean,
@@ -143,7 +144,10 @@ export class Storage {
       };
       meta.putSync('identity', identity);
     }
-    return new Storage(root, data, identity, freshDisk);
+    const writers = new WriterIds(
+      root.openDB<Buffer, Buffer>({ name: 'writers', keyEncoding: 'binary', encoding: 'binary' }),
+    );
+    return new Storage(root, data, writers, identity, freshDisk);
   }
 
   /*
@@ -154,18 +158,19 @@ export class Storage {
 
   get(partition: number, key: Uint8Array): KvRecord | undefined {
     const raw = this.data.getBinaryFast(storageKey(partition, key));
-    return raw ? decodeRecord(raw) : undefined;
+    return raw ? decodeStoredRecord(raw, this.writers) : undefined;
   }
 
+  /** The record in its wire form, in a buffer of its own. */
   getEncoded(partition: number, key: Uint8Array): Buffer | undefined {
     const raw = this.data.getBinaryFast(storageKey(partition, key));
-    return raw ? copyOut(raw) : undefined;
+    return raw ? storedToWire(raw, this.writers) : undefined;
   }
 
-  /** The stored record without its value (recordDigest), copying the header only. */
+  /** The stored record's wire digest (common/record.ts recordDigest), without its value. */
   getDigest(partition: number, key: Uint8Array): Buffer | undefined {
     const raw = this.data.getBinaryFast(storageKey(partition, key));
-    return raw ? Buffer.from(recordDigest(raw)) : undefined;
+    return raw ? storedDigest(raw, this.writers) : undefined;
   }
 
   /**
@@ -175,24 +180,37 @@ export class Storage {
    */
   async apply(writes: readonly StoredWrite[]): Promise<boolean[]> {
     // Headers only (no copy of the value): the merge rule and the listeners need versions, not values.
-    const decoded = writes.map((w) => ({
-      partition: w.partition,
-      key: storageKey(w.partition, w.key),
-      userKey: w.key,
-      rec: decodeRecordHeader(w.record),
-      raw: w.record,
-    }));
+    const decoded = writes.map((w) => {
+      const { header, valueOffset } = decodeRecordLayout(w.record);
+      return {
+        partition: w.partition,
+        key: storageKey(w.partition, w.key),
+        userKey: w.key,
+        rec: header,
+        w,
+        valueOffset,
+      };
+    });
     const changes: AppliedChange[] = [];
+    // Writer numbers given or looked up on disk inside the transaction: memory learns them after commit.
+    const numbered = new Map<string, number>();
     const applied = await this.data.transaction(() =>
-      decoded.map(({ partition, key, userKey, rec, raw }) => {
+      decoded.map(({ partition, key, userKey, rec, w, valueOffset }) => {
         const currentRaw = this.data.getBinaryFast(key);
-        const current = currentRaw ? decodeRecordHeader(currentRaw) : undefined;
+        const current = currentRaw ? decodeStoredHeader(currentRaw, this.writers) : undefined;
         if (!supersedes(rec, current)) return false;
-        this.data.putSync(key, raw);
+        const writer = rec.version.writer;
+        let writerId = this.writers.known(writer) ?? numbered.get(writer);
+        if (writerId === undefined) {
+          writerId = this.writers.idInTransaction(writer);
+          numbered.set(writer, writerId);
+        }
+        this.data.putSync(key, encodeStoredRecord(rec, writerId, w.record.subarray(valueOffset)) ?? w.record);
         changes.push({ partition, key: userKey, previous: current, next: rec });
         return true;
       }),
     );
+    for (const [writer, id] of numbered) this.writers.remember(writer, id);
     // Listeners (hash trees) learn of a change once it is committed, before it is acknowledged.
     if (changes.length > 0) for (const l of this.listeners) l(changes);
     await this.root.flushed;
@@ -213,16 +231,21 @@ export class Storage {
   snapshot(): StorageSnapshot {
     const txn = this.data.useReadTransaction();
     const data = this.data;
+    const writers = this.writers;
     let open = true;
     return {
       *records() {
         for (const { key, value } of data.getRange({ transaction: txn })) {
-          yield { partition: key.readUInt16BE(0), key: key.subarray(2), raw: value };
+          yield {
+            partition: key.readUInt16BE(0),
+            key: key.subarray(2),
+            header: decodeStoredHeader(value, writers),
+          };
         }
       },
       get(partition, key) {
         const raw = data.get(storageKey(partition, key), { transaction: txn });
-        return raw ? Buffer.from(raw) : undefined;
+        return raw ? decodeStoredHeader(raw, writers) : undefined;
       },
       done() {
         if (open) txn.done();
@@ -245,7 +268,7 @@ export class Storage {
       end: partitionStart(partition + 1),
       limit: opts.limit,
     })) {
-      out.push({ key: Buffer.from(key.subarray(2)), raw: Buffer.from(value) });
+      out.push({ key: Buffer.from(key.subarray(2)), raw: storedToWire(value, this.writers) });
     }
     return out;
   }
@@ -259,7 +282,7 @@ export class Storage {
     return this.data.transaction(() => {
       const raw = this.data.getBinaryFast(k);
       if (!raw) return false;
-      const current = decodeRecordHeader(raw);
+      const current = decodeStoredHeader(raw, this.writers);
       if (compareVersions(current.version, expected.version) !== 0) return false;
       this.data.removeSync(k);
       return true;
@@ -277,7 +300,7 @@ export class Storage {
       for (const { key, raw } of records) {
         const k = storageKey(partition, key);
         const current = this.data.getBinaryFast(k);
-        if (!current || !raw.equals(current.subarray(0, current.length))) continue;
+        if (!current || !raw.equals(storedToWire(current, this.writers))) continue;
         this.data.removeSync(k);
         removed.push({ key, record: decodeRecord(raw) });
       }

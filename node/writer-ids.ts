@@ -1,0 +1,90 @@
+import type { Database } from 'lmdb';
+import { CorruptDataError } from '../common/errors';
+import type { WriterNames } from './stored-record';
+
+/*
+ * This node's numbering of writer ids (gateway names, node names), so that a stored record names
+ * its writer in one or two bytes (node/stored-record.ts). Kept in its own sub-database of the
+ * node's LMDB environment:
+ *   [0x00]             -> u32 last number given
+ *   [0x01][u32 number] -> writer id
+ *   [0x02][writer id]  -> u32 number
+ * A number is given inside the write transaction of the first record that needs it, so it is on
+ * disk exactly when that record is. Writers are few (one per gateway process that ever wrote), so
+ * every entry is held in memory; what memory holds is always committed.
+ */
+const LAST_KEY = Buffer.from([0x00]);
+const BY_NUMBER = 0x01;
+const BY_NAME = 0x02;
+
+function numberKey(id: number): Buffer {
+  const k = Buffer.allocUnsafe(5);
+  k[0] = BY_NUMBER;
+  k.writeUInt32BE(id, 1);
+  return k;
+}
+
+function nameKey(name: string): Buffer {
+  return Buffer.concat([Buffer.from([BY_NAME]), Buffer.from(name, 'utf8')]);
+}
+
+export class WriterIds implements WriterNames {
+  private readonly ids = new Map<string, number>();
+  private readonly names = new Map<number, string>();
+
+  constructor(private readonly db: Database<Buffer, Buffer>) {
+    for (const { key, value } of db.getRange({
+      start: Buffer.from([BY_NUMBER]),
+      end: Buffer.from([BY_NAME]),
+    })) {
+      const id = key.readUInt32BE(1);
+      const name = value.toString('utf8');
+      this.ids.set(name, id);
+      this.names.set(id, name);
+    }
+  }
+
+  /** The writer's number if it is committed; undefined when `idInTransaction` must be asked. */
+  known(writer: string): number | undefined {
+    return this.ids.get(writer);
+  }
+
+  /**
+   * The writer's number, given now if it has none: call inside the write transaction that stores
+   * a record with it. Memory learns the number once that transaction commits (`remember`).
+   */
+  idInTransaction(writer: string): number {
+    const known = this.ids.get(writer);
+    if (known !== undefined) return known;
+    const stored = this.db.get(nameKey(writer));
+    if (stored) return stored.readUInt32BE(0);
+    const last = this.db.get(LAST_KEY);
+    const id = (last ? last.readUInt32BE(0) : 0) + 1;
+    if (id > 0xffffffff) throw new CorruptDataError('writer numbers are exhausted');
+    const idBytes = Buffer.allocUnsafe(4);
+    idBytes.writeUInt32BE(id, 0);
+    this.db.putSync(LAST_KEY, idBytes);
+    this.db.putSync(numberKey(id), Buffer.from(writer, 'utf8'));
+    this.db.putSync(nameKey(writer), idBytes);
+    return id;
+  }
+
+  /** After commit: the numbers a transaction used are kept in memory. */
+  remember(writer: string, id: number): void {
+    this.ids.set(writer, id);
+    this.names.set(id, writer);
+  }
+
+  nameOf(id: number): string | undefined {
+    const cached = this.names.get(id);
+    if (cached !== undefined) return cached;
+    // Committed by a transaction whose callback has not resumed yet, or read inside the one giving it.
+    const stored = this.db.get(numberKey(id));
+    return stored ? stored.toString('utf8') : undefined;
+  }
+
+  /** How many writers this node has numbered. */
+  get size(): number {
+    return this.ids.size;
+  }
+}
