@@ -302,4 +302,32 @@ describe('Storage ranges and hooks', () => {
     expect(again.scan(5)).toEqual([]);
     await again.close();
   });
+
+  it('commits a batch larger than its transaction budget in slices, every write applied under the merge rule', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' }, { maxRecordsPerTransaction: 100 });
+    await s.applyRecord(0, Buffer.from('k0250'), rec(5000, 'already newer'));
+    const slices: number[] = [];
+    s.onApplied((changes) => slices.push(changes.length));
+    const batch = (from: number, n: number, wall: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        partition: 0,
+        key: Buffer.from(`k${String(from + i).padStart(4, '0')}`),
+        record: encodeRecord(rec(wall, `v${from + i}`)),
+      }));
+    // Three bulk batches at once, as a partition stream and hint replays might send them.
+    const results = await Promise.all([
+      s.apply(batch(0, 350, 100)),
+      s.apply(batch(1000, 120, 100)),
+      s.apply(batch(2000, 30, 100)),
+    ]);
+    expect(results.map((r) => r.length)).toEqual([350, 120, 30]);
+    expect(results[0].filter((applied) => !applied)).toHaveLength(1);
+    expect(results[0][250]).toBe(false);
+    expect(Math.max(...slices)).toBeLessThanOrEqual(100);
+    expect(slices.reduce((x, y) => x + y, 0)).toBe(499);
+    expect(s.stats().keys).toBe(500);
+    expect(s.get(0, Buffer.from('k0250'))?.value.toString()).toBe('already newer');
+    expect(s.get(0, Buffer.from('k1119'))?.value.toString()).toBe('v1119');
+    await s.close();
+  });
 });

@@ -16,6 +16,7 @@ import {
   storedDigest,
   storedToWire,
 } from './stored-record';
+import { TransactionBudget } from './transaction-budget';
 import { WriterIds } from './writer-ids';
 
 /**
@@ -29,6 +30,8 @@ import { WriterIds } from './writer-ids';
  * visible before it is on disk, so a write is acknowledged only after
  * `flushed` resolves. Writes issued in the same turn share one transaction and
  * one flush (group commit), so durability does not cost a flush per request.
+ * A transaction holds at most `maxRecordsPerTransaction` records (TransactionBudget), so a
+ * bulk load does not leave a large part of the file on LMDB's free list.
  */
 export const MAX_PARTITIONS = 0x10000;
 /** LMDB's key limit (1978 bytes in lmdb-js) minus the partition prefix. */
@@ -103,6 +106,19 @@ export interface StorageSnapshot {
   done(): void;
 }
 
+/** A write with its header read and its storage key built, before its transaction. */
+interface DecodedWrite {
+  readonly partition: number;
+  readonly key: Buffer;
+  readonly userKey: Buffer;
+  readonly rec: RecordHeader;
+  readonly w: StoredWrite;
+  readonly valueOffset: number;
+}
+
+/** Records per LMDB write transaction, at most (TransactionBudget). */
+export const DEFAULT_MAX_RECORDS_PER_TRANSACTION = 1000;
+
 export class Storage {
   private readonly listeners: ApplyListener[] = [];
   private readonly removeListeners: RemoveListener[] = [];
@@ -111,6 +127,7 @@ export class Storage {
     private readonly root: RootDatabase,
     private readonly data: Database<Buffer, Buffer>,
     private readonly writers: WriterIds,
+    private readonly budget: TransactionBudget,
     readonly identity: NodeIdentity,
     /** true when this open created the identity: a new or wiped data directory */
     readonly freshDisk: boolean,
@@ -121,7 +138,11 @@ export class Storage {
    * to another node or cluster: pointing a node at the wrong volume must not
    * silently serve someone else's data.
    */
-  static open(dir: string, expect: { nodeId: string; cluster: string }): Storage {
+  static open(
+    dir: string,
+    expect: { nodeId: string; cluster: string },
+    opts: { maxRecordsPerTransaction?: number } = {},
+  ): Storage {
     const root = open({ path: dir, compression: false, maxDbs: 8 });
     const data = root.openDB<Buffer, Buffer>({ name: 'data', keyEncoding: 'binary', encoding: 'binary' });
     const meta = root.openDB<unknown, string>({ name: 'meta' });
@@ -147,7 +168,10 @@ export class Storage {
     const writers = new WriterIds(
       root.openDB<Buffer, Buffer>({ name: 'writers', keyEncoding: 'binary', encoding: 'binary' }),
     );
-    return new Storage(root, data, writers, identity, freshDisk);
+    const budget = new TransactionBudget(
+      opts.maxRecordsPerTransaction ?? DEFAULT_MAX_RECORDS_PER_TRANSACTION,
+    );
+    return new Storage(root, data, writers, budget, identity, freshDisk);
   }
 
   /*
@@ -180,7 +204,7 @@ export class Storage {
    */
   async apply(writes: readonly StoredWrite[]): Promise<boolean[]> {
     // Headers only (no copy of the value): the merge rule and the listeners need versions, not values.
-    const decoded = writes.map((w) => {
+    const decoded = writes.map((w): DecodedWrite => {
       const { header, valueOffset } = decodeRecordLayout(w.record);
       return {
         partition: w.partition,
@@ -191,29 +215,47 @@ export class Storage {
         valueOffset,
       };
     });
+    const applied: boolean[] = [];
+    // Bounded transactions (TransactionBudget): a bulk batch commits in slices, each on its own.
+    for (let i = 0; i < decoded.length; i += this.budget.max) {
+      applied.push(...(await this.commit(decoded.slice(i, i + this.budget.max))));
+    }
+    await this.root.flushed;
+    return applied;
+  }
+
+  private async commit(batch: readonly DecodedWrite[]): Promise<boolean[]> {
+    if (!this.budget.tryAcquire(batch.length)) await this.budget.acquire(batch.length);
     const changes: AppliedChange[] = [];
     // Writer numbers given or looked up on disk inside the transaction: memory learns them after commit.
     const numbered = new Map<string, number>();
-    const applied = await this.data.transaction(() =>
-      decoded.map(({ partition, key, userKey, rec, w, valueOffset }) => {
-        const currentRaw = this.data.getBinaryFast(key);
-        const current = currentRaw ? decodeStoredHeader(currentRaw, this.writers) : undefined;
-        if (!supersedes(rec, current)) return false;
-        const writer = rec.version.writer;
-        let writerId = this.writers.known(writer) ?? numbered.get(writer);
-        if (writerId === undefined) {
-          writerId = this.writers.idInTransaction(writer);
-          numbered.set(writer, writerId);
-        }
-        this.data.putSync(key, encodeStoredRecord(rec, writerId, w.record.subarray(valueOffset)) ?? w.record);
-        changes.push({ partition, key: userKey, previous: current, next: rec });
-        return true;
-      }),
-    );
+    let applied: boolean[];
+    try {
+      applied = await this.data.transaction(() =>
+        batch.map(({ partition, key, userKey, rec, w, valueOffset }) => {
+          const currentRaw = this.data.getBinaryFast(key);
+          const current = currentRaw ? decodeStoredHeader(currentRaw, this.writers) : undefined;
+          if (!supersedes(rec, current)) return false;
+          const writer = rec.version.writer;
+          let writerId = this.writers.known(writer) ?? numbered.get(writer);
+          if (writerId === undefined) {
+            writerId = this.writers.idInTransaction(writer);
+            numbered.set(writer, writerId);
+          }
+          this.data.putSync(
+            key,
+            encodeStoredRecord(rec, writerId, w.record.subarray(valueOffset)) ?? w.record,
+          );
+          changes.push({ partition, key: userKey, previous: current, next: rec });
+          return true;
+        }),
+      );
+    } finally {
+      this.budget.release(batch.length);
+    }
     for (const [writer, id] of numbered) this.writers.remember(writer, id);
     // Listeners (hash trees) learn of a change once it is committed, before it is acknowledged.
     if (changes.length > 0) for (const l of this.listeners) l(changes);
-    await this.root.flushed;
     return applied;
   }
 
