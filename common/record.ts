@@ -43,27 +43,43 @@ const FLAG_TOMBSTONE = 1;
 const FLAG_EXPIRY = 2;
 
 export function encodeRecord(rec: KvRecord): Buffer {
-  const writer = Buffer.from(rec.version.writer, 'utf8');
+  return encodeRecordFrom(rec, Buffer.from(rec.version.writer, 'utf8'), rec.value, 0, rec.value.length);
+}
+
+/**
+ * encodeRecord for a header whose writer id is already bytes and a value that is bytes
+ * [valueStart, valueEnd) of `src`: what a node sends of a record it stores in another form,
+ * without building the value or the writer id first.
+ */
+export function encodeRecordFrom(
+  header: RecordHeader,
+  writer: Buffer,
+  src: Buffer,
+  valueStart: number,
+  valueEnd: number,
+): Buffer {
   if (writer.length === 0 || writer.length > MAX_WRITER_ID_BYTES) {
     throw new CorruptDataError(`writer id of ${writer.length} bytes cannot be encoded`);
   }
-  const hasExpiry = rec.expiresAt !== undefined;
-  const header = 1 + 1 + 8 + 4 + 1 + writer.length + (hasExpiry ? 8 : 0);
-  const out = Buffer.allocUnsafe(header + rec.value.length);
+  const hasExpiry = header.expiresAt !== undefined;
+  const size = 1 + 1 + 8 + 4 + 1 + writer.length + (hasExpiry ? 8 : 0);
+  const out = Buffer.allocUnsafe(size + valueEnd - valueStart);
   let o = 0;
   out[o++] = FORMAT_V1;
-  out[o++] = (rec.tombstone ? FLAG_TOMBSTONE : 0) | (hasExpiry ? FLAG_EXPIRY : 0);
-  out.writeDoubleBE(rec.version.wall, o);
+  out[o++] = (header.tombstone ? FLAG_TOMBSTONE : 0) | (hasExpiry ? FLAG_EXPIRY : 0);
+  out.writeDoubleBE(header.version.wall, o);
   o += 8;
-  out.writeUInt32BE(rec.version.logical, o);
+  out.writeUInt32BE(header.version.logical, o);
   o += 4;
   out[o++] = writer.length;
   o += writer.copy(out, o);
   if (hasExpiry) {
-    out.writeDoubleBE(rec.expiresAt as number, o);
+    out.writeDoubleBE(header.expiresAt as number, o);
     o += 8;
   }
-  rec.value.copy(out, o);
+  // Through a view: lmdb-js read buffers report a `length` shorter than the memory behind them,
+  // and a native copy of the whole buffer (Buffer#copy from 0 to its length) takes all of it.
+  out.set(src.subarray(valueStart, valueEnd), o);
   return out;
 }
 

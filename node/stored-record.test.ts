@@ -11,7 +11,10 @@ import {
 } from './stored-record';
 
 /** A fixed numbering: writer n is `w${n}` (the real one is node/writer-ids.ts, on disk). */
-const names: WriterNames = { nameOf: (id) => (id >= 1 ? `w${id}` : undefined) };
+const names: WriterNames = {
+  nameOf: (id) => (id >= 1 ? `w${id}` : undefined),
+  bytesOf: (id) => (id >= 1 ? Buffer.from(`w${id}`) : undefined),
+};
 
 function stored(rec: KvRecord, writerId: number): Buffer {
   const out = encodeStoredRecord(rec, writerId, rec.value);
@@ -122,8 +125,8 @@ describe('stored record codec', () => {
       { version: { wall: 5, logical: 0, writer: 'x' }, value: Buffer.alloc(0), tombstone: false },
       1,
     );
-    expect(() => decodeStoredHeader(unknownWriter, { nameOf: () => undefined })).toThrow(
-      /unknown writer number 1/,
-    );
+    expect(() =>
+      decodeStoredHeader(unknownWriter, { nameOf: () => undefined, bytesOf: () => undefined }),
+    ).toThrow(/unknown writer number 1/);
   });
 });

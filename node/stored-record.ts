@@ -1,5 +1,11 @@
 import { CorruptDataError } from '../common/errors';
-import { decodeRecordLayout, encodeRecord, type KvRecord, type RecordHeader } from '../common/record';
+import {
+  decodeRecordLayout,
+  encodeRecordFrom,
+  recordDigest,
+  type KvRecord,
+  type RecordHeader,
+} from '../common/record';
 
 /*
  * How a record sits on the node's disk. The wire format (common/record.ts, format 1) spends 23 B
@@ -18,11 +24,11 @@ const FLAG_TOMBSTONE = 1;
 const FLAG_EXPIRY = 2;
 const FORMAT_WIRE = 1;
 const MAX_U48 = 2 ** 48;
-const EMPTY = Buffer.alloc(0);
 
-/** The node's table of writer numbers (node/writer-ids.ts): numbers to writer ids. */
+/** The node's table of writer numbers (node/writer-ids.ts): numbers to writer ids, as text and as bytes. */
 export interface WriterNames {
   nameOf(id: number): string | undefined;
+  bytesOf(id: number): Buffer | undefined;
 }
 
 function isU48(n: number): boolean {
@@ -93,11 +99,14 @@ export function encodeStoredRecord(
   return out;
 }
 
-/** The header of a stored record (either format) and where its value starts; copies nothing. */
+/**
+ * The header of a stored record (either format), where its value starts and, in the compact form,
+ * its writer's number; copies nothing.
+ */
 export function decodeStoredLayout(
   buf: Buffer,
   names: WriterNames,
-): { header: RecordHeader; valueOffset: number } {
+): { header: RecordHeader; valueOffset: number; writerId?: number } {
   if (buf.length === 0) throw new CorruptDataError('stored record is empty');
   if (buf[0] === FORMAT_WIRE) return decodeRecordLayout(buf);
   if ((buf[0] & FORMAT_MASK) !== FORMAT_COMPACT)
@@ -115,38 +124,48 @@ export function decodeStoredLayout(
     throw new CorruptDataError(`stored record names unknown writer number ${writerId.n}`);
   const version = { wall, logical: logical.n, writer };
   const tombstone = (flags & FLAG_TOMBSTONE) !== 0;
-  if ((flags & FLAG_EXPIRY) === 0) return { header: { version, tombstone }, valueOffset: o };
+  if ((flags & FLAG_EXPIRY) === 0)
+    return { header: { version, tombstone }, valueOffset: o, writerId: writerId.n };
   if (o + 6 > buf.length) throw new CorruptDataError('stored record header overruns its buffer');
   const expiresAt = buf.readUIntBE(o, 6);
   o += 6;
-  return { header: { version, tombstone, expiresAt }, valueOffset: o };
+  return { header: { version, tombstone, expiresAt }, valueOffset: o, writerId: writerId.n };
 }
 
 export function decodeStoredHeader(buf: Buffer, names: WriterNames): RecordHeader {
   return decodeStoredLayout(buf, names).header;
 }
 
+/*
+ * Copies below go through views (subarray): lmdb-js's read buffer reports the value's `length`
+ * over a larger, reused memory, and a native copy of the whole buffer would take all of it.
+ */
+
 /** The record in its wire format, in a buffer of its own (what is sent and what is kept). */
 export function storedToWire(buf: Buffer, names: WriterNames): Buffer {
-  // An exact view first: lmdb-js's read buffer is larger than `length`, and native copies see it all.
-  const b = buf.subarray(0, buf.length);
-  if (b[0] === FORMAT_WIRE) {
-    decodeRecordLayout(b);
-    return Buffer.from(b);
+  if (buf[0] === FORMAT_WIRE) {
+    decodeRecordLayout(buf);
+    return Buffer.from(buf.subarray(0, buf.length));
   }
-  const { header, valueOffset } = decodeStoredLayout(b, names);
-  return encodeRecord({ ...header, value: b.subarray(valueOffset) });
+  const { header, valueOffset, writerId } = decodeStoredLayout(buf, names);
+  return encodeRecordFrom(header, writerBytes(names, writerId), buf, valueOffset, buf.length);
 }
 
 /** The wire digest of a stored record: its wire encoding with an empty value (common/record.ts recordDigest). */
 export function storedDigest(buf: Buffer, names: WriterNames): Buffer {
-  const { header } = decodeStoredLayout(buf, names);
-  return encodeRecord({ ...header, value: EMPTY });
+  if (buf[0] === FORMAT_WIRE) return Buffer.from(recordDigest(buf));
+  const { header, writerId } = decodeStoredLayout(buf, names);
+  return encodeRecordFrom(header, writerBytes(names, writerId), buf, 0, 0);
 }
 
 /** The record itself, its value copied out of `buf`. */
 export function decodeStoredRecord(buf: Buffer, names: WriterNames): KvRecord {
-  const b = buf.subarray(0, buf.length);
-  const { header, valueOffset } = decodeStoredLayout(b, names);
-  return { ...header, value: Buffer.from(b.subarray(valueOffset)) };
+  const { header, valueOffset } = decodeStoredLayout(buf, names);
+  return { ...header, value: Buffer.from(buf.subarray(valueOffset, buf.length)) };
+}
+
+function writerBytes(names: WriterNames, id: number | undefined): Buffer {
+  const bytes = id === undefined ? undefined : names.bytesOf(id);
+  if (!bytes) throw new CorruptDataError(`stored record names unknown writer number ${id}`);
+  return bytes;
 }

@@ -30,7 +30,7 @@ function nameKey(name: string): Buffer {
 
 export class WriterIds implements WriterNames {
   private readonly ids = new Map<string, number>();
-  private readonly names = new Map<number, string>();
+  private readonly names = new Map<number, { name: string; bytes: Buffer }>();
 
   constructor(private readonly db: Database<Buffer, Buffer>) {
     for (const { key, value } of db.getRange({
@@ -40,7 +40,7 @@ export class WriterIds implements WriterNames {
       const id = key.readUInt32BE(1);
       const name = value.toString('utf8');
       this.ids.set(name, id);
-      this.names.set(id, name);
+      this.names.set(id, { name, bytes: Buffer.from(name, 'utf8') });
     }
   }
 
@@ -72,15 +72,20 @@ export class WriterIds implements WriterNames {
   /** After commit: the numbers a transaction used are kept in memory. */
   remember(writer: string, id: number): void {
     this.ids.set(writer, id);
-    this.names.set(id, writer);
+    this.names.set(id, { name: writer, bytes: Buffer.from(writer, 'utf8') });
   }
 
   nameOf(id: number): string | undefined {
-    const cached = this.names.get(id);
-    if (cached !== undefined) return cached;
-    // Committed by a transaction whose callback has not resumed yet, or read inside the one giving it.
-    const stored = this.db.get(numberKey(id));
-    return stored ? stored.toString('utf8') : undefined;
+    return this.names.get(id)?.name ?? this.bytesOnDisk(id)?.toString('utf8');
+  }
+
+  bytesOf(id: number): Buffer | undefined {
+    return this.names.get(id)?.bytes ?? this.bytesOnDisk(id);
+  }
+
+  /** Committed by a transaction whose caller has not resumed yet, or read inside the one giving it. */
+  private bytesOnDisk(id: number): Buffer | undefined {
+    return this.db.get(numberKey(id));
   }
 
   /** How many writers this node has numbered. */
