@@ -92,6 +92,8 @@ test('one replica sends the value, the others a digest; a newer digest makes the
     for (const key of keys) {
       const res = await fetch(kv(key), { headers: { 'X-Consistency': 'all' } });
       expect(`${key}: ${res.status} ${await res.text()}`).toBe(`${key}: 200 new ${key}`);
+      // As below: repairs in flight would make every read ask n3 first, in full.
+      await new Promise((r) => setTimeout(r, 50));
     }
     // Each read asked n3 once, in full or for a digest; each time its digest was the newest, once
     // more for the value. The rotation puts another replica first for most keys.
@@ -111,6 +113,46 @@ test('one replica sends the value, the others a digest; a newer digest makes the
         c.close();
       }
     }
+  } finally {
+    n3.close();
+  }
+});
+
+test('a newer record that expired, known only by its digest, reads as absent without fetching its value', async () => {
+  // n3 alone holds a newer write of each key with a short TTL, which expires before the reads.
+  const map = tc.cluster.map;
+  const n3 = nodeClient(tc, 'n3', 'test-writer');
+  const keys = Array.from({ length: 12 }, (_, i) => `e${i}`);
+  try {
+    for (const key of keys) expect((await fetch(kv(key), { method: 'PUT', body: 'old' })).status).toBe(200);
+    const wall = Date.now() + 1;
+    const items = keys.map((key) => ({
+      p: partitionOf(Buffer.from(key), map.partitionCount),
+      k: Buffer.from(key),
+      r: encodeRecord({
+        version: { wall, logical: 0, writer: 'test-writer' },
+        value: Buffer.from(`short-lived ${key}`),
+        tombstone: false,
+        expiresAt: wall + 200,
+      }),
+    }));
+    expect((await n3.call({ op: 'write', items })).applied).toEqual(keys.map(() => true));
+    await new Promise((r) => setTimeout(r, 300));
+
+    const n3Reads = (): Promise<number> => readsSent({ node: 'n3' });
+    const mismatches = (): Promise<number> =>
+      scrapeSum(tc.url, 'kvstore_gateway_read_digest_mismatches_total');
+    const [reads0, mismatches0] = [await n3Reads(), await mismatches()];
+    for (const key of keys) {
+      const res = await fetch(kv(key), { headers: { 'X-Consistency': 'all' } });
+      expect(`${key}: ${res.status}`).toBe(`${key}: 404`);
+      // Let the last read's repair writes (to n1 and n2, when n3 sent its record in full) finish:
+      // reads put the replicas with requests in flight last, which would ask n3 in full every time.
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // n3 was asked once per read, and never again for a value that reads as absent anyway.
+    expect((await n3Reads()) - reads0).toBe(keys.length);
+    expect((await mismatches()) - mismatches0).toBe(0);
   } finally {
     n3.close();
   }

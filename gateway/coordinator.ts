@@ -193,9 +193,10 @@ export class Coordinator {
     const { quorum, all } = gatherStaged(this.readOrder(replicas), need, ask, this.hedge);
     const outcome = await quorum;
     if (outcome.ok.length < need) return this.quorumFailure('get', opts, p, replicas.length, need, outcome);
-    const resolved = resolveRead(outcome.ok);
+    const resolved = resolveRead(outcome.ok, this.now());
     let value: KvRecord | undefined;
     if (resolved.kind === 'value') value = resolved.record;
+    else if (resolved.kind === 'expired') value = undefined;
     else {
       // The newest version came from digests only: read it in full from a replica that has it.
       this.metrics.readDigestMismatches.inc();
@@ -270,7 +271,7 @@ export class Coordinator {
     known: KvRecord | undefined,
     rid: string | undefined,
   ): Promise<void> {
-    const latest = resolveRead(outcome.ok);
+    const latest = resolveRead(outcome.ok, this.now());
     const winner = latest.kind === 'value' ? newerRecord(known, latest.record) : known;
     if (!winner) return;
     const stale = staleReplicas(outcome.ok, winner);

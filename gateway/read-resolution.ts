@@ -13,18 +13,26 @@ export interface ReadAnswer {
 /**
  * value: the newest version any replica answered, with its value (undefined: no replica holds
  * the key). fetch: the newest version came from digests only, so its value must be read in full
- * from one of `from` (the replicas that answered it).
+ * from one of `from` (the replicas that answered it). expired: the newest version came from
+ * digests only and has expired, so the key reads as absent whatever its value; the value is not
+ * known, so nothing can be repaired with it (anti-entropy does that).
  */
 export type ReadResolution =
   | { readonly kind: 'value'; readonly record: KvRecord | undefined }
-  | { readonly kind: 'fetch'; readonly version: Version; readonly from: readonly string[] };
+  | { readonly kind: 'fetch'; readonly version: Version; readonly from: readonly string[] }
+  | { readonly kind: 'expired'; readonly version: Version };
 
 /**
  * Resolves a digest read (Cassandra's digest reads): the newest version wins, as in every read;
  * its value is known when a replica asked in full answered it, or when it is a tombstone (whose
- * digest is the whole record). Otherwise the value has to be fetched from a replica that holds it.
+ * digest is the whole record). Otherwise the value has to be fetched from a replica that holds it,
+ * unless the record expired by `nowMs` (a fetch could then find it purged and fail a read whose
+ * answer, absent, is already known).
  */
-export function resolveRead(answers: ReadonlyArray<readonly [string, ReadAnswer]>): ReadResolution {
+export function resolveRead(
+  answers: ReadonlyArray<readonly [string, ReadAnswer]>,
+  nowMs: number,
+): ReadResolution {
   let newest: Version | undefined;
   for (const [, a] of answers) {
     if (a.rec && (!newest || compareVersions(a.rec.version, newest) > 0)) newest = a.rec.version;
@@ -33,6 +41,8 @@ export function resolveRead(answers: ReadonlyArray<readonly [string, ReadAnswer]
   const top = answers.filter(([, a]) => a.rec && compareVersions(a.rec.version, newest) === 0);
   const full = top.find(([, a]) => !a.digest || a.rec?.tombstone);
   if (full) return { kind: 'value', record: full[1].rec };
+  const expiresAt = top[0][1].rec?.expiresAt;
+  if (expiresAt !== undefined && expiresAt <= nowMs) return { kind: 'expired', version: newest };
   return { kind: 'fetch', version: newest, from: top.map(([node]) => node) };
 }
 
