@@ -143,7 +143,7 @@ export class Storage {
     expect: { nodeId: string; cluster: string },
     opts: { maxRecordsPerTransaction?: number } = {},
   ): Storage {
-    const root = open({ path: dir, compression: false, maxDbs: 8 });
+    const root = open({ path: dir, compression: false, maxDbs: 16 });
     const data = root.openDB<Buffer, Buffer>({ name: 'data', keyEncoding: 'binary', encoding: 'binary' });
     const meta = root.openDB<unknown, string>({ name: 'meta' });
     let identity = meta.get('identity') as NodeIdentity | undefined;
