@@ -1,5 +1,5 @@
 import { partitionOf } from '../common/hash';
-import { decodeRecord, encodeRecord } from '../common/record';
+import { decodeRecord, encodeRecord, type KvRecord } from '../common/record';
 import { nodeClient, startTestCluster, type TestCluster } from './cluster-harness';
 import { scrapeSum } from './metrics-scrape';
 import { waitFor } from './wait-for';
@@ -66,96 +66,97 @@ test('quorum reads ask two of three replicas, spread evenly; `all` asks three', 
   expect(await scrapeSum(tc.url, 'kvstore_gateway_read_extra_requests_total')).toBe(0);
 });
 
-test('one replica sends the value, the others a digest; a newer digest makes the read fetch that value', async () => {
-  // n3 alone gets a newer write of each key (as if the others had missed it): written to it
-  // directly over the internal RPC, so nothing but the reads below can bring n1 and n2 up to date.
-  const map = tc.cluster.map;
+/**
+ * Writes "old" to each key through the gateway, then `newer(key)` to n3 alone over the internal
+ * RPC (as if n1 and n2 had missed it), so nothing but reads can bring n1 and n2 up to date.
+ * Returns the keys' read items.
+ */
+async function newerOnN3Only(
+  keys: string[],
+  newer: (key: string) => KvRecord,
+): Promise<{ p: number; k: Buffer }[]> {
+  for (const key of keys) expect((await fetch(kv(key), { method: 'PUT', body: 'old' })).status).toBe(200);
+  const items = keys.map((key) => ({
+    p: partitionOf(Buffer.from(key), tc.cluster.map.partitionCount),
+    k: Buffer.from(key),
+    r: encodeRecord(newer(key)),
+  }));
   const n3 = nodeClient(tc, 'n3', 'test-writer');
-  const keys = Array.from({ length: 12 }, (_, i) => `d${i}`);
   try {
-    for (const key of keys) expect((await fetch(kv(key), { method: 'PUT', body: 'old' })).status).toBe(200);
-    const items = keys.map((key) => ({
-      p: partitionOf(Buffer.from(key), map.partitionCount),
-      k: Buffer.from(key),
-      r: encodeRecord({
-        version: { wall: Date.now() + 1000, logical: 0, writer: 'test-writer' },
-        value: Buffer.from(`new ${key}`),
-        tombstone: false,
-      }),
-    }));
     expect((await n3.call({ op: 'write', items })).applied).toEqual(keys.map(() => true));
-
-    const n3Reads = (): Promise<number> => readsSent({ node: 'n3' });
-    const mismatches = (): Promise<number> =>
-      scrapeSum(tc.url, 'kvstore_gateway_read_digest_mismatches_total');
-    const [reads0, mismatches0] = [await n3Reads(), await mismatches()];
-    for (const key of keys) {
-      const res = await fetch(kv(key), { headers: { 'X-Consistency': 'all' } });
-      expect(`${key}: ${res.status} ${await res.text()}`).toBe(`${key}: 200 new ${key}`);
-      // As below: repairs in flight would make every read ask n3 first, in full.
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    // Each read asked n3 once, in full or for a digest; each time its digest was the newest, once
-    // more for the value. The rotation puts another replica first for most keys.
-    const fetched = (await mismatches()) - mismatches0;
-    expect(fetched).toBeGreaterThanOrEqual(1);
-    expect((await n3Reads()) - reads0).toBe(keys.length + fetched);
-
-    // Read repair brought the value (not just the version) to n1 and n2.
-    for (const node of ['n1', 'n2']) {
-      const c = nodeClient(tc, node);
-      try {
-        await waitFor(`read repair on ${node}`, async () => {
-          const { records } = await c.call({ op: 'read', items: items.map(({ p, k }) => ({ p, k })) });
-          return records.every((r, i) => r !== null && decodeRecord(r).value.toString() === `new ${keys[i]}`);
-        });
-      } finally {
-        c.close();
-      }
-    }
   } finally {
     n3.close();
+  }
+  return items.map(({ p, k }) => ({ p, k }));
+}
+
+/** Reads each key at `all`, one at a time; `check` gets each answer. */
+async function readEachAtAll(
+  keys: string[],
+  check: (key: string, status: number, body: string) => void,
+): Promise<void> {
+  for (const key of keys) {
+    const res = await fetch(kv(key), { headers: { 'X-Consistency': 'all' } });
+    check(key, res.status, await res.text());
+    // Let this read's repair writes (to n1 and n2, when n3 sent its record in full) finish: reads
+    // put the replicas with requests in flight last, which would ask n3 in full every time.
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const n3Reads = (): Promise<number> => readsSent({ node: 'n3' });
+const digestMismatches = (): Promise<number> =>
+  scrapeSum(tc.url, 'kvstore_gateway_read_digest_mismatches_total');
+
+test('one replica sends the value, the others a digest; a newer digest makes the read fetch that value', async () => {
+  const keys = Array.from({ length: 12 }, (_, i) => `d${i}`);
+  const items = await newerOnN3Only(keys, (key) => ({
+    version: { wall: Date.now() + 1000, logical: 0, writer: 'test-writer' },
+    value: Buffer.from(`new ${key}`),
+    tombstone: false,
+  }));
+  const [reads0, mismatches0] = [await n3Reads(), await digestMismatches()];
+  await readEachAtAll(keys, (key, status, body) =>
+    expect(`${key}: ${status} ${body}`).toBe(`${key}: 200 new ${key}`),
+  );
+  // Each read asked n3 once, in full or for a digest; each time its digest was the newest, once
+  // more for the value. The rotation puts another replica first for most keys.
+  const fetched = (await digestMismatches()) - mismatches0;
+  expect(fetched).toBeGreaterThanOrEqual(1);
+  expect((await n3Reads()) - reads0).toBe(keys.length + fetched);
+
+  // Read repair brought the value (not just the version) to n1 and n2.
+  for (const node of ['n1', 'n2']) {
+    const c = nodeClient(tc, node);
+    try {
+      await waitFor(`read repair on ${node}`, async () => {
+        const { records } = await c.call({ op: 'read', items });
+        return records.every((r, i) => r !== null && decodeRecord(r).value.toString() === `new ${keys[i]}`);
+      });
+    } finally {
+      c.close();
+    }
   }
 });
 
 test('a newer record that expired, known only by its digest, reads as absent without fetching its value', async () => {
-  // n3 alone holds a newer write of each key with a short TTL, which expires before the reads.
-  const map = tc.cluster.map;
-  const n3 = nodeClient(tc, 'n3', 'test-writer');
+  // A short TTL, over before the reads (called after the "old" writes, so newer than them).
   const keys = Array.from({ length: 12 }, (_, i) => `e${i}`);
-  try {
-    for (const key of keys) expect((await fetch(kv(key), { method: 'PUT', body: 'old' })).status).toBe(200);
+  await newerOnN3Only(keys, (key) => {
     const wall = Date.now() + 1;
-    const items = keys.map((key) => ({
-      p: partitionOf(Buffer.from(key), map.partitionCount),
-      k: Buffer.from(key),
-      r: encodeRecord({
-        version: { wall, logical: 0, writer: 'test-writer' },
-        value: Buffer.from(`short-lived ${key}`),
-        tombstone: false,
-        expiresAt: wall + 200,
-      }),
-    }));
-    expect((await n3.call({ op: 'write', items })).applied).toEqual(keys.map(() => true));
-    await new Promise((r) => setTimeout(r, 300));
-
-    const n3Reads = (): Promise<number> => readsSent({ node: 'n3' });
-    const mismatches = (): Promise<number> =>
-      scrapeSum(tc.url, 'kvstore_gateway_read_digest_mismatches_total');
-    const [reads0, mismatches0] = [await n3Reads(), await mismatches()];
-    for (const key of keys) {
-      const res = await fetch(kv(key), { headers: { 'X-Consistency': 'all' } });
-      expect(`${key}: ${res.status}`).toBe(`${key}: 404`);
-      // Let the last read's repair writes (to n1 and n2, when n3 sent its record in full) finish:
-      // reads put the replicas with requests in flight last, which would ask n3 in full every time.
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    // n3 was asked once per read, and never again for a value that reads as absent anyway.
-    expect((await n3Reads()) - reads0).toBe(keys.length);
-    expect((await mismatches()) - mismatches0).toBe(0);
-  } finally {
-    n3.close();
-  }
+    return {
+      version: { wall, logical: 0, writer: 'test-writer' },
+      value: Buffer.from(`short-lived ${key}`),
+      tombstone: false,
+      expiresAt: wall + 200,
+    };
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  const [reads0, mismatches0] = [await n3Reads(), await digestMismatches()];
+  await readEachAtAll(keys, (key, status) => expect(`${key}: ${status}`).toBe(`${key}: 404`));
+  // n3 was asked once per read, and never again for a value that reads as absent anyway.
+  expect((await n3Reads()) - reads0).toBe(keys.length);
+  expect((await digestMismatches()) - mismatches0).toBe(0);
 });
 
 test('a stalled replica costs reads the hedge delay, not the RPC timeout', async () => {
