@@ -107,12 +107,15 @@ test('a replica that answered the newest digest and then fails makes the read a 
     expect((failure as ApiError).status).toBe(503);
     expect((failure as ApiError).message).toContain('is on n3, which answered its version but not its value');
     expect((failure as ApiError).message).toContain('n3: rpc_timeout');
+
+    // n3 back: the same read answers the newest value (and never the older one the others hold).
+    await tc.cluster.signal('n3', 'SIGCONT');
+    n3Stopped = false;
+    const rec = await coordinator.get(k, { consistency: 'all' });
+    expect(rec?.value.toString()).toBe('new');
   } finally {
     if (n3Stopped) await tc.cluster.signal('n3', 'SIGCONT');
     n3.close();
+    pool.close();
   }
-  // n3 back: the same read answers the newest value (and never the older one the others hold).
-  const rec = await coordinator.get(k, { consistency: 'all' });
-  expect(rec?.value.toString()).toBe('new');
-  pool.close();
 });

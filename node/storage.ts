@@ -117,7 +117,7 @@ interface DecodedWrite {
 }
 
 /** Records per LMDB write transaction, at most (TransactionBudget). */
-export const DEFAULT_MAX_RECORDS_PER_TRANSACTION = 1000;
+const DEFAULT_MAX_RECORDS_PER_TRANSACTION = 1000;
 
 export class Storage {
   private readonly listeners: ApplyListener[] = [];

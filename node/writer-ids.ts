@@ -87,9 +87,4 @@ export class WriterIds implements WriterNames {
   private bytesOnDisk(id: number): Buffer | undefined {
     return this.db.get(numberKey(id));
   }
-
-  /** How many writers this node has numbered. */
-  get size(): number {
-    return this.ids.size;
-  }
 }
