@@ -1,12 +1,15 @@
 # syntax=docker/dockerfile:1
 # The kvstore image: one image for the operator, the storage nodes and the gateways.
 #   docker build -t kvstore:0.1.0 .            (kind: kind load docker-image kvstore:0.1.0)
+# BASE_IMAGE: any Node 20 on Debian bookworm (glibc) with npm and a uid 1000 user; e2e/k8s/images.sh
+# passes the one it builds without a registry.
 # Entrypoint node; the command picks the component:
 #   operator  node dist/operator/main.js --leader-elect ...   (the Helm chart)
 #   node      node dist/node/main.js --id ... --data-dir ...  (the operator's StatefulSet)
 #   gateway   node dist/gateway/main.js ...                   (the operator's Deployment)
 
-FROM node:20-bookworm-slim AS build
+ARG BASE_IMAGE=node:20-bookworm-slim
+FROM ${BASE_IMAGE} AS build
 WORKDIR /app
 # Dependencies first, so a source change does not reinstall them. lmdb, msgpackr and @node-rs/xxhash
 # ship prebuilt binaries for linux x64 and arm64 (glibc): no compiler is needed.
@@ -24,7 +27,7 @@ COPY bench ./bench
 RUN npm run build && npm prune --omit=dev
 
 # Same base as the build stage: the native modules were installed for its glibc and architecture.
-FROM node:20-bookworm-slim
+FROM ${BASE_IMAGE}
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/package.json ./package.json

@@ -45,6 +45,8 @@ export interface GatewayDeps {
    * Retry-After; nothing else has happened yet (no body read, no replica asked).
    */
   readonly admission?: (address: string, keyId: string | undefined) => Promise<void>;
+  /** True once the gateway is shutting down: /readyz answers 503 so load balancers stop sending it requests. */
+  readonly draining?: () => boolean;
 }
 
 const KV_PREFIX = '/v1/kv/';
@@ -125,6 +127,10 @@ export function createGatewayApp(deps: GatewayDeps): express.Express {
 
   app.get('/readyz', (_req, res) => {
     locals(res).op = 'health';
+    if (deps.draining?.()) {
+      res.status(503).json({ status: 'not ready', reason: 'shutting down' });
+      return;
+    }
     const map = maps.current();
     if (!map) {
       res.status(503).json({ status: 'not ready', reason: 'no partition map yet' });

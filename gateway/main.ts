@@ -29,7 +29,8 @@ const USAGE = `usage: kvstore-gateway [--id ID] [--cluster NAME] [--host HOST] [
        [--max-key-bytes N] [--max-value-bytes N] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]
        [--tls-cert PATH --tls-key PATH [--tls-reload-ms MS]]  (HTTPS; the files are re-read every MS, default ${DEFAULT_TLS_RELOAD_MS})
        [--rate-limit-per-key N] [--rate-limit-per-address N] [--rate-limit-window-s S]
-         (requests per S seconds, default 1; 0, the default, is no limit; shared through --redis when given)`;
+         (requests per S seconds, default 1; 0, the default, is no limit; shared through --redis when given)
+       [--shutdown-delay-ms MS]  (on SIGTERM, keep serving for MS with /readyz failing before closing; default 0)`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -55,6 +56,7 @@ async function main(): Promise<void> {
       'rate-limit-per-key': { type: 'string' },
       'rate-limit-per-address': { type: 'string' },
       'rate-limit-window-s': { type: 'string' },
+      'shutdown-delay-ms': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -77,6 +79,7 @@ async function main(): Promise<void> {
     MAX_READ_HEDGE_MS,
   );
   const readHedgeMs = hedgeOption === 0 ? undefined : hedgeOption;
+  const shutdownDelayMs = intOption('shutdown-delay-ms', values['shutdown-delay-ms'], 0, 0, 300_000);
   const limits = {
     maxKeyBytes: intOption('max-key-bytes', values['max-key-bytes'], DEFAULT_LIMITS.maxKeyBytes, 1, 1976),
     maxValueBytes: intOption(
@@ -168,6 +171,8 @@ async function main(): Promise<void> {
   maps.on('change', onMap);
 
   const coordinator = new Coordinator(maps, pool, clock, metrics, log, { readHedgeMs });
+  /** set on SIGTERM with --shutdown-delay-ms: see stop() */
+  let draining = false;
   const keyFile = authFile;
   const app = createGatewayApp({
     coordinator,
@@ -179,12 +184,18 @@ async function main(): Promise<void> {
     auth: keyFile ? { keys: () => keyFile.current() } : 'off',
     maxRequestsPerConnection,
     ...(limiter.enabled ? { admission: rateLimitAdmission(limiter) } : {}),
+    draining: () => draining,
   });
   // With TLS the same app behind an https server (any server options added here belong to both).
   const httpsServer = tlsConfig
     ? https.createServer({ ...SERVER_LIMITS, ...tlsServerOptions(tlsConfig.pair) }, app)
     : undefined;
   const server: http.Server | https.Server = httpsServer ?? http.createServer(SERVER_LIMITS, app);
+  // While draining, every answer closes its connection, so keep-alive clients reconnect through the
+  // Service (to a gateway that stays) instead of reusing a socket this one is about to close.
+  server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (draining) res.setHeader('Connection', 'close');
+  });
   // Malformed requests and CONNECT get the API's JSON error, not Node's bare 400 or silence.
   attachProtocolErrorHandlers(server, log);
   server.listen(port, values.host);
@@ -220,6 +231,18 @@ async function main(): Promise<void> {
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
+    if (shutdownDelayMs > 0) {
+      // Kubernetes removes a terminating pod from its Service at about the time it sends SIGTERM, not
+      // before: requests keep arriving for a moment. Serve them (readiness failing, connections
+      // closing after each answer) for the delay, then stop as below.
+      draining = true;
+      log.info({ signal, shutdownDelayMs }, 'gateway draining');
+      setTimeout(() => close(signal), shutdownDelayMs);
+      return;
+    }
+    close(signal);
+  };
+  const close = (signal: string): void => {
     log.info({ signal }, 'gateway stopping');
     reloader?.stop();
     authFile?.stop();

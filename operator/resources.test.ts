@@ -205,6 +205,8 @@ describe('desiredResources', () => {
       '--internal-token-file=/etc/kvstore/internal/token',
       '--auth-file=/etc/kvstore/api-keys/keys.json',
       '--read-hedge-ms=50',
+      // Keeps serving while the Service drops a terminating pod (rollouts, evictions).
+      '--shutdown-delay-ms=5000',
     ]);
     expect(c.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'http', scheme: 'HTTP' });
     expect(c.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'http', scheme: 'HTTP' });

@@ -37,6 +37,13 @@ export const FINALIZER = 'kvstore.io/finalizer';
 export const RPC_PORT = 7001;
 export const ADMIN_PORT = 7101;
 export const GATEWAY_PORT = 8080;
+/**
+ * How long a terminating gateway keeps serving (gateway --shutdown-delay-ms): the endpoint
+ * controller and every node's kube-proxy must first drop it from the Service, which takes a
+ * moment after SIGTERM; requests routed to it meanwhile are answered, not refused. Well inside
+ * the pod's 30 s grace period.
+ */
+export const GATEWAY_SHUTDOWN_DELAY_MS = 5000;
 /** The node's data directory: the PersistentVolume of volumeClaimTemplates `data`. */
 export const DATA_DIR = '/data';
 /**
@@ -366,6 +373,7 @@ export function gatewayCommand(
       ? [`--rate-limit-window-s=${rateLimit.windowSeconds}`]
       : []),
     `--read-hedge-ms=${spec.gateway.readHedgeMs}`,
+    `--shutdown-delay-ms=${GATEWAY_SHUTDOWN_DELAY_MS}`,
     ...redisArgs(redisUrl),
   ];
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane for the e2e tests from Go modules:
 # kube-apiserver, kube-controller-manager and kubectl (k8s.io/kubernetes), etcd
-# (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v3). There is no Docker on
+# (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v3); then the node side:
+# kubelet, kube-proxy and kube-scheduler (k8s.io/kubernetes), a minimal coredns
+# (coredns/main.go), crictl (sigs.k8s.io/cri-tools) and the storage provisioner
+# (github.com/rancher/local-path-provisioner). There is no Docker on
 # our machines, so kind cannot run; these are the same binaries kind would run.
 #
 # The binaries go to a cache folder outside the clone, keyed by the Kubernetes
@@ -15,14 +18,18 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 command -v go >/dev/null 2>&1 || {
-  echo "k8s-build: the go command is not on PATH; install Go $(sed -n 's/^go //p' "$here/go.mod") or newer" >&2
+  echo "k8s-build: the go command is not on PATH; install Go $(sed -n 's/^go //p' "$here"/go.mod "$here"/*/go.mod | sort -V | tail -1) or newer" >&2
   exit 1
 }
-# The versions are the ones go.mod and helm/go.mod pin: one source of truth.
+# The versions are the ones go.mod, helm/go.mod, coredns/go.mod and
+# cri-tools/go.mod pin: one source of truth.
 modversion() { (cd "$1" && go list -m -f '{{.Version}}' "$2"); }
 KUBERNETES_VERSION="$(modversion "$here" k8s.io/kubernetes)"
 ETCD_VERSION="$(modversion "$here" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(modversion "$here/helm" helm.sh/helm/v3)"
+COREDNS_VERSION="$(modversion "$here/coredns" github.com/coredns/coredns)"
+CRICTL_VERSION="$(modversion "$here/cri-tools" sigs.k8s.io/cri-tools)"
+LOCAL_PATH_VERSION="$(modversion "$here/local-path" github.com/rancher/local-path-provisioner)"
 
 cache_root="${KVSTORE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kvstore-k8s}"
 bin="$cache_root/$KUBERNETES_VERSION/bin"
@@ -64,6 +71,11 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_k8s_minor"
 done
 
+# coredns is our own main package: its plugin list is part of its version.
+coredns_stamp="$COREDNS_VERSION+$(sha256sum "$here/coredns/main.go" | cut -c1-12)"
+# crictl reports pkg/version.Version, without the v, as its release build sets it.
+crictl_ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}"
+
 # build NAME STAMP MODULE_DIR LDFLAGS PACKAGE
 build() {
   local name="$1" stamp="$2" dir="$3" ldflags="$4" pkg="$5"
@@ -85,5 +97,14 @@ build kube-controller-manager "$KUBERNETES_VERSION" "$here" "$k8s_ldflags" k8s.i
 build kubectl "$KUBERNETES_VERSION" "$here" "$k8s_ldflags" k8s.io/kubernetes/cmd/kubectl
 build etcd "$ETCD_VERSION" "$here" "-s -w" go.etcd.io/etcd/server/v3
 build helm "$HELM_VERSION" "$here/helm" "$helm_ldflags" helm.sh/helm/v3/cmd/helm
+# The node side, for the suites that run a real kubelet. Upstream links the kubelet
+# against libc; the only cgo in its dependencies is the standard library's (net's
+# resolver, os/user), so the static one behaves the same here.
+build kubelet "$KUBERNETES_VERSION" "$here" "$k8s_ldflags" k8s.io/kubernetes/cmd/kubelet
+build kube-proxy "$KUBERNETES_VERSION" "$here" "$k8s_ldflags" k8s.io/kubernetes/cmd/kube-proxy
+build kube-scheduler "$KUBERNETES_VERSION" "$here" "$k8s_ldflags" k8s.io/kubernetes/cmd/kube-scheduler
+build coredns "$coredns_stamp" "$here/coredns" "-s -w" kvstore.test/e2e/k8s/coredns
+build crictl "$CRICTL_VERSION" "$here/cri-tools" "$crictl_ldflags" sigs.k8s.io/cri-tools/cmd/crictl
+build local-path-provisioner "$LOCAL_PATH_VERSION" "$here/local-path" "-s -w" github.com/rancher/local-path-provisioner
 
 echo "$bin"

@@ -3,7 +3,29 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-/** A real kube-apiserver + kube-controller-manager + etcd on 127.0.0.1, started by start.sh. */
+/**
+ * The real node start.sh adds with `node: true` (node.sh): containerd, kubelet and kube-proxy in a
+ * network namespace of their own, CoreDNS and a default StorageClass; the host routes to its pod and
+ * Service ranges, so a ClusterIP answers from this process.
+ */
+export interface KubeNode {
+  /** the Node object's name */
+  readonly name: string;
+  /** the network namespace (under /run/netns) the node's processes run in */
+  readonly netns: string;
+  /** the node's address (the kubelet's, and the source of its pods' traffic to the host) */
+  readonly ip: string;
+  /** where the API server listens, on the host's end of the node's link */
+  readonly hostIp: string;
+  readonly podCidr: string;
+  readonly serviceCidr: string;
+  /** the cluster DNS Service's ClusterIP */
+  readonly dnsIp: string;
+  /** the node's containerd socket (for `ctr --address`) */
+  readonly containerdSocket: string;
+}
+
+/** A real kube-apiserver + kube-controller-manager + etcd, started by start.sh; with a node if asked. */
 export interface ControlPlane {
   /** admin (system:masters) kubeconfig: for kubectl, helm and @kubernetes/client-node */
   readonly kubeconfigPath: string;
@@ -13,6 +35,8 @@ export interface ControlPlane {
   readonly workDir: string;
   /** process.env plus KUBECONFIG, the binaries first on PATH, and helm's folders inside workDir */
   readonly env: NodeJS.ProcessEnv;
+  /** the node, when started with `node: true` */
+  readonly node?: KubeNode;
   /** Stops every process (SIGTERM, then SIGKILL) and removes workDir unless KVSTORE_K8S_KEEP is set. Idempotent. */
   stop(): Promise<void>;
 }
@@ -20,6 +44,11 @@ export interface ControlPlane {
 export interface StartControlPlaneOptions {
   /** progress lines (build steps, readiness); default: stderr, so a long first build is visibly alive */
   readonly log?: (line: string) => void;
+  /**
+   * Start a real node too (start.sh with KVSTORE_K8S_NODE=1: scheduler, containerd, kubelet,
+   * kube-proxy, CoreDNS, storage, our images). Needs root; takes the first free address slot.
+   */
+  readonly node?: boolean;
 }
 
 export interface CommandResult {
@@ -57,7 +86,12 @@ export async function startControlPlane(opts: StartControlPlaneOptions = {}): Pr
   process.on('exit', onExit);
 
   const start = await run('bash', [path.join(here, 'start.sh'), workDir], {
-    env: { ...process.env, KVSTORE_K8S_BIN: binDir, KVSTORE_K8S_OWNER_PID: String(process.pid) },
+    env: {
+      ...process.env,
+      KVSTORE_K8S_BIN: binDir,
+      KVSTORE_K8S_OWNER_PID: String(process.pid),
+      KVSTORE_K8S_NODE: opts.node ? '1' : '0',
+    },
     onStderrLine: log,
   });
   if (start.code !== 0) {
@@ -91,7 +125,32 @@ export async function startControlPlane(opts: StartControlPlaneOptions = {}): Pr
     return stopped;
   };
 
-  return { kubeconfigPath, binDir, workDir, env, stop };
+  const node = opts.node ? readNodeEnv(path.join(workDir, 'env')) : undefined;
+  return { kubeconfigPath, binDir, workDir, env, node, stop };
+}
+
+/** The node's addresses from start.sh's env file (`export NAME=value` lines, values %q-quoted or plain). */
+function readNodeEnv(file: string): KubeNode {
+  const vars = new Map<string, string>();
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    const m = /^export (KVSTORE_K8S_[A-Z_]+)=(\S+)$/.exec(line);
+    if (m?.[1] && m[2]) vars.set(m[1], m[2]);
+  }
+  const get = (name: string): string => {
+    const value = vars.get(`KVSTORE_K8S_${name}`);
+    if (!value) throw new Error(`${file} lacks KVSTORE_K8S_${name}: did start.sh start a node?`);
+    return value;
+  };
+  return {
+    name: get('NODE_NAME'),
+    netns: get('NETNS'),
+    ip: get('NODE_IP'),
+    hostIp: get('HOST_IP'),
+    podCidr: get('POD_CIDR'),
+    serviceCidr: get('SERVICE_CIDR'),
+    dnsIp: get('DNS_IP'),
+    containerdSocket: get('CONTAINERD_SOCK'),
+  };
 }
 
 /** Runs one of the control plane's binaries (kubectl, helm, ...) against it; never throws on a non-zero exit. */

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Starts a real Kubernetes control plane on 127.0.0.1 for tests: etcd,
-# kube-apiserver and kube-controller-manager, built by build.sh. There is no
-# kubelet and no scheduler, so pods stay Pending; everything an operator talks
-# to (CRDs, RBAC, workloads, ConfigMaps, Leases, the controllers that turn a
-# Deployment into ReplicaSets and pods) is real.
+# Starts a real Kubernetes control plane for tests: etcd, kube-apiserver and
+# kube-controller-manager, built by build.sh. Without a node (the default) it
+# listens on 127.0.0.1 and pods stay Pending; everything an operator talks to
+# (CRDs, RBAC, workloads, ConfigMaps, Leases, the controllers that turn a
+# Deployment into ReplicaSets and pods) is real. With KVSTORE_K8S_NODE=1 it also
+# starts kube-scheduler and one real node (node.sh: containerd, kubelet,
+# kube-proxy, CoreDNS, a storage provisioner) in a network namespace of its own,
+# and the API server listens on the host's end of the link to that namespace, so
+# pods reach it through the `kubernetes` Service.
 #
 # Usage: e2e/k8s/start.sh WORK_DIR
 #   WORK_DIR gets certs/, the etcd data, logs/, pids/, and:
@@ -15,6 +19,8 @@
 #   KVSTORE_K8S_START_TIMEOUT  seconds to wait for readiness (default 300: a loaded 2-core machine is slow)
 #   KVSTORE_K8S_OWNER_PID      stop everything when this process is gone (so a killed test run
 #                              leaves no servers behind)
+#   KVSTORE_K8S_NODE           1: start a real node too (node.sh)
+#   KVSTORE_K8S_SLOT           with a node: which address ranges (0-63; node.sh); default the first free
 # Stop with e2e/k8s/stop.sh WORK_DIR.
 set -euo pipefail
 
@@ -40,6 +46,22 @@ certs="$work/certs"
 logs="$work/logs"
 pids="$work/pids"
 mkdir -p "$certs" "$logs" "$pids"
+
+# Where the API server listens, and the Service range. Without a node nothing
+# routes a Service IP, but the range is still one reserved for tests.
+with_node="${KVSTORE_K8S_NODE:-0}"
+api_host=127.0.0.1
+service_cidr=198.18.255.0/24
+kubernetes_service_ip=198.18.255.1
+if [ "$with_node" = 1 ]; then
+  # Claims a slot and makes the network namespace and its link; writes $work/node.env.
+  bash "$here/node.sh" net-up "$work"
+  # shellcheck source=/dev/null
+  . "$work/node.env"
+  api_host="$KVSTORE_K8S_HOST_IP"
+  service_cidr="$KVSTORE_K8S_SERVICE_CIDR"
+  kubernetes_service_ip="$KVSTORE_K8S_KUBERNETES_IP"
+fi
 
 # If anything below fails, leave no half-started control plane behind.
 started=0
@@ -79,20 +101,27 @@ sign() {
     -days 30 -sha256 -extfile "$certs/$1.ext" -out "$certs/$1.crt"
   rm -f "$certs/$1.csr"
 }
-if [ ! -f "$certs/.complete" ]; then
+# The API server's certificate names its addresses: a work dir reused with other ones gets new certificates.
+cert_stamp="$api_host $kubernetes_service_ip"
+if [ ! -f "$certs/.complete" ] || [ "$(cat "$certs/.complete")" != "$cert_stamp" ]; then
   rm -f "$certs"/*
   gen_key "$certs/ca.key"
   ossl req -x509 -new -key "$certs/ca.key" -subj "/CN=kvstore-e2e-ca" -days 30 -sha256 \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
     -out "$certs/ca.crt"
   client_ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth"
-  # 10.0.0.1 is the first address of --service-cluster-ip-range: the `kubernetes` Service's ClusterIP.
+  # The first address of --service-cluster-ip-range is the `kubernetes` Service's ClusterIP.
   sign apiserver "/CN=kube-apiserver" \
-    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:$api_host,IP:$kubernetes_service_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   # system:masters is bound to cluster-admin by the API server's bootstrap RBAC.
   sign admin "/O=system:masters/CN=kvstore-e2e-admin" "$client_ext"
   # The bootstrap RBAC policy grants this exact user name what the controller manager needs.
   sign kube-controller-manager "/CN=system:kube-controller-manager" "$client_ext"
+  # The same for the scheduler, kube-proxy (bound to system:node-proxier) and the API server's
+  # client certificate for kubelets (logs, exec).
+  sign kube-scheduler "/CN=system:kube-scheduler" "$client_ext"
+  sign kube-proxy "/CN=system:kube-proxy" "$client_ext"
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client_ext"
   # The front proxy (aggregation layer): without a request-header CA the controller
   # manager's delegated authentication logs errors every second, and aggregated
   # APIs (metrics-server, say) could not be registered. Its own CA, as kubeadm does.
@@ -109,7 +138,7 @@ if [ ! -f "$certs/.complete" ]; then
   admin_token="$(openssl rand -hex 24)"
   echo "$admin_token,kvstore-e2e-admin-token,kvstore-e2e-admin-token,system:masters" >"$certs/tokens.csv"
   chmod 600 "$certs"/*.key "$certs/tokens.csv"
-  touch "$certs/.complete"
+  echo "$cert_stamp" >"$certs/.complete"
 fi
 admin_token="$(cut -d, -f1 "$certs/tokens.csv")"
 
@@ -224,16 +253,19 @@ done
 log "etcd ready on 127.0.0.1:$etcd_client_port"
 
 # ---------------------------------------------------------------- kube-apiserver
-# --endpoint-reconciler-type none: the API server advertises 127.0.0.1, which it
-# refuses to publish as the `kubernetes` Service's endpoint (loopback); no pod
-# runs here to use that endpoint anyway.
+# Without a node, the API server advertises 127.0.0.1, which it refuses to
+# publish as the `kubernetes` Service's endpoint (loopback): no endpoints then
+# (--endpoint-reconciler-type none), and no pod runs to use them. With a node it
+# advertises the host's end of the node's link, and keeps that endpoint.
+endpoint_flags=(--endpoint-reconciler-type none)
+[ "$with_node" = 1 ] && endpoint_flags=(--endpoint-reconciler-type lease)
 for attempt in 1 2 3; do
   read -r api_port < <(free_ports 1)
-  server="https://127.0.0.1:$api_port"
+  server="https://$api_host:$api_port"
   kubeconfig_for kvstore-e2e-admin admin "$server" "$work/kubeconfig"
   spawn kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_client_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$api_host" --advertise-address "$api_host" --secure-port "$api_port" \
     --tls-cert-file "$certs/apiserver.crt" --tls-private-key-file "$certs/apiserver.key" \
     --client-ca-file "$certs/ca.crt" --token-auth-file "$certs/tokens.csv" \
     --requestheader-client-ca-file "$certs/front-proxy-ca.crt" \
@@ -242,13 +274,15 @@ for attempt in 1 2 3; do
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$certs/front-proxy-client.crt" \
     --proxy-client-key-file "$certs/front-proxy-client.key" \
-    --service-cluster-ip-range 10.0.0.0/24 \
-    --authorization-mode Node,RBAC \
+    --service-cluster-ip-range "$service_cidr" \
+    --kubelet-client-certificate "$certs/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$certs/apiserver-kubelet-client.key" \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$certs/sa.pub" \
     --service-account-signing-key-file "$certs/sa.key" \
     --allow-privileged=true \
-    --endpoint-reconciler-type none \
+    "${endpoint_flags[@]}" \
     --cert-dir "$work/apiserver-certs" \
     --profiling=false --v=1
   if wait_for kube-apiserver "kube-apiserver /readyz on $server" \
@@ -277,7 +311,7 @@ for attempt in 1 2 3; do
     --controllers '*' --use-service-account-credentials=true \
     --service-account-private-key-file "$certs/sa.key" --root-ca-file "$certs/ca.crt" \
     --cluster-signing-cert-file "$certs/ca.crt" --cluster-signing-key-file "$certs/ca.key" \
-    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-cluster-ip-range "$service_cidr" \
     --leader-elect=false --profiling=false --v=1
   if wait_for kube-controller-manager "kube-controller-manager /healthz on 127.0.0.1:$kcm_port" \
     curl -skf "https://127.0.0.1:$kcm_port/healthz"; then
@@ -295,6 +329,34 @@ done
 wait_for kube-controller-manager "the default ServiceAccount (controller manager working)" \
   "$bin/kubectl" --kubeconfig "$work/kubeconfig" -n default get serviceaccount default
 log "kube-controller-manager ready on 127.0.0.1:$kcm_port"
+
+# ---------------------------------------------------------------- with a node: scheduler, node
+if [ "$with_node" = 1 ]; then
+  [ -x "$bin/kube-scheduler" ] || { log "$bin/kube-scheduler is missing; run e2e/k8s/build.sh"; exit 1; }
+  kubeconfig_for system:kube-scheduler kube-scheduler "$server" "$work/kube-scheduler.kubeconfig"
+  for attempt in 1 2 3; do
+    read -r sched_port < <(free_ports 1)
+    spawn kube-scheduler "$bin/kube-scheduler" \
+      --kubeconfig "$work/kube-scheduler.kubeconfig" \
+      --authentication-kubeconfig "$work/kube-scheduler.kubeconfig" \
+      --authorization-kubeconfig "$work/kube-scheduler.kubeconfig" \
+      --bind-address 127.0.0.1 --secure-port "$sched_port" \
+      --leader-elect=false --profiling=false --v=1
+    if wait_for kube-scheduler "kube-scheduler /healthz on 127.0.0.1:$sched_port" \
+      curl -skf "https://127.0.0.1:$sched_port/healthz"; then
+      break
+    fi
+    if [ "$attempt" -lt 3 ] && port_in_use_failure kube-scheduler; then
+      log "scheduler port taken, retrying with another"
+      continue
+    fi
+    exit 1
+  done
+  log "kube-scheduler ready on 127.0.0.1:$sched_port"
+  kubeconfig_for system:kube-proxy kube-proxy "$server" "$work/kube-proxy.kubeconfig"
+  KVSTORE_K8S_BIN="$bin" KVSTORE_K8S_SERVER="$server" KVSTORE_K8S_START_TIMEOUT="$timeout" \
+    bash "$here/node.sh" up "$work"
+fi
 
 q() { printf '%q' "$1"; }
 # Written whole and then renamed: a reader never sees half a file.
@@ -314,6 +376,7 @@ export KVSTORE_K8S_ETCD_PID=$(cat "$pids/etcd.pid")
 export KVSTORE_K8S_APISERVER_PID=$(cat "$pids/kube-apiserver.pid")
 export KVSTORE_K8S_CONTROLLER_MANAGER_PID=$(cat "$pids/kube-controller-manager.pid")
 EOF
+if [ "$with_node" = 1 ]; then cat "$work/node.env" >>"$work/env.tmp"; fi
 mv -f "$work/env.tmp" "$work/env"
 started=1
 log "control plane up: $server (KUBECONFIG=$work/kubeconfig; logs in $logs)"

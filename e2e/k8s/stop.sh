@@ -5,9 +5,15 @@
 set -euo pipefail
 
 work_arg="${1:?usage: stop.sh WORK_DIR}"
-[ -d "$work_arg/pids" ] || exit 0
+[ -d "$work_arg" ] || exit 0
 work="$(cd "$work_arg" && pwd)"
 pids="$work/pids"
+# A node (start.sh with KVSTORE_K8S_NODE=1) goes first, while the API server still answers:
+# its pods, processes, mounts, cgroups and network namespace.
+if [ -f "$work/node.env" ]; then
+  bash "$(dirname "$0")/node.sh" down "$work" || echo "k8s-stop: node.sh down failed; see above" >&2
+fi
+[ -d "$pids" ] || exit 0
 
 # A pid file may outlive its process, and the kernel may have given the number to
 # someone else: only signal a process whose command line names this work dir
@@ -20,7 +26,7 @@ ours() {
 
 # Clients first, etcd last, so the API server does not spend its shutdown
 # reconnecting to a store that is already gone.
-order=(owner-watch kube-controller-manager kube-apiserver etcd)
+order=(owner-watch kube-scheduler kube-controller-manager kube-apiserver etcd)
 for f in "$pids"/*.pid; do
   [ -e "$f" ] || continue
   name="$(basename "$f" .pid)"
