@@ -169,6 +169,15 @@ export class RedisMetadataStore implements MetadataStore {
     return false;
   }
 
+  /**
+   * Deletes this cluster's map from Redis (its KVCluster was deleted): a cluster created later
+   * under the same name must start from its own new map, not read this one. True if one was there.
+   */
+  async remove(): Promise<boolean> {
+    this.ensureOpen();
+    return (await this.run('DEL', () => this.client.del(this.key))) > 0;
+  }
+
   watch(listener: (map: PartitionMap) => void): () => void {
     this.ensureOpen();
     return this.hub.add(listener);

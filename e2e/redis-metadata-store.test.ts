@@ -55,6 +55,20 @@ describe('RedisMetadataStore against a real redis-server', () => {
     });
   });
 
+  it("remove() deletes only this cluster's map: a cluster created again under the name starts from epoch 1", async () => {
+    const store = open();
+    const neighbour = open({ cluster: `${cluster}-other` });
+    expect(await store.remove()).toBe(false);
+    expect(await store.compareAndSet(mapOf(1), undefined)).toBe(true);
+    expect(await store.compareAndSet(mapOf(2), 1)).toBe(true);
+    expect(await neighbour.compareAndSet(testMap(1, { cluster: `${cluster}-other` }), undefined)).toBe(true);
+    expect(await store.remove()).toBe(true);
+    expect(await raw((r) => r.exists(`kvstore:${cluster}:map`))).toBe(0);
+    expect(await store.load()).toBeUndefined();
+    expect(await store.compareAndSet(mapOf(1), undefined)).toBe(true);
+    expect(await neighbour.load()).toEqual(testMap(1, { cluster: `${cluster}-other` }));
+  });
+
   it('lets exactly one of many racing writers win each epoch, across connections', async () => {
     const writers = [open(), open(), open()];
     let expected: number | undefined;

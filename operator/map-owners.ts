@@ -121,6 +121,20 @@ export class MapOwners {
     await closeLogged(owner.store, this.opts.log.child({ cluster: key }));
   }
 
+  /**
+   * Removes a deleted cluster's map from its Redis (the ConfigMap goes by garbage collection).
+   * Call after stop(): nothing may publish it again. True if a copy was there.
+   */
+  async removeFastCopy(cluster: ClusterRef, redisUrl: string): Promise<boolean> {
+    const log = this.opts.log.child({ cluster: clusterKey(cluster) });
+    const fast = new RedisMetadataStore({ url: redisUrl, cluster: cluster.name, log });
+    try {
+      return await fast.remove();
+    } finally {
+      await closeLogged(fast, log);
+    }
+  }
+
   async stopAll(): Promise<void> {
     await Promise.all([...this.owners.keys()].map((key) => this.stop(key)));
   }

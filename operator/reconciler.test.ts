@@ -1,3 +1,4 @@
+import { MetadataError } from '../common/metadata-store';
 import type {
   KubernetesObject,
   V1PersistentVolumeClaim,
@@ -102,6 +103,9 @@ class FakeOwners {
   readonly owners = new Map<string, MapOwner>();
   readonly stores = new Map<string, MemoryMetadataStore>();
   stopped: string[] = [];
+  /** removeFastCopy calls, as `<cluster> <redis url>`; a url in `failing` throws */
+  removedFastCopies: string[] = [];
+  failing = new Set<string>();
 
   store(cluster: string): MemoryMetadataStore {
     let store = this.stores.get(cluster);
@@ -131,6 +135,13 @@ class FakeOwners {
     this.owners.delete(key);
     this.stopped.push(key);
     await owner.rebalancer.stop();
+  }
+  async removeFastCopy(cluster: ClusterRef, redisUrl: string): Promise<boolean> {
+    if (this.failing.has(redisUrl)) throw new MetadataError('unavailable', `cannot reach ${redisUrl}`, {});
+    // Only once its owner is stopped: a running rebalancer could publish the map again.
+    expect(this.owners.has(clusterKey(cluster))).toBe(false);
+    this.removedFastCopies.push(`${cluster.name} ${redisUrl}`);
+    return true;
   }
 }
 
@@ -293,6 +304,32 @@ describe('Reconciler', () => {
     });
     // Gone: a later reconcile has nothing to do.
     expect(await reconciler.reconcile(NS, 'demo')).toEqual({ result: 'gone' });
+  });
+
+  test('deletion removes the map from the cluster\'s Redis after its owner stops; an unreachable Redis is a Warning', async () => {
+    api.kv = kvcluster({ redis: { url: 'redis://cache:6379' } });
+    await reconciler.reconcile(NS, 'demo');
+    api.kv = { ...api.kv, metadata: { ...api.kv.metadata, deletionTimestamp: new Date() } };
+    expect(await reconciler.reconcile(NS, 'demo')).toEqual({ result: 'finalized' });
+    expect(owners.removedFastCopies).toEqual(['demo redis://cache:6379']);
+
+    // Without Redis there is nothing to remove.
+    owners.removedFastCopies = [];
+    api.kv = kvcluster({}, { finalizers: ['kvstore.io/finalizer'], deletionTimestamp: new Date() });
+    expect(await reconciler.reconcile(NS, 'demo')).toEqual({ result: 'finalized' });
+    expect(owners.removedFastCopies).toEqual([]);
+
+    // Redis away: the deletion still finishes, and says what it left behind.
+    owners.failing.add('redis://gone:6379');
+    api.kv = kvcluster(
+      { redis: { url: 'redis://gone:6379' } },
+      { finalizers: ['kvstore.io/finalizer'], deletionTimestamp: new Date() },
+    );
+    expect(await reconciler.reconcile(NS, 'demo')).toEqual({ result: 'finalized' });
+    expect(events.find((e) => e.reason === 'MapCopyNotRemoved')).toMatchObject({
+      type: 'Warning',
+      message: expect.stringMatching(/cannot reach redis:\/\/gone:6379/),
+    });
   });
 
   test('deletion with Delete: the StatefulSet, then its volumes, then the finalizer', async () => {

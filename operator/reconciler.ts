@@ -1,6 +1,7 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { errorMessage } from '../common/errors';
 import type { Logger } from '../common/logger';
+import { MetadataError } from '../common/metadata-store';
 import type { PartitionMap } from '../common/partition-map';
 import { RebalancePlanError } from '../common/rebalance-plan';
 import {
@@ -71,7 +72,7 @@ export type ReconcilerApi = Pick<
 
 export interface ReconcilerOptions {
   readonly api: ReconcilerApi;
-  readonly owners: Pick<MapOwners, 'ensure' | 'get' | 'stop'>;
+  readonly owners: Pick<MapOwners, 'ensure' | 'get' | 'stop' | 'removeFastCopy'>;
   readonly events: Pick<EventRecorder, 'record' | 'forget'>;
   readonly log: Logger;
   /** the Redis the Helm chart deploys, used by clusters with spec.redis.managed */
@@ -323,8 +324,11 @@ export class Reconciler {
     const finalizers = kv.metadata.finalizers ?? [];
     // A spec that does not parse keeps the volumes: deleting data is never a default.
     let policy: KVClusterSpec['deletionPolicy'] = 'Retain';
+    let redisUrl: string | undefined;
     try {
-      policy = parseKVClusterSpec(kv.spec).deletionPolicy;
+      const spec = parseKVClusterSpec(kv.spec);
+      policy = spec.deletionPolicy;
+      redisUrl = spec.redis.url ?? (spec.redis.managed ? this.opts.managedRedisUrl : undefined);
     } catch (err) {
       if (!(err instanceof InvalidKVClusterSpecError)) throw err;
       await this.event(ref, 'Warning', 'InvalidSpec', `${err.message}; keeping the node volumes`);
@@ -360,6 +364,21 @@ export class Reconciler {
           volumes.length > 0 ? ` (${volumes.map((v) => v.metadata?.name).join(', ')})` : ''
         }`,
       );
+    }
+    if (redisUrl) {
+      // Left in Redis, the map would be read by the nodes and gateways of a KVCluster created
+      // again under this name (they read Redis first), with this cluster's nodes and epoch.
+      try {
+        await owners.removeFastCopy(ref, redisUrl);
+      } catch (err) {
+        if (!(err instanceof MetadataError)) throw err;
+        await this.event(
+          ref,
+          'Warning',
+          'MapCopyNotRemoved',
+          `could not remove the partition map from Redis (${err.message}); a KVCluster created again as ${ref.name} would read it until it is deleted`,
+        );
+      }
     }
     try {
       await api.setFinalizers(

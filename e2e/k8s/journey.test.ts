@@ -22,7 +22,6 @@ import {
   runTool,
   runToolOk,
   startControlPlane,
-  type CommandResult,
   type ControlPlane,
   type KubeNode,
 } from './control-plane';
@@ -88,10 +87,6 @@ function node(): KubeNode {
 
 function kubectlOk(args: readonly string[], input?: string): Promise<string> {
   return runToolOk(plane(), 'kubectl', args, input);
-}
-
-function kubectl(args: readonly string[], input?: string): Promise<CommandResult> {
-  return runTool(plane(), 'kubectl', args, input);
 }
 
 /** `ctr` against the node's containerd, in the namespace the kubelet uses. */
@@ -254,7 +249,7 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
         'redis.managed=true',
         '--set',
         'redis.image.repository=localhost/kvstore-redis',
-        '--set',
+        '--set-string',
         'redis.image.tag=7',
         '--set',
         'redis.image.pullPolicy=Never',
@@ -660,6 +655,15 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
         if (running.length > 0) throw new Error(`${running.length} containers still running`);
         return true;
       });
+      // The map's ConfigMap goes too (garbage collection, after the KVCluster itself).
+      await eventually('the partition map ConfigMap gone', async () => {
+        const cm = await core
+          .readNamespacedConfigMap({ name: configMapName('demo'), namespace: NS })
+          .then(() => undefined, (err: { code?: number }) => (err.code === 404 ? true : undefined));
+        return cm;
+      });
+      // And the map's copy in Redis, which a cluster made again under this name would otherwise read.
+      expect(await redisMap()).toBeUndefined();
       await sleep(3000);
       const after = (await core.listNamespacedPersistentVolumeClaim({ namespace: NS })).items.filter(
         (c) => !c.metadata?.deletionTimestamp,

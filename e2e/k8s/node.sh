@@ -428,6 +428,7 @@ stop_pid() { # NAME
 node_down() {
   [ -f "$work/node.env" ] || return 0
   load_env
+  local down_status=0
   # The kubelet first, so it restarts nothing; then the pods through the runtime, which
   # tears their networks down; whatever is left is killed through its cgroup.
   stop_pid kubelet
@@ -446,6 +447,17 @@ node_down() {
   kill_pod_processes
   sleep 0.2
   unmount_all_under "$work"
+  # A sandbox the runtime was still setting up as it stopped can mount after the pass above.
+  if grep -qF " $work/" /proc/self/mountinfo; then
+    sleep 1
+    kill_pod_processes
+    unmount_all_under "$work"
+  fi
+  if grep -qF " $work/" /proc/self/mountinfo; then
+    log "mounts remain under $work:"
+    grep -F " $work/" /proc/self/mountinfo >&2
+    down_status=1
+  fi
   remove_cgroups
   # The kubelet links every container's log into /var/log/containers (a fixed path); drop ours.
   local link
@@ -459,8 +471,11 @@ node_down() {
     ip netns del "$KVSTORE_K8S_NETNS" || log "could not delete network namespace $KVSTORE_K8S_NETNS"
   fi
   ip link del "kvs${KVSTORE_K8S_SLOT}h" 2>/dev/null || true
-  rm -f "$work/node.env"
-  log "node down (slot $KVSTORE_K8S_SLOT)"
+  if [ "$down_status" = 0 ]; then
+    rm -f "$work/node.env"
+    log "node down (slot $KVSTORE_K8S_SLOT)"
+  fi
+  return "$down_status"
 }
 
 case "$cmd" in

@@ -277,6 +277,7 @@ for attempt in 1 2 3; do
     --service-cluster-ip-range "$service_cidr" \
     --kubelet-client-certificate "$certs/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$certs/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$certs/sa.pub" \

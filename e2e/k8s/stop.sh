@@ -10,10 +10,13 @@ work="$(cd "$work_arg" && pwd)"
 pids="$work/pids"
 # A node (start.sh with KVSTORE_K8S_NODE=1) goes first, while the API server still answers:
 # its pods, processes, mounts, cgroups and network namespace.
+node_status=0
 if [ -f "$work/node.env" ]; then
-  bash "$(dirname "$0")/node.sh" down "$work" || echo "k8s-stop: node.sh down failed; see above" >&2
+  bash "$(dirname "$0")/node.sh" down "$work" || node_status=$?
+  # The control plane is stopped all the same; the failure is reported by the exit status.
+  [ "$node_status" = 0 ] || echo "k8s-stop: node.sh down failed (exit $node_status); see above" >&2
 fi
-[ -d "$pids" ] || exit 0
+[ -d "$pids" ] || exit "$node_status"
 
 # A pid file may outlive its process, and the kernel may have given the number to
 # someone else: only signal a process whose command line names this work dir
@@ -56,3 +59,4 @@ for name in "${order[@]}"; do
   rm -f "$f"
 done
 rmdir "$pids" 2>/dev/null || true
+exit "$node_status"
