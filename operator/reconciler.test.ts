@@ -306,7 +306,7 @@ describe('Reconciler', () => {
     expect(await reconciler.reconcile(NS, 'demo')).toEqual({ result: 'gone' });
   });
 
-  test('deletion removes the map from the cluster\'s Redis after its owner stops; an unreachable Redis is a Warning', async () => {
+  test("deletion removes the map from the cluster's Redis after its owner stops; an unreachable Redis is a Warning", async () => {
     api.kv = kvcluster({ redis: { url: 'redis://cache:6379' } });
     await reconciler.reconcile(NS, 'demo');
     api.kv = { ...api.kv, metadata: { ...api.kv.metadata, deletionTimestamp: new Date() } };

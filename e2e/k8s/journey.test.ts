@@ -195,6 +195,17 @@ async function expectMapMatches(s: KVClusterStatus, replicas: number): Promise<v
   for (const replicasOf of map.partitions) expect(new Set(replicasOf).size).toBe(RF);
 }
 
+/** The admin API key the operator generated for the cluster (Secret demo-admin-token). */
+function readAdminToken(): Promise<string> {
+  return eventually('the generated admin key', async () => {
+    const secret = await core
+      .readNamespacedSecret({ name: 'demo-admin-token', namespace: NS })
+      .catch(() => undefined);
+    const b64 = secret?.data?.token;
+    return b64 ? Buffer.from(b64, 'base64').toString('utf8') : undefined;
+  });
+}
+
 /** The gateway Service's ClusterIP URL. */
 async function gatewayServiceUrl(): Promise<string> {
   const svc = await core.readNamespacedService({ name: 'demo', namespace: NS });
@@ -329,20 +340,16 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
   test(
     "put, get and delete through the Service's ClusterIP, and the original design's /put /get /delete",
     async () => {
-      adminToken = await eventually('the generated admin key', async () => {
-        const secret = await core
-          .readNamespacedSecret({ name: 'demo-admin-token', namespace: NS })
-          .catch(() => undefined);
-        const b64 = secret?.data?.token;
-        return b64 ? Buffer.from(b64, 'base64').toString('utf8') : undefined;
-      });
+      adminToken = await readAdminToken();
       serviceUrl = await gatewayServiceUrl();
       expect(serviceUrl).toMatch(/^http:\/\/198\.18\./);
 
       const anonymous = new KeyValueStoreClient({ url: serviceUrl });
       await expect(anonymous.get('journey')).rejects.toMatchObject({ code: 'unauthorized', status: 401 });
       const kv = new KeyValueStoreClient({ url: serviceUrl, consistency: 'quorum', token: adminToken });
-      await eventually('a first put through the ClusterIP', () => kv.put('journey', 'hello').then(() => true));
+      await eventually('a first put through the ClusterIP', () =>
+        kv.put('journey', 'hello').then(() => true),
+      );
       expect(await kv.get('journey')).toBe('hello');
       await kv.put('journey', 'again');
       expect(await kv.get('journey', { consistency: 'all' })).toBe('again');
@@ -355,14 +362,20 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
         headers: { 'content-type': 'application/json', ...auth },
         body: JSON.stringify({ key: 'legacy', value: 'old client' }),
       });
-      expect({ status: put.status, body: await put.json() }).toEqual({ status: 200, body: { success: true } });
+      expect({ status: put.status, body: await put.json() }).toEqual({
+        status: 200,
+        body: { success: true },
+      });
       const got = await fetch(`${serviceUrl}/get?key=legacy`, { headers: auth });
       expect({ status: got.status, body: await got.json() }).toEqual({
         status: 200,
         body: { key: 'legacy', value: 'old client' },
       });
       const del = await fetch(`${serviceUrl}/delete?key=legacy`, { method: 'DELETE', headers: auth });
-      expect({ status: del.status, body: await del.json() }).toEqual({ status: 200, body: { success: true } });
+      expect({ status: del.status, body: await del.json() }).toEqual({
+        status: 200,
+        body: { success: true },
+      });
       expect(await kv.get('legacy')).toBeNull();
 
       // A caller that reaches a node pod's RPC port without the cluster's internal token reads nothing.
@@ -407,7 +420,11 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
         metadata: { name: 'client', namespace: NS },
         spec: {
           restartPolicy: 'Never',
-          securityContext: { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } },
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: 1000,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
           containers: [
             {
               name: 'client',
@@ -443,7 +460,9 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       load = startRecordedLoad(serviceUrl, 20 * 60_000, adminToken);
       await sleep(2000);
       await kubectlOk(['-n', NS, 'scale', 'kvcluster/demo', '--replicas=5']);
-      await eventually('the rebalance to start', async () => ((await status()).replicas === 5 ? true : undefined));
+      await eventually('the rebalance to start', async () =>
+        (await status()).replicas === 5 ? true : undefined,
+      );
       await expectMapMatches(await settled(5), 5);
     },
     STEP_TIMEOUT_MS,
@@ -487,7 +506,11 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       await sleep(2000);
       if (!load) throw new Error('the load did not run');
       // Requests that hit the killed node's moment may fail; they are reported, they are not data loss.
-      const failed = await stopAndCheckLoad(load, { replicationFactor: RF, readUrl: serviceUrl, allowFailures: true });
+      const failed = await stopAndCheckLoad(load, {
+        replicationFactor: RF,
+        readUrl: serviceUrl,
+        allowFailures: true,
+      });
       if (failed.length > 0) process.stderr.write(`node pod delete: ${failed.length} requests failed\n`);
       load = undefined;
     },
@@ -522,14 +545,23 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       });
       await expectMapMatches(await settled(3), 3);
       // With the first pod back, the budget allows the next eviction again.
-      await eventually('a second eviction allowed', () => evict('demo-node-2').then(() => true), 60_000, 1000);
+      await eventually(
+        'a second eviction allowed',
+        () => evict('demo-node-2').then(() => true),
+        60_000,
+        1000,
+      );
       await eventually('demo-node-2 back and Ready', async () => {
         const pod = await core.readNamespacedPod({ name: 'demo-node-2', namespace: NS });
         return pod.metadata?.uid !== still.metadata?.uid && isReady(pod) ? pod : undefined;
       });
       await expectMapMatches(await settled(3), 3);
       if (!load) throw new Error('the load did not run');
-      const failed = await stopAndCheckLoad(load, { replicationFactor: RF, readUrl: serviceUrl, allowFailures: true });
+      const failed = await stopAndCheckLoad(load, {
+        replicationFactor: RF,
+        readUrl: serviceUrl,
+        allowFailures: true,
+      });
       if (failed.length > 0) process.stderr.write(`evictions: ${failed.length} requests failed\n`);
       load = undefined;
     },
@@ -540,7 +572,11 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
     "a new image tag rolls out (a second build): the operator's rolling update keeps quorum; no failed request",
     async () => {
       const build = await execFileP('bash', [path.join(__dirname, 'images.sh'), 'build', 'kvstore'], {
-        env: { ...process.env, KVSTORE_IMAGE_TAG: ROLLOUT_IMAGE.split(':')[1], KVSTORE_IMAGE_LABEL: 'rollout' },
+        env: {
+          ...process.env,
+          KVSTORE_IMAGE_TAG: ROLLOUT_IMAGE.split(':')[1],
+          KVSTORE_IMAGE_LABEL: 'rollout',
+        },
         maxBuffer: 64 * 1024 * 1024,
       });
       expect(build.stdout).toBeDefined();
@@ -601,7 +637,10 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       const frozen = containerId(receiver);
       await ctr(['tasks', 'pause', frozen]);
       const [oldOperator] = (
-        await core.listNamespacedPod({ namespace: RELEASE_NS, labelSelector: 'app.kubernetes.io/component=operator' })
+        await core.listNamespacedPod({
+          namespace: RELEASE_NS,
+          labelSelector: 'app.kubernetes.io/component=operator',
+        })
       ).items;
       if (!oldOperator?.metadata?.name) throw new Error('no operator pod');
       try {
@@ -610,7 +649,8 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
         await ctr(['tasks', 'resume', frozen]);
       }
       const atStop = await rawStoredMap();
-      if (!atStop?.rebalance) throw new Error('the rebalance finished before the operator stopped: nothing to resume');
+      if (!atStop?.rebalance)
+        throw new Error('the rebalance finished before the operator stopped: nothing to resume');
       const left = rebalanceCounts(atStop);
       expect(left.movesLeft).toBeGreaterThan(0);
       process.stderr.write(
@@ -620,7 +660,10 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       await expectMapMatches(finished, 5);
       expect(finished.mapEpoch).toBeGreaterThan(atStop.epoch);
       const [newOperator] = (
-        await core.listNamespacedPod({ namespace: RELEASE_NS, labelSelector: 'app.kubernetes.io/component=operator' })
+        await core.listNamespacedPod({
+          namespace: RELEASE_NS,
+          labelSelector: 'app.kubernetes.io/component=operator',
+        })
       ).items;
       expect(newOperator?.metadata?.name).not.toBe(oldOperator.metadata.name);
       if (!load) throw new Error('the load did not run');
@@ -657,9 +700,10 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       });
       // The map's ConfigMap goes too (garbage collection, after the KVCluster itself).
       await eventually('the partition map ConfigMap gone', async () => {
-        const cm = await core
-          .readNamespacedConfigMap({ name: configMapName('demo'), namespace: NS })
-          .then(() => undefined, (err: { code?: number }) => (err.code === 404 ? true : undefined));
+        const cm = await core.readNamespacedConfigMap({ name: configMapName('demo'), namespace: NS }).then(
+          () => undefined,
+          (err: { code?: number }) => (err.code === 404 ? true : undefined),
+        );
         return cm;
       });
       // And the map's copy in Redis, which a cluster made again under this name would otherwise read.
@@ -695,9 +739,14 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       };
       await kubectlOk(['apply', '-f', '-'], JSON.stringify(cluster));
       await settled(3);
+      // The Service and the admin key are the new cluster's own (the old ones were garbage collected).
+      serviceUrl = await gatewayServiceUrl();
+      adminToken = await readAdminToken();
       const kv = new KeyValueStoreClient({ url: serviceUrl, token: adminToken, consistency: 'all' });
       // The kept volumes carried the data: a key written before the first delete is still there.
-      await eventually('a read of dns-check', async () => ((await kv.get('dns-check')) === 'found by name' ? true : undefined));
+      await eventually('a read of dns-check', async () =>
+        (await kv.get('dns-check')) === 'found by name' ? true : undefined,
+      );
       const claims = (await core.listNamespacedPersistentVolumeClaim({ namespace: NS })).items.map(
         (c) => c.metadata?.name ?? '',
       );
@@ -707,7 +756,8 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
         const left = (await core.listNamespacedPersistentVolumeClaim({ namespace: NS })).items.length;
         const pvs = (await core.listPersistentVolume()).items.length;
         const folders = dirs.filter((d) => fs.existsSync(d)).length;
-        if (left + pvs + folders > 0) throw new Error(`${left} claims, ${pvs} volumes, ${folders} folders left`);
+        if (left + pvs + folders > 0)
+          throw new Error(`${left} claims, ${pvs} volumes, ${folders} folders left`);
         return true;
       });
     },

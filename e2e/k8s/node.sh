@@ -40,6 +40,8 @@ die() {
 }
 
 [ "$(id -u)" = 0 ] || die "a node needs root (network namespaces, mounts, cgroups)"
+# set -e stops at the first failing command: say which, or a failed `down` is a bare exit status.
+trap 'log "$cmd: failed at line $LINENO (exit $?): $BASH_COMMAND"' ERR
 
 netns_exists() { [ -e "/run/netns/$1" ]; }
 
@@ -387,7 +389,8 @@ kill_pod_processes() {
   local d procs
   for d in /sys/fs/cgroup/*"$cgroup_root"; do
     [ -d "$d" ] || continue
-    procs="$(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)"
+    # Cgroups vanish while find walks them (the runtime is cleaning up too): not a failure.
+    procs="$(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u || true)"
     if [ -n "$procs" ]; then kill -KILL $procs 2>/dev/null || true; fi
   done
 }
