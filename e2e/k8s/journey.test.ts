@@ -195,6 +195,32 @@ async function expectMapMatches(s: KVClusterStatus, replicas: number): Promise<v
   for (const replicasOf of map.partitions) expect(new Set(replicasOf).size).toBe(RF);
 }
 
+/** kubectl apply the journey's KVCluster: 3 nodes, RF 3, our locally built image, the managed Redis. */
+async function applyDemo(o: {
+  image: string;
+  gatewayReplicas: number;
+  deletionPolicy: 'Retain' | 'Delete';
+}): Promise<void> {
+  const cluster = {
+    apiVersion: 'kvstore.io/v1alpha1',
+    kind: 'KVCluster',
+    metadata: { name: 'demo', namespace: NS },
+    spec: {
+      replicas: 3,
+      replicationFactor: RF,
+      partitions: 32,
+      image: o.image,
+      // Built here (images.sh) and loaded into the node: there is nowhere to pull it from.
+      imagePullPolicy: 'Never',
+      storage: { size: '256Mi' },
+      gateway: { replicas: o.gatewayReplicas, port: 80 },
+      redis: { managed: true },
+      deletionPolicy: o.deletionPolicy,
+    },
+  };
+  await kubectlOk(['apply', '-f', '-'], JSON.stringify(cluster));
+}
+
 /** The admin API key the operator generated for the cluster (Secret demo-admin-token). */
 function readAdminToken(): Promise<string> {
   return eventually('the generated admin key', async () => {
@@ -289,23 +315,7 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
   test(
     "kubectl apply a KVCluster: it becomes Ready, its pods Running in containers under the chart's security context",
     async () => {
-      const cluster = {
-        apiVersion: 'kvstore.io/v1alpha1',
-        kind: 'KVCluster',
-        metadata: { name: 'demo', namespace: NS },
-        spec: {
-          replicas: 3,
-          replicationFactor: RF,
-          partitions: 32,
-          image: IMAGE,
-          imagePullPolicy: 'Never',
-          storage: { size: '256Mi' },
-          gateway: { replicas: 2, port: 80 },
-          redis: { managed: true },
-          deletionPolicy: 'Retain',
-        },
-      };
-      await kubectlOk(['apply', '-f', '-'], JSON.stringify(cluster));
+      await applyDemo({ image: IMAGE, gatewayReplicas: 2, deletionPolicy: 'Retain' });
       const s = await settled(3);
       expect(s.phase).toBe('Running');
       await expectMapMatches(s, 3);
@@ -721,23 +731,7 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
   test(
     'the KVCluster again on its kept volumes, then deleted with deletionPolicy Delete: the volumes go too',
     async () => {
-      const cluster = {
-        apiVersion: 'kvstore.io/v1alpha1',
-        kind: 'KVCluster',
-        metadata: { name: 'demo', namespace: NS },
-        spec: {
-          replicas: 3,
-          replicationFactor: RF,
-          partitions: 32,
-          image: ROLLOUT_IMAGE,
-          imagePullPolicy: 'Never',
-          storage: { size: '256Mi' },
-          gateway: { replicas: 1, port: 80 },
-          redis: { managed: true },
-          deletionPolicy: 'Delete',
-        },
-      };
-      await kubectlOk(['apply', '-f', '-'], JSON.stringify(cluster));
+      await applyDemo({ image: ROLLOUT_IMAGE, gatewayReplicas: 1, deletionPolicy: 'Delete' });
       await settled(3);
       // The Service and the admin key are the new cluster's own (the old ones were garbage collected).
       serviceUrl = await gatewayServiceUrl();

@@ -148,26 +148,9 @@ wait_until() {
   done
 }
 
-ossl() {
-  local out
-  out="$(openssl "$@" 2>&1)" || {
-    echo "openssl $1 failed: $out" >&2
-    return 1
-  }
-}
-
-# sign NAME SUBJECT EXTENSIONS: a certificate from start.sh's CA.
-sign() {
-  local certs="$work/certs"
-  [ -f "$certs/$1.crt" ] && return
-  ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$certs/$1.key"
-  ossl req -new -key "$certs/$1.key" -subj "$2" -out "$certs/$1.csr"
-  printf '%b\n' "$3" >"$certs/$1.ext"
-  ossl x509 -req -in "$certs/$1.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" -CAcreateserial \
-    -days 30 -sha256 -extfile "$certs/$1.ext" -out "$certs/$1.crt"
-  rm -f "$certs/$1.csr"
-  chmod 600 "$certs/$1.key"
-}
+certs="$work/certs"
+# shellcheck source=certs.sh
+. "$here/certs.sh"
 
 kubectl_() { "$KVSTORE_K8S_BIN/kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
 
@@ -258,8 +241,8 @@ EOF
   # ---- kubelet
   local client_ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth"
   # The Node authorizer knows a kubelet by this name and group.
-  sign kubelet "/O=system:nodes/CN=system:node:$node_name" "$client_ext"
-  sign kubelet-serving "/CN=$node_name" \
+  [ -f "$certs/kubelet.crt" ] || sign kubelet "/O=system:nodes/CN=system:node:$node_name" "$client_ext"
+  [ -f "$certs/kubelet-serving.crt" ] || sign kubelet-serving "/CN=$node_name" \
     "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:$KVSTORE_K8S_NODE_IP,DNS:$node_name"
   local data
   data() { base64 -w0 <"$1"; }

@@ -85,22 +85,8 @@ trap on_exit EXIT
 # (--client-ca-file), so the admin and the controller manager authenticate by
 # certificate, as in a kubeadm cluster.
 # Made once per work dir; .complete marks a set that was written whole.
-# openssl chats on stderr when all is well: show its output only when it fails.
-ossl() {
-  local out
-  out="$(openssl "$@" 2>&1)" || { echo "openssl $1 failed: $out" >&2; return 1; }
-}
-gen_key() { ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
-# sign NAME SUBJECT EXTENSIONS [CA_NAME]
-sign() {
-  local ca="${4:-ca}"
-  gen_key "$certs/$1.key"
-  ossl req -new -key "$certs/$1.key" -subj "$2" -out "$certs/$1.csr"
-  printf '%b\n' "$3" >"$certs/$1.ext"
-  ossl x509 -req -in "$certs/$1.csr" -CA "$certs/$ca.crt" -CAkey "$certs/$ca.key" -CAcreateserial \
-    -days 30 -sha256 -extfile "$certs/$1.ext" -out "$certs/$1.crt"
-  rm -f "$certs/$1.csr"
-}
+# shellcheck source=certs.sh
+. "$here/certs.sh"
 # The API server's certificate names its addresses: a work dir reused with other ones gets new certificates.
 cert_stamp="$api_host $kubernetes_service_ip"
 if [ ! -f "$certs/.complete" ] || [ "$(cat "$certs/.complete")" != "$cert_stamp" ]; then
