@@ -84,6 +84,12 @@ async function counter(registry: client.Registry, name: string): Promise<number>
   return (m?.values ?? []).reduce((a, v) => a + v.value, 0);
 }
 
+/** Polls `done` every 20 ms for up to 10 s; the assertions after it say what did not happen. */
+async function until(done: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await done()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+}
+
 describe('HintedHandoff', () => {
   let holderStorage: Storage;
   let registry: client.Registry;
@@ -141,8 +147,12 @@ describe('HintedHandoff', () => {
 
     const target = await startTarget(tmp(), port);
     try {
-      const deadline = Date.now() + 10_000;
-      while (handoff.count() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      // The counters move once a batch's removal has committed, just after count() drops: wait
+      // for both, or the last batch reads as not yet replayed.
+      await until(
+        async () =>
+          handoff.count() === 0 && (await counter(registry, 'kvstore_node_hints_replayed_total')) === 41,
+      );
       expect(handoff.count()).toBe(0);
       expect(handoff.hints.bytes()).toBe(0);
       expect(await counter(registry, 'kvstore_node_hints_replayed_total')).toBe(41);
@@ -177,8 +187,14 @@ describe('HintedHandoff', () => {
       const fresh = hint('n2', 'fresh', 'new');
       expect(await handoff.store([old, fresh])).toEqual([true, true]);
       handoff.start();
-      const deadline = Date.now() + 10_000;
-      while (handoff.count() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await until(async () => {
+        const dropped = (await registry.getMetricsAsJSON()).find(
+          (m) => m.name === 'kvstore_node_hints_dropped_total',
+        );
+        return (
+          handoff.count() === 0 && dropped?.values.find((v) => v.labels.reason === 'expired')?.value === 1
+        );
+      });
       expect(handoff.count()).toBe(0);
       expect(target.storage.get(fresh.p, fresh.k)?.value.toString()).toBe('new');
       expect(target.storage.get(old.p, old.k)).toBeUndefined();

@@ -359,7 +359,7 @@ EOF
     -e "s|@COREDNS_IMAGE@|$coredns_image|g" -e "s|@PROVISIONER_IMAGE@|$provisioner_image|g"
     -e "s|@HELPER_IMAGE@|localhost/kvstore-redis:7|g")
   for f in "$here"/addons/*.yaml; do
-    sed "${subst[@]}" "$f" | kubectl_ apply -f - >&2
+    sed "${subst[@]}" "$f" | kubectl_ apply -f - >/dev/null
   done
   wait_until "" "CoreDNS and the storage provisioner rolled out" \
     kubectl_ -n kube-system rollout status deployment/coredns deployment/local-path-provisioner --timeout 5s
