@@ -1,5 +1,5 @@
 // Builds rancher's local-path-provisioner, the storage provisioner of the one-node
-// Kubernetes the e2e tests run (e2e/k8s/node-up.sh): the StatefulSet's PVCs bind to
+// Kubernetes the e2e tests run (e2e/k8s/node.sh): the StatefulSet's PVCs bind to
 // directories on this machine, made world-writable by its helper pod so that pods
 // running as uid 1000 can write them (the controller manager's host-path provisioner
 // makes them 0750 root). Nothing here is imported by the TypeScript project.
