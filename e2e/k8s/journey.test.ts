@@ -640,12 +640,14 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
         180_000,
         50,
       );
-      // Freeze a receiving node's container (containerd pauses it through the freezer cgroup), so its
-      // moves cannot finish while the operator is replaced. Writes still succeed: a partition moving
-      // to it needs W + 1 acks, which the current replicas and demo-node-3 give.
+      // Stop a receiving node's process (SIGSTOP from the host, an ancestor pid namespace, which its
+      // container's init cannot ignore), so its moves cannot finish while the operator is replaced.
+      // (`ctr tasks pause`, the freezer cgroup, was refused here when a thread sat in an fsync:
+      // "unable to freeze".) Writes still succeed: a partition moving to it needs W + 1 acks, which
+      // the current replicas and demo-node-3 give.
       const receiver = await core.readNamespacedPod({ name: 'demo-node-4', namespace: NS });
-      const frozen = containerId(receiver);
-      await ctr(['tasks', 'pause', frozen]);
+      const frozen = await containerPid(containerId(receiver));
+      process.kill(frozen, 'SIGSTOP');
       const [oldOperator] = (
         await core.listNamespacedPod({
           namespace: RELEASE_NS,
@@ -656,7 +658,7 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       try {
         await kubectlOk(['-n', RELEASE_NS, 'delete', 'pod', oldOperator.metadata.name, '--wait=true']);
       } finally {
-        await ctr(['tasks', 'resume', frozen]);
+        process.kill(frozen, 'SIGCONT');
       }
       const atStop = await rawStoredMap();
       if (!atStop?.rebalance)
