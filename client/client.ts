@@ -1,5 +1,5 @@
 /**
- * TypeScript client for the kvstore gateway's public REST API (DESIGN.md, "Public API").
+ * TypeScript client for the kvstore gateway's public REST API (docs/design.md, "Public API").
  *
  * It is the npm package's entry point, so it depends on nothing but Node 20's
  * global fetch and the dependency-free contract in common/consistency.ts; only a

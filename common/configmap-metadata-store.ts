@@ -24,7 +24,7 @@ export const CONFIGMAP_MAP_KEY = 'map.json';
 /** Annotation repeating the map's epoch: readable with kubectl, and a watch hint that needs no decoding. */
 export const EPOCH_ANNOTATION = 'kvstore.io/epoch';
 
-/** The ConfigMap that holds a cluster's partition map (DESIGN.md, "Metadata: ConfigMap and Redis"). */
+/** The ConfigMap that holds a cluster's partition map (docs/design.md, "Metadata: ConfigMap and Redis"). */
 export function configMapName(cluster: string): string {
   return `${cluster}-partition-map`;
 }
@@ -107,7 +107,7 @@ interface Stored {
 
 /**
  * The authoritative copy of the partition map: ConfigMap `<cluster>-partition-map`, data key
- * `map.json`, annotation `kvstore.io/epoch` (DESIGN.md). Written only by the operator.
+ * `map.json`, annotation `kvstore.io/epoch` (docs/design.md). Written only by the operator.
  *
  * - compareAndSet is optimistic concurrency on metadata.resourceVersion: read, compare the
  *   stored epoch, replace with that resourceVersion; a 409 means someone wrote in between (false).

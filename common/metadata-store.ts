@@ -4,7 +4,7 @@ import { createLogger, type Logger } from './logger';
 import { validatePartitionMap, type PartitionMap } from './partition-map';
 
 /**
- * Where the partition map lives (DESIGN.md, "Metadata: ConfigMap and Redis"):
+ * Where the partition map lives (docs/design.md, "Metadata: ConfigMap and Redis"):
  * a file on one machine, Redis as the fast copy, the ConfigMap as the
  * authoritative one. Every implementation validates what it reads, so a reader
  * never acts on a malformed map.
@@ -310,7 +310,7 @@ export interface PartitionMapHolderOptions {
 
 /**
  * Holds the newest map seen; accept() ignores maps whose epoch is not newer
- * than the one held, so a component never goes back (DESIGN.md: nobody acts on
+ * than the one held, so a component never goes back (docs/design.md: nobody acts on
  * an epoch older than the one it holds). Emits 'change' with (map, previous).
  *
  * Typical use: `const maps = await PartitionMapHolder.follow(store, log)`, then
@@ -451,7 +451,7 @@ export class PartitionMapHolder extends EventEmitter<PartitionMapHolderEvents> {
   }
 
   private async loadOnce(): Promise<PartitionMap | undefined> {
-    // The epoch a peer claimed tells a mirrored store its fast copy is behind (DESIGN.md: nodes
+    // The epoch a peer claimed tells a mirrored store its fast copy is behind (docs/design.md: nodes
     // follow both copies, so one may hold an epoch the fast copy has not got yet).
     const wanted = this.wanted > this.epoch() ? this.wanted : undefined;
     this.wanted = 0;

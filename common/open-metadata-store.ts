@@ -25,7 +25,7 @@ export interface MetadataLocation {
 /**
  * Picks the metadata store a process (a reader: node, gateway) was pointed at:
  * - kubeNamespace and redisUrl: Redis as the fast copy, the ConfigMap as the authoritative copy
- *   readers fall back to (DESIGN.md, "Metadata: ConfigMap and Redis");
+ *   readers fall back to (docs/design.md, "Metadata: ConfigMap and Redis");
  * - kubeNamespace alone: the ConfigMap;
  * - redisUrl alone: Redis; else the file.
  */

@@ -1,5 +1,5 @@
 /**
- * Partition placement (DESIGN.md, "Partitioning and placement"): which nodes hold
+ * Partition placement (docs/design.md, "Partitioning and placement"): which nodes hold
  * each partition. Pure and deterministic: no I/O, no clock, no randomness; nodes
  * are sorted by id first, so the order of `nodes` never matters.
  *

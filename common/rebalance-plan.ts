@@ -1,5 +1,5 @@
 /**
- * The rebalance planner (DESIGN.md, "Rebalancing"): pure functions from one partition map
+ * The rebalance planner (docs/design.md, "Rebalancing"): pure functions from one partition map
  * to the next. No I/O, no clock (the caller passes `now`), no randomness.
  *
  * The protocol, one epoch per step:

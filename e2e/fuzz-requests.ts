@@ -4,7 +4,7 @@ import type { Ending, Piece } from './raw-http';
 
 /**
  * fast-check arbitraries for raw HTTP/1.1 requests to the gateway's public API
- * (DESIGN.md, "Public API"), and their serialisation to the exact bytes sent.
+ * (docs/design.md, "Public API"), and their serialisation to the exact bytes sent.
  * A request is a model (method, target, headers, body, framing, delivery) so
  * that fast-check shrinks a failure to a small, readable counterexample; the
  * bytes are derived from it.

@@ -71,7 +71,7 @@ function requestConsistency(req: Request, res: Response): Consistency {
   return consistency;
 }
 
-/** The public REST API (DESIGN.md, "Public API"). Every error is JSON `{ error: { code, message } }`. */
+/** The public REST API (docs/design.md, "Public API"). Every error is JSON `{ error: { code, message } }`. */
 export function createGatewayApp(deps: GatewayDeps): express.Express {
   const { coordinator, maps, pool, metrics, log, limits } = deps;
   const authz = createAuthoriser(deps);

@@ -15,7 +15,7 @@ import { BadRequest, type RepairService } from './request-handler';
 import { MAX_PARTITIONS, type AppliedChange, type Storage, type StoredWrite } from './storage';
 
 /**
- * Anti-entropy (DESIGN.md, "Replication and consistency"): replicas compare
+ * Anti-entropy (docs/design.md, "Replication and consistency"): replicas compare
  * per-partition hash trees (common/hash-tree.ts) and exchange only the records
  * of differing leaves, so a node that was down, cut off or rebuilt from an
  * empty disk converges with its peers without anyone reading its keys.

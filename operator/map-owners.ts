@@ -10,7 +10,7 @@ import { RedisMetadataStore } from '../common/redis-metadata-store';
 import { objectLabels, ownerReference, type ClusterRef } from './resources';
 
 /**
- * The operator owns each KVCluster's partition map (DESIGN.md, "Metadata"): one metadata store
+ * The operator owns each KVCluster's partition map (docs/design.md, "Metadata: ConfigMap and Redis"): one metadata store
  * (the ConfigMap, mirrored to Redis when the cluster has one) and one Rebalancer per KVCluster,
  * kept across reconciles, so a rebalance keeps running between them and a restarted operator
  * resumes the plan recorded in the map (Rebalancer.start does).

@@ -18,7 +18,7 @@ import { configMapName } from '../common/configmap-metadata-store';
 import { API_VERSION, KIND, type KVClusterSpec } from '../crds/kvcluster-spec';
 
 /**
- * What a KVCluster becomes (DESIGN.md, "Operator"): pure, from the cluster's identity and parsed
+ * What a KVCluster becomes (docs/design.md, "Operator"): pure, from the cluster's identity and parsed
  * spec to the objects the reconciler applies with server-side apply. Nothing here reads the API
  * server or the clock, so the same spec always gives the same objects and a reconcile that changes
  * nothing is a no-op apply.
