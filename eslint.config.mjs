@@ -22,4 +22,61 @@ export default tseslint.config(
       'no-empty': ['error', { allowEmptyCatch: false }],
     },
   },
+  ...layerRules(),
 );
+
+/**
+ * The folder layout is the architecture (docs/design.md, "Components and
+ * folders"): each component imports only the folders listed for it, so a
+ * cross-component import fails lint instead of growing a knot. `local/`,
+ * `bench/` and `e2e/` assemble the components and may import any of them.
+ * A component's tests may also use e2e/'s harnesses, which start real parts
+ * (Redis, node processes).
+ */
+function layerRules() {
+  const folders = [
+    'common',
+    'crds',
+    'node',
+    'gateway',
+    'operator',
+    'client',
+    'kvctl',
+    'local',
+    'bench',
+    'e2e',
+  ];
+  const allowed = {
+    common: [],
+    crds: ['common'],
+    node: ['common'],
+    gateway: ['common', 'crds'],
+    operator: ['common', 'crds'],
+    client: ['common'],
+    kvctl: ['common', 'crds', 'client'],
+  };
+  return Object.entries(allowed).flatMap(([folder, may]) => [
+    rule([`${folder}/**/*.ts`], folder, may),
+    rule([`${folder}/**/*.test.ts`], folder, [...may, 'e2e']),
+  ]);
+
+  function rule(files, folder, may) {
+    const banned = folders.filter((f) => f !== folder && !may.includes(f));
+    return {
+      files,
+      rules: {
+        'no-restricted-imports': [
+          'error',
+          {
+            patterns: [
+              {
+                regex: `^(\\.\\./)+(${banned.join('|')})(/|$)`,
+                message: `${folder}/ may import only ${may.length ? may.join('/, ') + '/' : 'itself'} (docs/design.md, "Components and folders").`,
+              },
+            ],
+          },
+        ],
+      },
+    };
+  }
+}

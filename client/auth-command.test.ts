@@ -1,5 +1,5 @@
-import { ApiKeySet, authenticate } from '../gateway/api-keys';
-import { newToken } from '../gateway/api-keys';
+import { ApiKeySet, authenticate } from '../common/api-keys';
+import { newToken } from '../common/api-keys';
 import { createKey, isAuthCommand, parseAuthArgs } from './auth-command';
 import { runKvctl } from './kvctl';
 

@@ -7,7 +7,7 @@ import {
   ROLES,
   type ApiKeyEntry,
   type Role,
-} from '../gateway/api-keys';
+} from '../common/api-keys';
 import { COMMAND_EXIT_USAGE, GLOBAL_OPTIONS, namesCommand, type CommandIo } from './kvctl-command';
 
 /**

@@ -4,7 +4,7 @@ import { generatedFiles } from './generate';
 
 /**
  * `npm run generate`: writes the CRD, the chart's copy of it, the chart's
- * values.schema.json and client/kvcluster.ts. With --check it writes nothing
+ * values.schema.json and crds/kvcluster-types.ts. With --check it writes nothing
  * and exits 1 when a committed file differs (for CI without jest).
  */
 function main(): void {

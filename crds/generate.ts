@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { z } from 'zod';
 import YAML from 'yaml';
-import { renderClientTypes } from './client-types';
+import { renderClientTypes } from './kvcluster-types-render';
 import {
   CLUSTER_NAME_MAX_LENGTH,
   CLUSTER_NAME_PATTERN,
@@ -396,7 +396,7 @@ export const GENERATED_FILES: readonly GeneratedFile[] = [
   // Helm installs CRDs from the chart's crds/ folder (never templated, never upgraded): same bytes.
   { path: 'charts/kvstore/crds/kvcluster.yaml', render: renderCrd },
   { path: 'charts/kvstore/values.schema.json', render: renderValuesSchema },
-  { path: 'client/kvcluster.ts', render: () => renderClientTypes(HEADER) },
+  { path: 'crds/kvcluster-types.ts', render: () => renderClientTypes(HEADER) },
 ];
 
 /** The files' final contents: rendered, then formatted by prettier with the repository's config. */

@@ -6,7 +6,7 @@ import type {
   KVClusterSpec as ClientSpec,
   KVClusterSpecInput as ClientSpecInput,
   KVClusterStatus as ClientStatus,
-} from '../client/kvcluster';
+} from './kvcluster-types';
 import { KvError } from '../common/errors';
 import { GENERATED_FILES, crdObject, generatedFiles, valuesSchemaObject } from './generate';
 import {
@@ -64,7 +64,7 @@ describe('generated files', () => {
       'crds/kvcluster.yaml',
       'charts/kvstore/crds/kvcluster.yaml',
       'charts/kvstore/values.schema.json',
-      'client/kvcluster.ts',
+      'crds/kvcluster-types.ts',
     ]);
   });
 });
@@ -362,7 +362,7 @@ describe('KVClusterStatus', () => {
   });
 });
 
-describe('client/kvcluster.ts', () => {
+describe('crds/kvcluster-types.ts', () => {
   test('its types and the zod types agree (checked by tsc; these lines would not compile otherwise)', () => {
     // Read side: what the operator parses fits what a client reads (affinity and constraints are typed
     // by @kubernetes/client-node on the client side, opaque records here).

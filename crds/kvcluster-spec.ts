@@ -1,12 +1,12 @@
 import { z } from 'zod';
 import { KvError } from '../common/errors';
-import { DEFAULT_READ_HEDGE_MS, MAX_READ_HEDGE_MS } from '../gateway/coordinator';
+import { DEFAULT_READ_HEDGE_MS, MAX_READ_HEDGE_MS } from '../common/read-hedge';
 import { TS_TYPE_KEY } from './openapi';
 
 /**
  * The KVCluster resource, defined once. The CRD's OpenAPI schema
  * (crds/kvcluster.yaml), the chart's values.schema.json and the client's types
- * (client/kvcluster.ts) are generated from these zod schemas by
+ * (crds/kvcluster-types.ts) are generated from these zod schemas by
  * `npm run generate`; the operator parses with them. Descriptions become
  * `kubectl explain` text, defaults become API-server defaults, and each
  * cross-field rule is written once as both a zod check and a CEL rule, so the

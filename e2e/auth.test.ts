@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { hashToken } from '../gateway/api-keys';
+import { hashToken } from '../common/api-keys';
 import { runKvctl } from '../client/kvctl';
 import { alive, freePortBlock, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
 

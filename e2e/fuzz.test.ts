@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { KeyValueStoreClient } from '../client/client';
-import { hashToken } from '../gateway/api-keys';
+import { hashToken } from '../common/api-keys';
 import { alive, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
 import {
   disruptedRequestArb,

@@ -8,7 +8,7 @@ import type { Logger } from '../common/logger';
 import type { PeerPool } from '../common/peer-pool';
 import { parsePartitionsParam, repairStatus, startRepair } from './admin-repair';
 import { ApiError } from './api-error';
-import { requiredAccess, type ApiKeySet, type Principal } from './api-keys';
+import { requiredAccess, type ApiKeySet, type Principal } from '../common/api-keys';
 import { createAuthoriser, WWW_AUTHENTICATE, type Authoriser } from './authoriser';
 import { connectionCap } from './connection-cap';
 import type { Coordinator, MapSource } from './coordinator';

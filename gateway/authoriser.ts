@@ -8,7 +8,7 @@ import {
   type Access,
   type AuthFailureReason,
   type Principal,
-} from './api-keys';
+} from '../common/api-keys';
 import type { GatewayDeps } from './app';
 
 /** The challenge a 401 carries (RFC 6750). */

@@ -34,11 +34,6 @@ export interface CoordinatorOptions {
   readonly readHedgeMs?: number;
 }
 
-/** How long a read short of R answers waits before asking one more replica (--read-hedge-ms, spec.gateway.readHedgeMs). */
-export const DEFAULT_READ_HEDGE_MS = 50;
-/** The longest hedge delay accepted: beyond the RPC timeout's range it would mean "never". */
-export const MAX_READ_HEDGE_MS = 600_000;
-
 /** Map refreshes one request may go through when replicas keep saying its epoch is stale. */
 const MAX_STALE_RETRIES = 8;
 

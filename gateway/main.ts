@@ -10,17 +10,18 @@ import { createLogger } from '../common/logger';
 import { PartitionMapHolder } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
 import { PeerPool } from '../common/peer-pool';
-import { ApiKeyFile } from './api-key-file';
-import { ApiKeyFileError } from './api-keys';
+import { ApiKeyFile } from '../common/api-key-file';
+import { ApiKeyFileError } from '../common/api-keys';
 import { createGatewayApp } from './app';
 import { DEFAULT_MAX_REQUESTS_PER_CONNECTION } from './connection-cap';
-import { Coordinator, DEFAULT_READ_HEDGE_MS, MAX_READ_HEDGE_MS } from './coordinator';
+import { DEFAULT_READ_HEDGE_MS, MAX_READ_HEDGE_MS } from '../common/read-hedge';
+import { Coordinator } from './coordinator';
 import { GatewayMetrics } from './metrics';
 import { attachProtocolErrorHandlers } from './protocol-errors';
 import { rateLimitAdmission, RequestRateLimiter } from './rate-limit';
 import { DEFAULT_LIMITS } from './request-input';
 import { SERVER_LIMITS } from './server-limits';
-import { DEFAULT_TLS_RELOAD_MS, TlsReloader, tlsFromFlags, tlsServerOptions } from './tls';
+import { DEFAULT_TLS_RELOAD_MS, TlsReloader, tlsFromFlags, tlsServerOptions } from '../common/tls';
 
 const USAGE = `usage: kvstore-gateway [--id ID] [--cluster NAME] [--host HOST] [--port PORT]
        (--metadata-file PATH | --redis URL | --kube-namespace NS [--redis URL]) [--rpc-timeout-ms MS]

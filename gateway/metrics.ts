@@ -1,6 +1,6 @@
 import client from 'prom-client';
 import type { Consistency } from '../common/consistency';
-import { AUTH_FAILURE_REASONS } from './api-keys';
+import { AUTH_FAILURE_REASONS } from '../common/api-keys';
 
 /**
  * The `consistency` label of the latency histogram: the level a data request was served at, or `none` for

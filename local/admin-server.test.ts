@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { RebalancePlanError } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
-import { ApiKeySet, hashToken } from '../gateway/api-keys';
+import { ApiKeySet, hashToken } from '../common/api-keys';
 import { parseScaleBody, RunnerAdminServer, type ScalableCluster } from './admin-server';
 import { adminPort, localNodes, nodeOrdinal, ScaleRequestError, type ScaleResult } from './cluster';
 

@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { errorMessage, KvError } from '../common/errors';
 import type { Logger } from '../common/logger';
-import { authenticate, type ApiKeySet } from '../gateway/api-keys';
+import { authenticate, type ApiKeySet } from '../common/api-keys';
 import { RebalancePlanError } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
 import { ScaleRequestError, type ScaleResult } from './cluster';

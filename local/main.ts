@@ -2,9 +2,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption, runMain, UsageError } from '../common/cli-options';
 import { createLogger } from '../common/logger';
-import { ApiKeyFile } from '../gateway/api-key-file';
-import { ApiKeyFileError } from '../gateway/api-keys';
-import { tlsFromFlags } from '../gateway/tls';
+import { ApiKeyFile } from '../common/api-key-file';
+import { ApiKeyFileError } from '../common/api-keys';
+import { tlsFromFlags } from '../common/tls';
 import { RunnerAdminServer } from './admin-server';
 import { LocalCluster, LocalClusterError, MAX_NODES } from './cluster';
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { KubernetesObject, V1Secret } from '@kubernetes/client-node';
 import { parseKVClusterSpec } from '../crds/kvcluster-spec';
-import { ApiKeySet } from '../gateway/api-keys';
+import { ApiKeySet } from '../common/api-keys';
 import { ensureClusterSecrets, newInternalToken, secretValue, type SecretApi } from './cluster-secrets';
 import { KubeApiError } from './kube-api';
 import type { ClusterRef } from './resources';

@@ -3,7 +3,7 @@ import type { V1Secret } from '@kubernetes/client-node';
 import { errorMessage, KvError } from '../common/errors';
 import { parseInternalTokens } from '../common/internal-token';
 import type { KVClusterSpec } from '../crds/kvcluster-spec';
-import { hashToken, newToken, type ApiKeyEntry } from '../gateway/api-keys';
+import { hashToken, newToken, type ApiKeyEntry } from '../common/api-keys';
 import type { KubeApi } from './kube-api';
 import { isConflict } from './kube-api';
 import {

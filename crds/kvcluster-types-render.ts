@@ -11,10 +11,11 @@ import {
 import { SchemaConversionError, TS_TYPE_KEY, toStructuralSchema, type JsonObject } from './openapi';
 
 /**
- * client/kvcluster.ts, written from the same structural schema the CRD
- * carries, so the client's types describe exactly what the API server stores
- * and returns. The client is a package of its own (it imports only common/),
- * hence generated source rather than a re-export of the zod types.
+ * crds/kvcluster-types.ts, written from the same structural schema the CRD
+ * carries, so TypeScript users of the KVCluster resource get types that say
+ * exactly what the API server stores and returns. Generated source, not a
+ * re-export of the zod types, so the file needs only @kubernetes/client-node's
+ * types and can ship without zod or the operator.
  */
 
 /** `read`: as the API server returns it (defaults filled in); `write`: as a user may send it. */

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import { KvError } from '../common/errors';
+import { KvError } from './errors';
 
 /**
  * The gateway's API keys: the key file's format, its strict validation, and

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { UsageError } from '../common/cli-options';
+import { UsageError } from './cli-options';
 import { loadTlsPair, TlsConfigError, tlsFromFlags } from './tls';
 
 /** The flag rules and file errors; serving, renewal and refused pairs run against real certificates in e2e/tls.test.ts. */

@@ -2,9 +2,9 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import type https from 'node:https';
 import tls from 'node:tls';
-import { UsageError } from '../common/cli-options';
-import { errorMessage, KvError } from '../common/errors';
-import type { Logger } from '../common/logger';
+import { UsageError } from './cli-options';
+import { errorMessage, KvError } from './errors';
+import type { Logger } from './logger';
 
 /**
  * TLS for the gateway's public listener from a PEM certificate and key file,

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { errorMessage } from '../common/errors';
-import type { Logger } from '../common/logger';
+import { errorMessage } from './errors';
+import type { Logger } from './logger';
 import { ApiKeyFileError, ApiKeySet } from './api-keys';
 
 /**
