@@ -107,7 +107,7 @@ interface Stored {
 
 /**
  * The authoritative copy of the partition map: ConfigMap `<cluster>-partition-map`, data key
- * `map.json`, annotation `kvstore.io/epoch` (docs/design.md). Written only by the operator.
+ * `map.json`, annotation `kvstore.io/epoch` (docs/design.md, "Metadata: ConfigMap and Redis"). Written only by the operator.
  *
  * - compareAndSet is optimistic concurrency on metadata.resourceVersion: read, compare the
  *   stored epoch, replace with that resourceVersion; a 409 means someone wrote in between (false).

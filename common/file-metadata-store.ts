@@ -47,7 +47,7 @@ interface LockSnapshot {
 const UNWRITTEN_LOCK_GRACE_MS = 2000;
 
 /**
- * The partition map as JSON in one file (one machine, no Kubernetes; docs/design.md).
+ * The partition map as JSON in one file (one machine, no Kubernetes; docs/design.md, "Metadata: ConfigMap and Redis").
  *
  * - Writes are atomic: temp file in the same directory, fsync, rename, fsync
  *   the directory; a reader sees the old map or the new one, never a mix, and

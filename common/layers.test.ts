@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 
 /**
- * The import rules of docs/design.md ("Components and folders") are lint
+ * The import rules of docs/design.md, "Components and folders", are lint
  * rules; this checks that they bite, so a cross-component import cannot land
  * because a pattern stopped matching.
  */

@@ -310,7 +310,7 @@ export interface PartitionMapHolderOptions {
 
 /**
  * Holds the newest map seen; accept() ignores maps whose epoch is not newer
- * than the one held, so a component never goes back (docs/design.md: nobody acts on
+ * than the one held, so a component never goes back (docs/design.md, "Metadata: ConfigMap and Redis": nobody acts on
  * an epoch older than the one it holds). Emits 'change' with (map, previous).
  *
  * Typical use: `const maps = await PartitionMapHolder.follow(store, log)`, then
@@ -451,7 +451,7 @@ export class PartitionMapHolder extends EventEmitter<PartitionMapHolderEvents> {
   }
 
   private async loadOnce(): Promise<PartitionMap | undefined> {
-    // The epoch a peer claimed tells a mirrored store its fast copy is behind (docs/design.md: nodes
+    // The epoch a peer claimed tells a mirrored store its fast copy is behind (docs/design.md, "Metadata: ConfigMap and Redis": nodes
     // follow both copies, so one may hold an epoch the fast copy has not got yet).
     const wanted = this.wanted > this.epoch() ? this.wanted : undefined;
     this.wanted = 0;

@@ -43,7 +43,7 @@ const FALLBACK_FAILURES: ReadonlySet<MetadataFailure> = new Set(['unavailable', 
 const PUBLISH_ATTEMPTS = 5;
 
 /**
- * The partition map as docs/design.md lays it out: the authoritative copy (a ConfigMap, optimistic
+ * The partition map as docs/design.md, "Metadata: ConfigMap and Redis", lays it out: the authoritative copy (a ConfigMap, optimistic
  * concurrency) and the fast copy (Redis key and channel).
  *
  * - compareAndSet writes the authoritative copy; only when that wins is the map published to

@@ -7,7 +7,7 @@ export interface NodeInfo {
   readonly zone?: string;
 }
 
-/** A partition being copied to a new replica (rebalancing, docs/design.md). */
+/** A partition being copied to a new replica (docs/design.md, "Rebalancing"). */
 export interface PartitionMove {
   readonly partition: number;
   readonly from: string;
@@ -185,7 +185,7 @@ export function replicasOf(map: PartitionMap, partition: number): readonly strin
   return owners;
 }
 
-/** Nodes receiving p by a move in progress: written to, never counted toward W (docs/design.md, Rebalancing). */
+/** Nodes receiving p by a move in progress: written to, never counted toward W (docs/design.md, "Rebalancing"). */
 export function pendingReplicasOf(map: PartitionMap, partition: number): string[] {
   return map.moves.filter((m) => m.partition === partition).map((m) => m.to);
 }

@@ -10,7 +10,7 @@ import { rebalanceProgress, type RebalanceProgress } from './rebalance-progress'
 import type { InfoReply } from './rpc-protocol';
 
 /**
- * Drives the rebalancing protocol of docs/design.md for whoever owns the map: the
+ * Drives the rebalancing protocol (docs/design.md, "Rebalancing") for whoever owns the map: the
  * local launcher now, the operator on Kubernetes. It knows nothing of either;
  * it reads and writes the map through a MetadataStore and talks to nodes over
  * their internal RPC.

@@ -51,7 +51,7 @@ return {1, curEpoch}
 `;
 
 /**
- * The fast copy of the partition map (docs/design.md): JSON under
+ * The fast copy of the partition map (docs/design.md, "Metadata: ConfigMap and Redis"): JSON under
  * `kvstore:<cluster>:map`, change notifications on `kvstore:<cluster>:map-changed`
  * (message = the new epoch).
  *

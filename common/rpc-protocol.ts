@@ -85,7 +85,7 @@ export interface RepairStatus {
   readonly refilling?: boolean;
 }
 
-/** Where a move that fills a partition on this node stands (rebalancing, docs/design.md). */
+/** Where a move that fills a partition on this node stands (docs/design.md, "Rebalancing"). */
 export type IncomingMoveState =
   /** copying the partition by range scan from the source */
   | 'streaming'

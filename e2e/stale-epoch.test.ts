@@ -11,7 +11,7 @@ import { startTestCluster, type TestCluster } from './cluster-harness';
 /**
  * A coordinator that still routes by an old map epoch: real node processes that
  * already hold the newer map refuse it, and the coordinator reloads the map and
- * retries, so the client never sees the change (docs/design.md: as Redis Cluster's MOVED).
+ * retries, so the client never sees the change (docs/design.md, "Metadata: ConfigMap and Redis": as Redis Cluster's MOVED).
  */
 jest.setTimeout(60_000);
 

@@ -4,7 +4,7 @@ import type { PartitionMap } from '../common/partition-map';
 import type { Storage } from './storage';
 
 /**
- * Step 5 of a move (docs/design.md, Rebalancing): the old replica deletes the
+ * Step 5 of a move (docs/design.md, "Rebalancing"): the old replica deletes the
  * partition it gave away, but only after a grace period during which it has
  * been neither a replica nor a move's target in every map it saw. Until then
  * the copy stays: a coordinator still on the epoch before the switch may read

@@ -8,7 +8,7 @@ import { TokenBucket } from './rate-limiter';
 import type { Storage } from './storage';
 
 /**
- * The receiving side of a partition move (docs/design.md, Rebalancing, steps 3–4).
+ * The receiving side of a partition move (docs/design.md, "Rebalancing", steps 3–4).
  * For every move of the map whose `to` is this node, it copies the partition
  * from the move's source by range scan, in batches, throttled in bytes per
  * second, remembering the last key copied on disk so a restart resumes there.
