@@ -1,6 +1,6 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import type { NodeInfo, PartitionMap } from '../common/partition-map';
-import { RPC_PORT, statefulSetName } from './resources';
+import { RPC_PORT, statefulSetName } from './specs/names';
 
 /**
  * Storage node identity and addresses on Kubernetes. Pure.

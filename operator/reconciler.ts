@@ -15,14 +15,8 @@ import type { EventRecorder } from './events';
 import { isConflict, isNotFound, type KubeApi, type KVClusterObject } from './kube-api';
 import { clusterKey, type MapOwners } from './map-owners';
 import { nodeOrdinal, observeNodes, type ObservedNode } from './node-addresses';
-import {
-  desiredResources,
-  FINALIZER,
-  resourceList,
-  serviceMonitorName,
-  statefulSetName,
-  type ClusterRef,
-} from './resources';
+import { desiredResources, resourceList } from './specs/desired-resources';
+import { FINALIZER, serviceMonitorName, statefulSetName, type ClusterRef } from './specs/names';
 import { decideScaling, ScalingError, type ScalingDecision } from './scaling';
 import { computeStatus, sameStatus } from './status';
 
