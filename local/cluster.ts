@@ -9,8 +9,8 @@ import { ensureInternalTokenFile } from '../common/internal-token';
 import type { Logger } from '../common/logger';
 import type { MetadataStore } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
+import { initialPartitionMap, withNodeAddresses } from '../common/owner-maps';
 import type { NodeInfo, PartitionMap } from '../common/partition-map';
-import { placePartitions } from '../common/placement';
 import type { RebalanceProgress } from '../common/rebalance-progress';
 import { Rebalancer } from '../common/rebalancer';
 import { probeFetch, type LocalTlsFiles, type ProbeFetch } from './tls-probe';
@@ -924,17 +924,12 @@ async function ensureMap(
     if (rf > n)
       throw new UsageError(`--replication-factor ${rf} needs at least ${rf} nodes, got --nodes ${n}`);
     if (n > MAX_NODES) throw new UsageError(`--nodes must be at most ${MAX_NODES}, got ${n}`);
-    const nodes = localNodes(opts.port, n);
-    const partitionCount = opts.partitionCount ?? 256;
-    const map: PartitionMap = {
+    const map = initialPartitionMap({
       cluster: opts.cluster,
-      epoch: 1,
-      partitionCount,
+      nodes: localNodes(opts.port, n),
+      partitionCount: opts.partitionCount ?? 256,
       replicationFactor: rf,
-      nodes,
-      partitions: placePartitions({ nodes, partitionCount, replicationFactor: rf }),
-      moves: [],
-    };
+    });
     if (!(await store.compareAndSet(map, undefined))) {
       throw new LocalClusterError('map_race', 'another launcher created the partition map at the same time');
     }
@@ -961,13 +956,12 @@ async function ensureMap(
       `the map in ${opts.dataDir} was not made by the local launcher`,
     );
   }
-  const nodes = existing.nodes.map((n, i) => ({
-    ...n,
-    address: `127.0.0.1:${opts.port + (ordinals[i] ?? 0)}`,
-  }));
-  if (existing.nodes.every((n, i) => n.address === nodes[i].address)) return existing;
+  const addresses = new Map(
+    existing.nodes.map((n, i) => [n.id, `127.0.0.1:${opts.port + (ordinals[i] ?? 0)}`]),
+  );
   // Ports changed since the last run: a new epoch tells every component the new addresses.
-  const moved: PartitionMap = { ...existing, epoch: existing.epoch + 1, nodes };
+  const moved = withNodeAddresses(existing, addresses);
+  if (moved === existing) return existing;
   if (!(await store.compareAndSet(moved, existing.epoch))) {
     throw new LocalClusterError('map_race', 'the partition map changed while the launcher was updating it');
   }

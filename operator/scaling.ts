@@ -1,5 +1,5 @@
 import type { NodeInfo, PartitionMap } from '../common/partition-map';
-import { placePartitions } from '../common/placement';
+import { initialPartitionMap } from '../common/owner-maps';
 import { KvError } from '../common/errors';
 import type { KVClusterSpec } from '../crds/kvcluster-spec';
 import {
@@ -149,19 +149,12 @@ function initialMap(
     const address = nodeAddress(node?.ip ?? '');
     return node?.zone ? { id, address, zone: node.zone } : { id, address };
   });
-  return {
+  return initialPartitionMap({
     cluster,
-    epoch: 1,
+    nodes: mapNodes,
     partitionCount: spec.partitions,
     replicationFactor: spec.replicationFactor,
-    nodes: mapNodes,
-    partitions: placePartitions({
-      nodes: mapNodes,
-      partitionCount: spec.partitions,
-      replicationFactor: spec.replicationFactor,
-    }),
-    moves: [],
-  };
+  });
 }
 
 function checkMap(cluster: string, spec: ScalingInput['spec'], map: PartitionMap): void {
