@@ -109,7 +109,7 @@ export class Reconciler {
   }
 
   /**
-   * Drives a live KVCluster towards its spec: the steps of CONVERGE_STEPS in order, until one
+   * Drives a live KVCluster towards its spec: the steps of `steps` in order, until one
    * ends the pass early (the spec is refused, the finalizer write conflicted).
    */
   private async converge(kv: KVClusterObject, ref: ClusterRef): Promise<ReconcileOutcome> {

@@ -13,7 +13,7 @@ import {
 
 /**
  * What the map owner does next for one KVCluster, decided from the spec, the map and the node
- * pods (docs/design.md, "Rebalancing"; local/cluster.ts plays the same part on one machine). Pure: the
+ * pods (docs/design.md, "Rebalancing"; local/map-owner.ts plays the same part on one machine). Pure: the
  * reconciler carries the decision out and comes back when something changed.
  *
  * - No map yet: the StatefulSet runs spec.replicas pods (all at once: Parallel), and the first map
