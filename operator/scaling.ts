@@ -128,11 +128,8 @@ export function decideScaling(input: ScalingInput): ScalingDecision {
   }
   const target: NodeInfo[] = wanted.map((id) => {
     const known = inMap.get(id);
-    if (known) return known;
-    const node = nodes.get(id);
-    // Both checked just above; a fresh node object keeps the zone when Kubernetes knows it.
-    const address = nodeAddress(node?.ip ?? '');
-    return node?.zone ? { id, address, zone: node.zone } : { id, address };
+    // IP and readiness checked just above.
+    return known ?? mapNode(id, nodes.get(id));
   });
   return result({ kind: 'scale', target, from: map.nodes.length });
 }
@@ -144,17 +141,19 @@ function initialMap(
   wanted: readonly string[],
   nodes: ReadonlyMap<string, ObservedNode>,
 ): PartitionMap {
-  const mapNodes: NodeInfo[] = wanted.map((id) => {
-    const node = nodes.get(id);
-    const address = nodeAddress(node?.ip ?? '');
-    return node?.zone ? { id, address, zone: node.zone } : { id, address };
-  });
+  const mapNodes: NodeInfo[] = wanted.map((id) => mapNode(id, nodes.get(id)));
   return initialPartitionMap({
     cluster,
     nodes: mapNodes,
     partitionCount: spec.partitions,
     replicationFactor: spec.replicationFactor,
   });
+}
+
+/** A node as a map lists it: at its pod's IP, with the zone when Kubernetes knows it. */
+function mapNode(id: string, node: ObservedNode | undefined): NodeInfo {
+  const address = nodeAddress(node?.ip ?? '');
+  return node?.zone ? { id, address, zone: node.zone } : { id, address };
 }
 
 function checkMap(cluster: string, spec: ScalingInput['spec'], map: PartitionMap): void {
