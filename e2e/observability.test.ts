@@ -5,7 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { KeyValueStoreClient, KvClientError, type Consistency } from '../client/client';
 import { createKey } from '../client/auth-command';
 import { runStatus } from '../client/status-command';
-import { adminPort } from '../local/cluster';
+import { adminPort } from '../local/node-ports';
 import { freePortBlock, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
 import {
   PrometheusServer,

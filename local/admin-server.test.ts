@@ -4,7 +4,8 @@ import { RebalancePlanError } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
 import { ApiKeySet, hashToken } from '../common/api-keys';
 import { parseScaleBody, RunnerAdminServer, type ScalableCluster } from './admin-server';
-import { adminPort, localNodes, nodeOrdinal, ScaleRequestError, type ScaleResult } from './cluster';
+import { ScaleRequestError, type ScaleResult } from './cluster';
+import { adminPort, localNodes, nodeOrdinal } from './node-ports';
 
 const progress: RebalanceProgress = {
   epoch: 2,

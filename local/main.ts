@@ -6,7 +6,9 @@ import { ApiKeyFile } from '../common/api-key-file';
 import { ApiKeyFileError } from '../common/api-keys';
 import { tlsFromFlags } from '../common/tls';
 import { RunnerAdminServer } from './admin-server';
-import { LocalCluster, LocalClusterError, MAX_NODES } from './cluster';
+import { LocalCluster } from './cluster';
+import { LocalClusterError } from './errors';
+import { MAX_NODES } from './node-ports';
 
 const USAGE = `usage: npm start -- [--port 3000] [--nodes N] [--replication-factor RF] [--partitions P]
                     [--data-dir ./.kvstore-data] [--redis URL] [--cluster NAME] [--auth-file PATH]

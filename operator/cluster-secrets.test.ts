@@ -4,7 +4,7 @@ import { parseKVClusterSpec } from '../crds/kvcluster-spec';
 import { ApiKeySet } from '../common/api-keys';
 import { ensureClusterSecrets, newInternalToken, secretValue, type SecretApi } from './cluster-secrets';
 import { KubeApiError } from './kube-api';
-import type { ClusterRef } from './resources';
+import type { ClusterRef } from './specs/names';
 
 /*
  * The API server is faked in memory here (create refuses an existing name with 409, as the real

@@ -15,7 +15,7 @@ import {
   objectLabels,
   ownerReference,
   type ClusterRef,
-} from './resources';
+} from './specs/names';
 
 /**
  * The Secrets the operator generates for a cluster, once:

@@ -13,7 +13,7 @@ import { GROUP, PLURAL, VERSION } from '../crds/kvcluster-spec';
 import { errorSummary, type KVClusterObject } from './kube-api';
 import type { OperatorMetrics } from './metrics';
 import type { Reconciler } from './reconciler';
-import { LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY } from './resources';
+import { LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY } from './specs/names';
 import { WorkQueue } from './work-queue';
 
 /**

@@ -3,7 +3,7 @@ import type { CoreV1Api, CoreV1Event } from '@kubernetes/client-node';
 import { errorSummary } from './kube-api';
 import type { Logger } from '../common/logger';
 import { API_VERSION, KIND } from '../crds/kvcluster-spec';
-import { MANAGED_BY, type ClusterRef } from './resources';
+import { MANAGED_BY, type ClusterRef } from './specs/names';
 
 export type EventType = 'Normal' | 'Warning';
 

@@ -19,7 +19,7 @@ import {
 } from '@kubernetes/client-node';
 import { errorMessage, KvError } from '../common/errors';
 import { GROUP, KIND, PLURAL, VERSION, type KVClusterStatus } from '../crds/kvcluster-spec';
-import { FIELD_MANAGER, nodeSelectorString } from './resources';
+import { FIELD_MANAGER, nodeSelectorString } from './specs/names';
 
 /**
  * The API calls the operator makes, each bounded in time and failing with a KubeApiError that

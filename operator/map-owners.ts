@@ -7,7 +7,7 @@ import { MirroredMetadataStore } from '../common/mirrored-metadata-store';
 import type { PartitionMap } from '../common/partition-map';
 import { Rebalancer } from '../common/rebalancer';
 import { RedisMetadataStore } from '../common/redis-metadata-store';
-import { objectLabels, ownerReference, type ClusterRef } from './resources';
+import { objectLabels, ownerReference, type ClusterRef } from './specs/names';
 
 /**
  * The operator owns each KVCluster's partition map (docs/design.md, "Metadata: ConfigMap and Redis"): one metadata store

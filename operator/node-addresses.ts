@@ -1,6 +1,7 @@
 import type { V1Pod } from '@kubernetes/client-node';
-import type { NodeInfo, PartitionMap } from '../common/partition-map';
-import { RPC_PORT, statefulSetName } from './resources';
+import { withNodeAddresses } from '../common/owner-maps';
+import type { PartitionMap } from '../common/partition-map';
+import { RPC_PORT, statefulSetName } from './specs/names';
 
 /**
  * Storage node identity and addresses on Kubernetes. Pure.
@@ -135,9 +136,5 @@ export function withCurrentAddresses(
   const heldChanges = proposed.filter((c) => held.has(c.id));
   if (changed.length === 0) return { map: undefined, changed: [], held: heldChanges };
   const moved = new Map(changed.map((c) => [c.id, c.to]));
-  const nodes: NodeInfo[] = map.nodes.map((n) => {
-    const address = moved.get(n.id) ?? n.address;
-    return n.zone === undefined ? { id: n.id, address } : { id: n.id, address, zone: n.zone };
-  });
-  return { map: { ...map, epoch: map.epoch + 1, nodes }, changed, held: heldChanges };
+  return { map: withNodeAddresses(map, moved), changed, held: heldChanges };
 }

@@ -14,7 +14,7 @@ import type { KVClusterObject } from './kube-api';
 import type { MapOwner } from './map-owners';
 import { clusterKey } from './map-owners';
 import { Reconciler, type ReconcilerApi, type ReconcilerOptions } from './reconciler';
-import type { ClusterRef } from './resources';
+import type { ClusterRef } from './specs/names';
 
 /*
  * The reconciler's decisions with the API server and the map owners faked in memory (the e2e

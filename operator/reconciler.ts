@@ -11,27 +11,23 @@ import {
   type KVClusterStatus,
 } from '../crds/kvcluster-spec';
 import { ensureClusterSecrets } from './cluster-secrets';
+import { ConvergeContext } from './converge-context';
 import type { EventRecorder } from './events';
 import { isConflict, isNotFound, type KubeApi, type KVClusterObject } from './kube-api';
 import { clusterKey, type MapOwners } from './map-owners';
 import { nodeOrdinal, observeNodes, type ObservedNode } from './node-addresses';
-import {
-  desiredResources,
-  FINALIZER,
-  resourceList,
-  serviceMonitorName,
-  statefulSetName,
-  type ClusterRef,
-} from './resources';
-import { decideScaling, ScalingError, type ScalingDecision } from './scaling';
+import { desiredResources, resourceList } from './specs/desired-resources';
+import { FINALIZER, serviceMonitorName, statefulSetName, type ClusterRef } from './specs/names';
+import { decideScaling, ScalingError } from './scaling';
 import { computeStatus, sameStatus } from './status';
 
 /**
  * One level-triggered, idempotent pass over one KVCluster: read everything, decide, write only
  * what differs. Run as often as you like; the controller serializes passes per cluster.
  *
- * Order within a pass: validate the spec (a bad one changes nothing), the finalizer, the objects
- * (server-side apply), then the partition map (first map, node addresses, scaling), then status.
+ * Order within a pass (Reconciler.steps): validate the spec (a bad one changes nothing), the
+ * finalizer, the objects (server-side apply), then the partition map (first map, node addresses,
+ * scaling), then status.
  */
 
 export type ReconcileResult =
@@ -70,6 +66,12 @@ export type ReconcilerApi = Pick<
   | 'createSecret'
 >;
 
+/** One step of a converge pass: an outcome ends the pass there (the later steps do not run). */
+interface ConvergeStep {
+  readonly name: string;
+  run(ctx: ConvergeContext): Promise<ReconcileOutcome | void>;
+}
+
 export interface ReconcilerOptions {
   readonly api: ReconcilerApi;
   readonly owners: Pick<MapOwners, 'ensure' | 'get' | 'stop' | 'removeFastCopy'>;
@@ -106,77 +108,140 @@ export class Reconciler {
     }
   }
 
-  /** Drives a live KVCluster towards its spec. */
+  /**
+   * Drives a live KVCluster towards its spec: the steps of `steps` in order, until one
+   * ends the pass early (the spec is refused, the finalizer write conflicted).
+   */
   private async converge(kv: KVClusterObject, ref: ClusterRef): Promise<ReconcileOutcome> {
-    const { api, owners } = this.opts;
-    const { namespace, name } = ref;
-    const key = clusterKey(ref);
-    let spec: KVClusterSpec;
-    try {
-      spec = parseKVClusterSpec(kv.spec);
-    } catch (err) {
-      if (!(err instanceof InvalidKVClusterSpecError)) throw err;
-      return this.refuse(kv, ref, err);
-    }
-
-    const finalizers = kv.metadata.finalizers ?? [];
-    if (!finalizers.includes(FINALIZER)) {
+    const ctx = new ConvergeContext(kv, ref);
+    for (const step of this.steps) {
+      ctx.step = step.name;
       try {
-        await api.setFinalizers(kv, [...finalizers, FINALIZER]);
+        const outcome = await step.run(ctx);
+        if (outcome) return outcome;
       } catch (err) {
-        if (isConflict(err)) return { result: 'conflict' };
+        // The work queue logs the failure itself; this says where in the pass it happened.
+        this.opts.log.debug(
+          { cluster: ctx.key, step: step.name, err: errorMessage(err) },
+          'reconcile step failed',
+        );
         throw err;
       }
     }
+    return { result: 'done' };
+  }
 
-    const redisUrl = spec.redis.url ?? (spec.redis.managed ? this.opts.managedRedisUrl : undefined);
+  /** The steps of a converge pass, in the order they run. */
+  private readonly steps: readonly ConvergeStep[] = [
+    { name: 'validate-spec', run: (ctx) => this.validateSpec(ctx) },
+    { name: 'finalizer', run: (ctx) => this.addFinalizer(ctx) },
+    { name: 'redis', run: (ctx) => this.chooseRedis(ctx) },
+    { name: 'map-owner', run: (ctx) => this.ensureMapOwner(ctx) },
+    { name: 'observe', run: (ctx) => this.observeCluster(ctx) },
+    { name: 'check-replication-factor', run: (ctx) => this.checkReplicationFactor(ctx) },
+    { name: 'decide-scaling', run: (ctx) => this.decide(ctx) },
+    { name: 'apply-objects', run: (ctx) => this.applyObjects(ctx) },
+    { name: 'write-map', run: (ctx) => this.writeMap(ctx) },
+    { name: 'rebalance-finished', run: (ctx) => this.noticeRebalanceFinished(ctx) },
+    { name: 'status', run: (ctx) => this.writeConvergedStatus(ctx) },
+  ];
+
+  /** A spec the schema refuses changes nothing but status and an event. */
+  private async validateSpec(ctx: ConvergeContext): Promise<ReconcileOutcome | void> {
+    try {
+      ctx.set('spec', parseKVClusterSpec(ctx.kv.spec));
+    } catch (err) {
+      if (!(err instanceof InvalidKVClusterSpecError)) throw err;
+      return this.refuse(ctx.kv, ctx.ref, err);
+    }
+  }
+
+  private async addFinalizer(ctx: ConvergeContext): Promise<ReconcileOutcome | void> {
+    const finalizers = ctx.kv.metadata.finalizers ?? [];
+    if (finalizers.includes(FINALIZER)) return;
+    try {
+      await this.opts.api.setFinalizers(ctx.kv, [...finalizers, FINALIZER]);
+    } catch (err) {
+      if (isConflict(err)) return { result: 'conflict' };
+      throw err;
+    }
+  }
+
+  private async chooseRedis(ctx: ConvergeContext): Promise<void> {
+    const spec = ctx.get('spec');
+    ctx.set('redisUrl', spec.redis.url ?? (spec.redis.managed ? this.opts.managedRedisUrl : undefined));
     if (spec.redis.managed && !this.opts.managedRedisUrl) {
       await this.event(
-        ref,
+        ctx.ref,
         'Warning',
         'ManagedRedisUnavailable',
         'spec.redis.managed is set but the operator was started without --managed-redis-url: the map is served from its ConfigMap only',
       );
     }
-    // Before the map owner: its rebalancer calls the nodes with the internal token.
-    const secrets = await ensureClusterSecrets(api, ref, spec);
-    const owner = await owners.ensure(ref, redisUrl, secrets.internalToken);
-    const pods = await api.listNodePods(namespace, name);
-    const nodes = await this.observe(name, pods);
-    let map = await owner.store.load();
-    const statefulSet = await api.getStatefulSet(namespace, statefulSetName(name));
-    const currentReplicas = statefulSet?.spec?.replicas;
+  }
 
+  private async ensureMapOwner(ctx: ConvergeContext): Promise<void> {
+    // Before the map owner: its rebalancer calls the nodes with the internal token.
+    const secrets = await ensureClusterSecrets(this.opts.api, ctx.ref, ctx.get('spec'));
+    ctx.set('owner', await this.opts.owners.ensure(ctx.ref, ctx.get('redisUrl'), secrets.internalToken));
+  }
+
+  private async observeCluster(ctx: ConvergeContext): Promise<void> {
+    const { api } = this.opts;
+    const { namespace, name } = ctx.ref;
+    const pods = await api.listNodePods(namespace, name);
+    ctx.set('nodes', await this.observe(name, pods));
+    ctx.set('map', await ctx.get('owner').store.load());
+    ctx.set('statefulSet', await api.getStatefulSet(namespace, statefulSetName(name)));
+  }
+
+  private async checkReplicationFactor(ctx: ConvergeContext): Promise<void> {
+    const spec = ctx.get('spec');
+    const map = ctx.get('map');
     if (map && map.replicationFactor !== spec.replicationFactor) {
       await this.event(
-        ref,
+        ctx.ref,
         'Warning',
         'ReplicationFactorUnchanged',
         `spec.replicationFactor is ${spec.replicationFactor} but the partition map keeps ${map.replicationFactor} replicas of every partition: changing the replication factor of an existing cluster is not supported`,
       );
     }
+  }
 
-    let decision: ScalingDecision;
-    let blocked: string | undefined;
+  private async decide(ctx: ConvergeContext): Promise<void> {
+    const { name } = ctx.ref;
+    const spec = ctx.get('spec');
+    const map = ctx.get('map');
+    ctx.set('blocked', undefined);
     try {
-      decision = decideScaling({ cluster: name, spec, map, nodes });
+      ctx.set('decision', decideScaling({ cluster: name, spec, map, nodes: ctx.get('nodes') }));
     } catch (err) {
       if (!(err instanceof ScalingError)) throw err;
-      blocked = err.message;
-      await this.event(ref, 'Warning', 'ScalingBlocked', err.message);
+      ctx.set('blocked', err.message);
+      await this.event(ctx.ref, 'Warning', 'ScalingBlocked', err.message);
+      const currentReplicas = ctx.get('statefulSet')?.spec?.replicas;
       // Keep every pod the map may name: never shrink on a map we cannot read as ours.
-      decision = {
+      ctx.set('decision', {
         statefulSetReplicas: Math.max(spec.replicas, currentReplicas ?? 0, highestOrdinal(name, map) + 1),
         action: { kind: 'none' },
         heldAddresses: [],
-      };
+      });
     }
+  }
 
-    // The objects.
+  /** The objects. */
+  private async applyObjects(ctx: ConvergeContext): Promise<void> {
+    const { api } = this.opts;
+    const { ref } = ctx;
+    const { namespace, name } = ref;
+    const spec = ctx.get('spec');
+    const decision = ctx.get('decision');
+    const statefulSet = ctx.get('statefulSet');
+    const currentReplicas = statefulSet?.spec?.replicas;
     const serviceMonitorAvailable = await this.serviceMonitorAvailable(ref, spec);
     const desired = desiredResources(ref, spec, {
       nodeReplicas: decision.statefulSetReplicas,
-      redisUrl,
+      redisUrl: ctx.get('redisUrl'),
       serviceMonitorAvailable,
     });
     for (const object of resourceList(desired)) await api.apply(object);
@@ -204,18 +269,23 @@ export class Reconciler {
     }
     for (const held of decision.heldAddresses) {
       this.opts.log.info(
-        { cluster: key, node: held.id, from: held.from, to: held.to },
+        { cluster: ctx.key, node: held.id, from: held.from, to: held.to },
         'address change held back: another node of the map still has that address',
       );
     }
+  }
 
-    // The map.
-    const action = decision.action;
+  /** The map: the first one, new addresses, or a rebalance planned, as decided. */
+  private async writeMap(ctx: ConvergeContext): Promise<void> {
+    const { ref } = ctx;
+    const action = ctx.get('decision').action;
+    const owner = ctx.get('owner');
     const store = owner.store;
+    const map = ctx.get('map');
     switch (action.kind) {
       case 'create-map':
         if (await store.compareAndSet(action.map, undefined)) {
-          map = action.map;
+          ctx.set('map', action.map);
           await this.event(
             ref,
             'Normal',
@@ -223,12 +293,12 @@ export class Reconciler {
             `partition map created: ${action.map.partitionCount} partitions on ${action.map.nodes.length} nodes, replication factor ${action.map.replicationFactor}`,
           );
         } else {
-          map = await store.load();
+          ctx.set('map', await store.load());
         }
         break;
       case 'update-addresses':
         if (map && (await store.compareAndSet(action.map, map.epoch))) {
-          map = action.map;
+          ctx.set('map', action.map);
           await this.event(
             ref,
             'Normal',
@@ -236,7 +306,7 @@ export class Reconciler {
             `map epoch ${action.map.epoch}: ${action.changed.map((c) => `${c.id} ${c.from} -> ${c.to}`).join(', ')}`,
           );
         } else {
-          map = await store.load();
+          ctx.set('map', await store.load());
         }
         break;
       case 'scale':
@@ -249,11 +319,11 @@ export class Reconciler {
             'RebalancePlanned',
             `scaling from ${action.from} to ${action.target.length} nodes: ${moves} partition move${moves === 1 ? '' : 's'} planned at map epoch ${planned.epoch}`,
           );
-          map = planned;
+          ctx.set('map', planned);
         } catch (err) {
           if (!(err instanceof RebalancePlanError)) throw err;
           // The planner refuses what can never work (e.g. a target a map cannot hold): no retry helps.
-          blocked = err.message;
+          ctx.set('blocked', err.message);
           await this.event(ref, 'Warning', 'RebalancePlanRefused', err.message);
         }
         break;
@@ -261,30 +331,37 @@ export class Reconciler {
       case 'none':
         break;
     }
+  }
 
-    if (kv.status?.rebalance && map && !map.rebalance && map.moves.length === 0) {
+  private async noticeRebalanceFinished(ctx: ConvergeContext): Promise<void> {
+    const map = ctx.get('map');
+    if (ctx.kv.status?.rebalance && map && !map.rebalance && map.moves.length === 0) {
       await this.event(
-        ref,
+        ctx.ref,
         'Normal',
         'RebalanceFinished',
         `rebalance finished at map epoch ${map.epoch}: ${map.nodes.length} nodes`,
       );
     }
+  }
 
+  private async writeConvergedStatus(ctx: ConvergeContext): Promise<void> {
+    const { kv } = ctx;
+    const action = ctx.get('decision').action;
+    const blocked = ctx.get('blocked');
     await this.writeStatus(
       kv,
       computeStatus({
-        cluster: name,
+        cluster: ctx.ref.name,
         generation: kv.metadata.generation ?? 0,
         previous: kv.status,
         now: this.now(),
-        map,
-        nodes,
+        map: ctx.get('map'),
+        nodes: ctx.get('nodes'),
         ...(action.kind === 'wait' ? { waitingForNodes: action.nodes } : {}),
         ...(blocked ? { scalingBlocked: blocked } : {}),
       }),
     );
-    return { result: 'done' };
   }
 
   /** A spec the schema refuses: say so (status, event) and change nothing else. */

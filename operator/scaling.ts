@@ -1,5 +1,5 @@
 import type { NodeInfo, PartitionMap } from '../common/partition-map';
-import { placePartitions } from '../common/placement';
+import { initialPartitionMap } from '../common/owner-maps';
 import { KvError } from '../common/errors';
 import type { KVClusterSpec } from '../crds/kvcluster-spec';
 import {
@@ -13,7 +13,7 @@ import {
 
 /**
  * What the map owner does next for one KVCluster, decided from the spec, the map and the node
- * pods (docs/design.md, "Rebalancing"; local/cluster.ts plays the same part on one machine). Pure: the
+ * pods (docs/design.md, "Rebalancing"; local/map-owner.ts plays the same part on one machine). Pure: the
  * reconciler carries the decision out and comes back when something changed.
  *
  * - No map yet: the StatefulSet runs spec.replicas pods (all at once: Parallel), and the first map
@@ -128,11 +128,8 @@ export function decideScaling(input: ScalingInput): ScalingDecision {
   }
   const target: NodeInfo[] = wanted.map((id) => {
     const known = inMap.get(id);
-    if (known) return known;
-    const node = nodes.get(id);
-    // Both checked just above; a fresh node object keeps the zone when Kubernetes knows it.
-    const address = nodeAddress(node?.ip ?? '');
-    return node?.zone ? { id, address, zone: node.zone } : { id, address };
+    // IP and readiness checked just above.
+    return known ?? mapNode(id, nodes.get(id));
   });
   return result({ kind: 'scale', target, from: map.nodes.length });
 }
@@ -144,24 +141,19 @@ function initialMap(
   wanted: readonly string[],
   nodes: ReadonlyMap<string, ObservedNode>,
 ): PartitionMap {
-  const mapNodes: NodeInfo[] = wanted.map((id) => {
-    const node = nodes.get(id);
-    const address = nodeAddress(node?.ip ?? '');
-    return node?.zone ? { id, address, zone: node.zone } : { id, address };
-  });
-  return {
+  const mapNodes: NodeInfo[] = wanted.map((id) => mapNode(id, nodes.get(id)));
+  return initialPartitionMap({
     cluster,
-    epoch: 1,
+    nodes: mapNodes,
     partitionCount: spec.partitions,
     replicationFactor: spec.replicationFactor,
-    nodes: mapNodes,
-    partitions: placePartitions({
-      nodes: mapNodes,
-      partitionCount: spec.partitions,
-      replicationFactor: spec.replicationFactor,
-    }),
-    moves: [],
-  };
+  });
+}
+
+/** A node as a map lists it: at its pod's IP, with the zone when Kubernetes knows it. */
+function mapNode(id: string, node: ObservedNode | undefined): NodeInfo {
+  const address = nodeAddress(node?.ip ?? '');
+  return node?.zone ? { id, address, zone: node.zone } : { id, address };
 }
 
 function checkMap(cluster: string, spec: ScalingInput['spec'], map: PartitionMap): void {

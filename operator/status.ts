@@ -7,7 +7,7 @@ import type {
   KVClusterStatus,
 } from '../crds/kvcluster-spec';
 import type { ObservedNode } from './node-addresses';
-import { nodeSelectorString } from './resources';
+import { nodeSelectorString } from './specs/names';
 
 /**
  * The KVCluster's status, computed from what the operator observed. Pure: the reconciler writes

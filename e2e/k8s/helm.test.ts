@@ -4,7 +4,7 @@ import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
 import { parseKVClusterSpec } from '../../crds/kvcluster-spec';
-import { desiredResources, resourceList } from '../../operator/resources';
+import { desiredResources, resourceList } from '../../operator/specs/desired-resources';
 import {
   runTool,
   startControlPlane,
@@ -21,7 +21,7 @@ import {
  * values.schema.json, and helm refuses values that break it; `helm install` creates the CRD, the
  * operator and its RBAC and a KVCluster the CRD accepts, whose pods pass the "restricted" Pod Security
  * Standard; the operator's ServiceAccount can do what it needs and no more (`kubectl auth can-i`, and
- * applying as that account every object operator/resources.ts makes of a KVCluster); the operator
+ * applying as that account every object operator/specs/ makes of a KVCluster); the operator
  * binary (dist/, built by `npm test`) takes the flags the chart gives it; `helm uninstall` removes it
  * all. The tests share one control plane and run in order: the uninstall test removes what the
  * install test made.

@@ -96,7 +96,7 @@ ServiceAccount <cluster>-kvstore, which is <fullname> for a cluster named after 
 
 {{/*
 The operator's namespaced permissions (a ClusterRole, or a Role in operator.watchNamespace): the
-objects it applies for each KVCluster (operator/resources.ts), including the ServiceAccount, Role and
+objects it applies for each KVCluster (operator/specs/), including the ServiceAccount, Role and
 RoleBinding that let the cluster's nodes and gateways read their partition-map ConfigMap. It can
 grant those only because it holds them itself: the API server refuses any Role wider than that.
 */}}
