@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { KvClientError } from './client';
+import { KvClientError } from './index';
 
 /**
  * What kvctl's subcommands (repair, status, scale) share: the global options

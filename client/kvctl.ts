@@ -7,7 +7,7 @@ import {
   isConsistency,
   type ClusterInfo,
   type Consistency,
-} from './client';
+} from './index';
 import { caFileOption, DEFAULT_GATEWAY_URL, loadCaOrExit } from './kvctl-command';
 import { isAuthCommand, runAuth } from './auth-command';
 import { isRepairCommand, runRepair } from './repair-command';

@@ -6,7 +6,7 @@ import {
   RepairUsageError,
   runRepair,
 } from './repair-command';
-import type { RepairReport } from './client';
+import type { RepairReport } from '../common/rest-replies';
 
 const env = {};
 

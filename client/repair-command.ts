@@ -1,4 +1,5 @@
-import { KeyValueStoreClient, type NodeRepairReport, type RepairReport } from './client';
+import type { NodeRepairReport, RepairReport } from '../common/rest-replies';
+import { KeyValueStoreClient } from './index';
 import {
   GLOBAL_OPTIONS,
   gatewayTarget,

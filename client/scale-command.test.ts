@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { RebalanceStatus, ScaleResult } from './client';
+import type { RebalanceStatus, ScaleResult } from './index';
 import { runKvctl } from './kvctl';
 import {
   DEFAULT_ADMIN_URL,

@@ -1,4 +1,4 @@
-import { KeyValueStoreClient, KvClientError, type RebalanceStatus, type ScaleResult } from './client';
+import { KeyValueStoreClient, KvClientError, type RebalanceStatus, type ScaleResult } from './index';
 import {
   COMMAND_EXIT_FAILURE,
   COMMAND_EXIT_USAGE,

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ClusterInfo, RepairReport } from './client';
+import type { ClusterInfo, RepairReport } from '../common/rest-replies';
 import {
   clusterStatus,
   formatBytes,

@@ -1,12 +1,7 @@
 import type { PartitionMap } from '../common/partition-map';
 import { rebalanceProgress, type RebalanceProgress } from '../common/rebalance-progress';
-import {
-  KeyValueStoreClient,
-  KvClientError,
-  type ClusterInfo,
-  type NodeRepairReport,
-  type RepairReport,
-} from './client';
+import type { NodeRepairReport, RepairReport } from '../common/rest-replies';
+import { KeyValueStoreClient, KvClientError, type ClusterInfo } from './index';
 import {
   COMMAND_EXIT_FAILURE,
   COMMAND_EXIT_USAGE,

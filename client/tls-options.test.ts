@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { KeyValueStoreClient, KvClientError } from './client';
+import { KeyValueStoreClient, KvClientError } from './index';
 import { readCaFile } from './kvctl-command';
 import { parseKvctlArgs, runKvctl } from './kvctl';
 import { parseRepairArgs, runRepair } from './repair-command';

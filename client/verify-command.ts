@@ -6,7 +6,7 @@ import {
   KvClientError,
   isConsistency,
   type Consistency,
-} from './client';
+} from './index';
 import {
   checkHistory,
   countViolations,

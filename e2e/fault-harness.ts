@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { KeyValueStoreClient } from '../client/client';
+import { KeyValueStoreClient } from '../client';
 import type { FinalRead, HistoryOp } from '../client/history';
 import { checkHistory, countViolations, VIOLATION_KINDS, type Violation } from '../client/history-checker';
 import {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { KeyValueStoreClient, KvClientError, type Consistency } from '../client/client';
+import { KeyValueStoreClient, KvClientError, type Consistency } from '../client';
 import { createKey } from '../client/auth-command';
 import { runStatus } from '../client/status-command';
 import { adminPort } from '../local/cluster';

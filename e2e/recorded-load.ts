@@ -1,4 +1,4 @@
-import { KeyValueStoreClient } from '../client/client';
+import { KeyValueStoreClient } from '../client';
 import { checkHistory } from '../client/history-checker';
 import { HistoryRecorder, readFinal, runWorkload, type WorkloadResult } from '../client/verify-workload';
 
