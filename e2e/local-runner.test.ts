@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { KeyValueStoreClient, type ClusterInfo } from '../client';
-import { runKvctl } from '../client/kvctl';
+import { runKvctl } from '../kvctl/main';
 import { alive as exists, tempDir } from './cluster-harness';
 
 /**
