@@ -1,4 +1,5 @@
 import type { MoveProgress, RebalanceProgress } from './rebalance-progress';
+import type { NodeStatus } from './rpc-client';
 import type { IncomingMoveState, IncomingMoveStatus, RepairStatus } from './rpc-protocol';
 
 /**
@@ -14,7 +15,7 @@ export interface ClusterNode {
   readonly address: string;
   readonly zone?: string;
   /** as the gateway last saw it; 'unknown' until it has talked to the node (one that just joined) */
-  readonly status: 'up' | 'down' | 'unknown';
+  readonly status: NodeStatus;
   /** Number of partition replicas this node holds. */
   readonly partitions: number;
 }
