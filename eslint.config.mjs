@@ -42,6 +42,7 @@ function layerRules() {
     'operator',
     'client',
     'kvctl',
+    'verify',
     'local',
     'bench',
     'e2e',
@@ -53,7 +54,8 @@ function layerRules() {
     gateway: ['common', 'crds'],
     operator: ['common', 'crds'],
     client: ['common'],
-    kvctl: ['common', 'crds', 'client'],
+    verify: ['common', 'client'],
+    kvctl: ['common', 'crds', 'client', 'verify'],
   };
   return Object.entries(allowed).flatMap(([folder, may]) => [
     rule([`${folder}/**/*.ts`], folder, may),

@@ -15,7 +15,9 @@ module.exports = {
       testEnvironment: 'node',
       transform,
       transformIgnorePatterns,
-      testMatch: ['<rootDir>/{common,node,gateway,operator,crds,client,local,bench}/**/*.test.ts'],
+      testMatch: [
+        '<rootDir>/{common,node,gateway,operator,crds,client,kvctl,verify,local,bench}/**/*.test.ts',
+      ],
     },
     {
       displayName: 'e2e',

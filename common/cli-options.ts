@@ -2,8 +2,12 @@ import { KvError } from './errors';
 
 /** Command-line values are checked once at start-up, with a message that names the flag. */
 export class UsageError extends KvError {
-  constructor(message: string) {
-    super('usage', message);
+  constructor(
+    message: string,
+    context: Readonly<Record<string, unknown>> = {},
+    options?: { cause?: unknown },
+  ) {
+    super('usage', message, context, options);
   }
 }
 

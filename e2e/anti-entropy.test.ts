@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { runKvctl } from '../client/kvctl';
+import { runKvctl } from '../kvctl/main';
 import { RpcError } from '../common/rpc-client';
 import { nodeClient, startTestCluster, type TestCluster } from './cluster-harness';
 import { scrapeSum } from './metrics-scrape';

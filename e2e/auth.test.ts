@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { hashToken } from '../common/api-keys';
-import { runKvctl } from '../client/kvctl';
+import { runKvctl } from '../kvctl/main';
 import { alive, freePortBlock, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
 
 /**

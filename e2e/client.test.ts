@@ -8,7 +8,7 @@ import { startTestCluster, type TestCluster } from './cluster-harness';
 jest.setTimeout(60_000);
 
 const run = promisify(execFile);
-const KVCTL = path.resolve(__dirname, '..', 'dist', 'client', 'kvctl.js');
+const KVCTL = path.resolve(__dirname, '..', 'dist', 'kvctl', 'main.js');
 
 let tc: TestCluster;
 

@@ -1,15 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { KeyValueStoreClient } from '../client/client';
-import type { FinalRead, HistoryOp } from '../client/history';
-import { checkHistory, countViolations, VIOLATION_KINDS, type Violation } from '../client/history-checker';
-import {
-  HistoryRecorder,
-  readFinal,
-  runWorkload,
-  summarize,
-  type RequestSettings,
-} from '../client/verify-workload';
+import { KeyValueStoreClient } from '../client';
+import type { FinalRead, HistoryOp } from '../verify/history';
+import { checkHistory, countViolations, VIOLATION_KINDS, type Violation } from '../verify/history-checker';
+import { HistoryRecorder, readFinal, runWorkload, summarize, type RequestSettings } from '../verify/workload';
 import { partitionOf } from '../common/hash';
 import { formatVersion, HybridLogicalClock } from '../common/hlc';
 import { decodeRecord } from '../common/record';
@@ -22,7 +16,7 @@ import { startTestCluster, type TestCluster } from './cluster-harness';
  * node holds the same record for every key, then the proof:
  * - each node alone (the other two stopped) is read at `one` for every key;
  * - the whole history, with those reads as final reads, goes through the
- *   checker (client/history-checker.ts): no acknowledged write lost, no deleted
+ *   checker (verify/history-checker.ts): no acknowledged write lost, no deleted
  *   key back, no phantom value, no request hung past its deadline.
  *
  * Besides the random workload over `hot/` keys, two sets of keys make the

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
-import { KeyValueStoreClient } from '../client/client';
+import { KeyValueStoreClient } from '../client';
 import { hashToken } from '../common/api-keys';
 import { alive, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
 import {

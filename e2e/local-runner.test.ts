@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { KeyValueStoreClient, type ClusterInfo } from '../client/client';
-import { runKvctl } from '../client/kvctl';
+import { KeyValueStoreClient, type ClusterInfo } from '../client';
+import { runKvctl } from '../kvctl/main';
 import { alive as exists, tempDir } from './cluster-harness';
 
 /**

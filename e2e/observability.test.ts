@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { KeyValueStoreClient, KvClientError, type Consistency } from '../client/client';
-import { createKey } from '../client/auth-command';
-import { runStatus } from '../client/status-command';
+import { KeyValueStoreClient, KvClientError, type Consistency } from '../client';
+import { createKey } from '../kvctl/commands/auth';
+import { runKvctl } from '../kvctl/main';
 import { adminPort } from '../local/node-ports';
 import { freePortBlock, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
 import {
@@ -458,7 +458,7 @@ const MOVE_BYTES_PER_SECOND = 48 * 1024;
 
     // kvctl status sees the same: n3 down, its partitions under-replicated.
     const out: string[] = [];
-    const code = await runStatus(['status', '--url', tc.url, '--token', ADMIN.token], {
+    const code = await runKvctl(['status', '--url', tc.url, '--token', ADMIN.token], {
       stdout: { write: (s: string) => out.push(s) },
       stderr: { write: (s: string) => out.push(s) },
       env: {},

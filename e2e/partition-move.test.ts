@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import pino from 'pino';
-import { KeyValueStoreClient } from '../client/client';
+import { KeyValueStoreClient } from '../client';
 import { FileMetadataStore } from '../common/file-metadata-store';
 import type { NodeInfo, PartitionMap } from '../common/partition-map';
 import { mapViolations, replicaLoad } from '../common/rebalance-plan';

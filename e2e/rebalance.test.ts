@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { KeyValueStoreClient } from '../client/client';
+import { KeyValueStoreClient } from '../client';
 import { parsePartitionMap, type PartitionMap } from '../common/partition-map';
 import { mapViolations, replicaLoad } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';

@@ -1,6 +1,6 @@
-import { KeyValueStoreClient } from '../client/client';
-import { checkHistory } from '../client/history-checker';
-import { HistoryRecorder, readFinal, runWorkload, type WorkloadResult } from '../client/verify-workload';
+import { KeyValueStoreClient } from '../client';
+import { checkHistory } from '../verify/history-checker';
+import { HistoryRecorder, readFinal, runWorkload, type WorkloadResult } from '../verify/workload';
 
 /**
  * The load the rebalancing suites keep running across scale steps: 4 clients

@@ -21,7 +21,7 @@ import { waitFor } from './wait-for';
  */
 jest.setTimeout(120_000);
 
-const KVCTL = path.resolve(__dirname, '..', 'dist', 'client', 'kvctl.js');
+const KVCTL = path.resolve(__dirname, '..', 'dist', 'kvctl', 'main.js');
 const GATEWAY = path.resolve(__dirname, '..', 'dist', 'gateway', 'main.js');
 /** short, so rotation shows within a test; the gateway's default is 30 s */
 const RELOAD_MS = 100;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { AppsV1Api, CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import pino from 'pino';
-import { KeyValueStoreClient } from '../../client/client';
+import { KeyValueStoreClient } from '../../client';
 import { partitionOf } from '../../common/hash';
 import { HybridLogicalClock } from '../../common/hlc';
 import { RpcClient, RpcError } from '../../common/rpc-client';

@@ -75,7 +75,7 @@ kubectl -n "$ns" port-forward svc/demo "$port:80" >/dev/null 2>&1 &
 pf_pid=$!
 # Auth is on by default: the operator made an admin key for the cluster.
 token="$(kubectl -n "$ns" get secret demo-admin-token -o jsonpath='{.data.token}' | base64 -d)"
-kvctl=(node dist/client/kvctl.js --url "http://127.0.0.1:$port" --token "$token")
+kvctl=(node dist/kvctl/main.js --url "http://127.0.0.1:$port" --token "$token")
 for _ in $(seq 1 60); do
   if "${kvctl[@]}" put kind-journey hello >/dev/null 2>&1; then break; fi
   sleep 1
@@ -84,7 +84,7 @@ done
 log "put, get, delete"
 "${kvctl[@]}" put kind-journey hello >/dev/null
 # The gateway answers now; without the key it must refuse (401), not serve the value.
-if node dist/client/kvctl.js --url "http://127.0.0.1:$port" get kind-journey >/dev/null 2>&1; then
+if node dist/kvctl/main.js --url "http://127.0.0.1:$port" get kind-journey >/dev/null 2>&1; then
   echo "a request without an API key was served" >&2
   exit 1
 fi

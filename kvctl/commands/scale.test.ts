@@ -1,15 +1,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { RebalanceStatus, ScaleResult } from './client';
-import { runKvctl } from './kvctl';
-import {
-  DEFAULT_ADMIN_URL,
-  formatPlan,
-  isScaleCommand,
-  parseScaleArgs,
-  runScale,
-  ScaleUsageError,
-} from './scale-command';
+import { UsageError } from '../../common/cli-options';
+import type { RebalanceStatus, ScaleResult } from '../../common/rest-replies';
+import { argsOf, commandOf } from '../kvctl.fixtures';
+import { parseKvctlArgs, runKvctl } from '../main';
+import { SCALE_USAGE, DEFAULT_ADMIN_URL, formatPlan } from './scale';
 
 const idle: RebalanceStatus = {
   epoch: 3,
@@ -45,26 +40,28 @@ const growing: ScaleResult = {
 
 describe('kvctl scale: command line', () => {
   it('is found wherever the global options put it', () => {
-    expect(isScaleCommand(['scale', '--nodes', '5'])).toBe(true);
-    expect(isScaleCommand(['--url', 'http://g:1', 'scale', '--nodes', '5'])).toBe(true);
-    expect(isScaleCommand(['--admin-url', 'scale', 'get', 'k'])).toBe(false);
-    expect(isScaleCommand(['get', 'scale'])).toBe(false);
+    expect(commandOf(['scale', '--nodes', '5'])).toBe('scale');
+    expect(commandOf(['--url', 'http://g:1', 'scale', '--nodes', '5'])).toBe('scale');
+    expect(commandOf(['--token', 'scale', 'get', 'k'])).toBe('get');
+    // scale's own options follow it (commander); before the command they are refused.
+    expect(() => commandOf(['--admin-url', 'scale', 'get', 'k'])).toThrow(/unknown option '--admin-url'/);
+    expect(commandOf(['get', 'scale'])).toBe('get');
   });
 
   it('parses --nodes, --admin-url (flag, environment, default), --wait and --interval', () => {
-    expect(parseScaleArgs(['scale', '--nodes', '5'], {})).toEqual({
+    expect(argsOf('scale', ['scale', '--nodes', '5'], {})).toEqual({
       adminUrl: DEFAULT_ADMIN_URL,
       nodes: 5,
       wait: false,
       intervalMs: 1000,
-      help: false,
     });
     expect(DEFAULT_ADMIN_URL).toBe('http://127.0.0.1:3100');
-    expect(parseScaleArgs(['scale', '--nodes', '4'], { KVSTORE_ADMIN_URL: 'http://a:1' }).adminUrl).toBe(
+    expect(argsOf('scale', ['scale', '--nodes', '4'], { KVSTORE_ADMIN_URL: 'http://a:1' }).adminUrl).toBe(
       'http://a:1',
     );
     expect(
-      parseScaleArgs(
+      argsOf(
+        'scale',
         ['scale', '--nodes', '4', '--admin-url', 'http://b:2', '--wait', '--interval', '250ms'],
         {
           KVSTORE_ADMIN_URL: 'http://a:1',
@@ -72,10 +69,10 @@ describe('kvctl scale: command line', () => {
       ),
     ).toMatchObject({ adminUrl: 'http://b:2', wait: true, intervalMs: 250 });
     // The gateway's --url is kvctl's global option: accepted, and not where scale goes.
-    expect(parseScaleArgs(['--url', 'http://g:1', 'scale', '--nodes', '3'], {}).adminUrl).toBe(
+    expect(argsOf('scale', ['--url', 'http://g:1', 'scale', '--nodes', '3'], {}).adminUrl).toBe(
       DEFAULT_ADMIN_URL,
     );
-    expect(parseScaleArgs(['scale', '--help'], {}).help).toBe(true);
+    expect(parseKvctlArgs(['scale', '--help'], {})).toEqual({ command: 'help', text: `${SCALE_USAGE}\n` });
   });
 
   it.each([
@@ -85,11 +82,11 @@ describe('kvctl scale: command line', () => {
     [['scale', '--nodes', '65'], /whole number from 1 to 64/],
     [['scale', '--nodes', '3', '--interval', '1s'], /needs --wait/],
     [['scale', '--nodes', '3', '--wait', '--interval', '1ms'], /duration/],
-    [['scale', '--nodes', '3', 'extra'], /no arguments/],
+    [['scale', '--nodes', '3', 'extra'], /too many arguments for 'scale'/],
     [['scale', '--bogus'], /bogus/],
   ])('refuses %j', (argv, message) => {
-    expect(() => parseScaleArgs(argv, {})).toThrow(ScaleUsageError);
-    expect(() => parseScaleArgs(argv, {})).toThrow(message);
+    expect(() => argsOf('scale', argv, {})).toThrow(UsageError);
+    expect(() => argsOf('scale', argv, {})).toThrow(message);
   });
 
   it('prints the plan: moves, nodes added and drained, moves per node', () => {
@@ -162,7 +159,7 @@ describe('kvctl scale against a launcher', () => {
     const out: string[] = [];
     const err: string[] = [];
     let t = 1_000;
-    const code = await runScale(
+    const code = await runKvctl(
       argv,
       {
         stdout: { write: (s: string) => out.push(s), isTTY: tty },

@@ -1,33 +1,27 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { runKvctl } from './kvctl';
-import {
-  formatReport,
-  isVerifyCommand,
-  parseDuration,
-  parseVerifyArgs,
-  runVerify,
-  VerifyUsageError,
-  VERIFY_EXIT_FAILURE,
-  VERIFY_EXIT_OK,
-  VERIFY_EXIT_USAGE,
-  VERIFY_EXIT_VIOLATIONS,
-} from './verify-command';
-import { latencySummary, summarize } from './verify-workload';
-import type { HistoryOp } from './history';
+import { UsageError } from '../../common/cli-options';
+import { latencySummary, summarize } from '../../verify/workload';
+import type { HistoryOp } from '../../verify/history';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type KvctlIo } from '../io';
+import { argsOf, commandOf } from '../kvctl.fixtures';
+import { runKvctl } from '../main';
+import { formatReport, parseDuration, VERIFY_EXIT_VIOLATIONS } from './verify';
 
 describe('command line', () => {
   test('verify is found wherever the global options are', () => {
-    expect(isVerifyCommand(['verify'])).toBe(true);
-    expect(isVerifyCommand(['--url', 'http://x', 'verify', '--duration', '5s'])).toBe(true);
-    expect(isVerifyCommand(['--consistency', 'one', '--token', 't', 'verify'])).toBe(true);
-    expect(isVerifyCommand(['put', 'verify', 'x'])).toBe(false);
-    expect(isVerifyCommand(['--ttl', '5', 'put', 'k', 'verify'])).toBe(false);
-    expect(isVerifyCommand([])).toBe(false);
+    expect(commandOf(['verify'])).toBe('verify');
+    expect(commandOf(['--url', 'http://x', 'verify', '--duration', '5s'])).toBe('verify');
+    expect(commandOf(['--consistency', 'one', '--token', 't', 'verify'])).toBe('verify');
+    expect(commandOf(['put', 'verify', 'x'])).toBe('put');
+    expect(commandOf(['put', 'k', 'verify', '--ttl', '5'])).toBe('put');
+    // A command's own options follow the command (commander); before it they are refused.
+    expect(() => commandOf(['--ttl', '5', 'put', 'k', 'verify'])).toThrow(/unknown option '--ttl'/);
+    expect(() => commandOf([])).toThrow(/missing command/);
   });
 
   test('defaults, environment and flags', () => {
-    expect(parseVerifyArgs(['verify'], {})).toEqual({
+    expect(argsOf('verify', ['verify'], {})).toEqual({
       url: 'http://127.0.0.1:3000',
       token: undefined,
       consistency: 'quorum',
@@ -37,9 +31,9 @@ describe('command line', () => {
       keys: 16,
       timeoutMs: 5000,
       historyFile: undefined,
-      help: false,
     });
-    const a = parseVerifyArgs(
+    const a = argsOf(
+      'verify',
       [
         'verify',
         '--duration',
@@ -65,7 +59,7 @@ describe('command line', () => {
       historyFile: 'h.json',
     });
     // --ops alone runs until the count, without the default duration
-    expect(parseVerifyArgs(['verify', '--ops', '500'], {})).toMatchObject({
+    expect(argsOf('verify', ['verify', '--ops', '500'], {})).toMatchObject({
       maxOps: 500,
       durationMs: undefined,
     });
@@ -79,7 +73,7 @@ describe('command line', () => {
     [['verify', '--consistency', 'most']],
     [['verify', '--bogus']],
   ])('refuses %j', (argv) => {
-    expect(() => parseVerifyArgs(argv, {})).toThrow(VerifyUsageError);
+    expect(() => argsOf('verify', argv, {})).toThrow(UsageError);
   });
 
   test('durations', () => {
@@ -89,8 +83,8 @@ describe('command line', () => {
     expect(parseDuration('250ms', '--d')).toBe(250);
     expect(parseDuration('2m', '--d')).toBe(120_000);
     expect(parseDuration('1h', '--d')).toBe(3_600_000);
-    expect(() => parseDuration('0', '--d')).toThrow(VerifyUsageError);
-    expect(() => parseDuration('-1s', '--d')).toThrow(VerifyUsageError);
+    expect(() => parseDuration('0', '--d')).toThrow(UsageError);
+    expect(() => parseDuration('-1s', '--d')).toThrow(UsageError);
   });
 });
 
@@ -172,7 +166,7 @@ async function fakeGateway(forget: boolean): Promise<{ url: string; close(): Pro
   };
 }
 
-function capture(): { io: Parameters<typeof runVerify>[1]; out: () => string; err: () => string } {
+function capture(): { io: KvctlIo; out: () => string; err: () => string } {
   let out = '';
   let err = '';
   return {
@@ -199,7 +193,7 @@ describe('kvctl verify against a gateway', () => {
         },
       );
       expect(c.err()).toBe('');
-      expect(code).toBe(VERIFY_EXIT_OK);
+      expect(code).toBe(EXIT_OK);
       expect(c.out()).toMatch(/^operations {3}4\d\d in /m);
       expect(c.out()).toMatch(/^latency ms {3}p50 [\d.]+ {2}p99 [\d.]+ {2}max [\d.]+$/m);
       expect(c.out()).toMatch(/^final reads {2}4 keys at quorum$/m);
@@ -213,7 +207,7 @@ describe('kvctl verify against a gateway', () => {
     const gw = await fakeGateway(true);
     try {
       const c = capture();
-      const code = await runVerify(
+      const code = await runKvctl(
         ['verify', '--url', gw.url, '--ops', '400', '--clients', '3', '--keys', '4'],
         c.io,
       );
@@ -229,12 +223,10 @@ describe('kvctl verify against a gateway', () => {
 
   test('usage errors exit 2; an unreachable gateway exits 3', async () => {
     const c = capture();
-    expect(await runVerify(['verify', '--clients', 'x'], c.io)).toBe(VERIFY_EXIT_USAGE);
+    expect(await runKvctl(['verify', '--clients', 'x'], c.io)).toBe(EXIT_USAGE);
     expect(c.err()).toMatch(/--clients takes a whole number/);
     const d = capture();
-    expect(await runVerify(['verify', '--url', 'http://127.0.0.1:1', '--ops', '1'], d.io)).toBe(
-      VERIFY_EXIT_FAILURE,
-    );
+    expect(await runKvctl(['verify', '--url', 'http://127.0.0.1:1', '--ops', '1'], d.io)).toBe(EXIT_FAILURE);
     expect(d.err()).toMatch(/not_ready: the gateway at http:\/\/127\.0\.0\.1:1 is not ready/);
   });
 });

@@ -1,7 +1,8 @@
-import { ApiKeySet, authenticate } from '../common/api-keys';
-import { newToken } from '../common/api-keys';
-import { createKey, isAuthCommand, parseAuthArgs } from './auth-command';
-import { runKvctl } from './kvctl';
+import { ApiKeySet, authenticate } from '../../common/api-keys';
+import { newToken } from '../../common/api-keys';
+import { argsOf, commandOf } from '../kvctl.fixtures';
+import { runKvctl } from '../main';
+import { createKey } from './auth';
 
 async function kvctl(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
@@ -69,7 +70,7 @@ describe('kvctl auth create-key', () => {
       [['auth', 'create-key', '--id', 'a', '--role', 'admin', '--prefix', 'x/'], /admin key is cluster-wide/],
       [['auth', 'create-key', '--id', 'has space', '--role', 'read'], /id/],
       [['auth', 'create-key', '--id', 'a', '--role', 'read', '--prefix', ''], /prefix/],
-      [['auth', 'create-key', '--id', 'a', '--role', 'read', 'extra'], /takes no arguments/],
+      [['auth', 'create-key', '--id', 'a', '--role', 'read', 'extra'], /too many arguments for 'create-key'/],
       [['auth', 'create-key', '--id', 'a', '--role', 'read', '--bogus'], /bogus/],
     ] as const) {
       const r = await kvctl(...argv);
@@ -86,9 +87,9 @@ describe('kvctl auth create-key', () => {
   });
 
   it('is recognised wherever the global options are', () => {
-    expect(isAuthCommand(['--token', 't', 'auth', 'create-key'])).toBe(true);
-    expect(isAuthCommand(['get', 'auth'])).toBe(false);
-    expect(parseAuthArgs(['--url', 'u', 'auth', 'create-key', '--id', 'a', '--role', 'admin'])).toEqual({
+    expect(commandOf(['--token', 't', 'auth', 'create-key', '--id', 'a', '--role', 'read'])).toBe('auth');
+    expect(commandOf(['get', 'auth'])).toBe('get');
+    expect(argsOf('auth', ['--url', 'u', 'auth', 'create-key', '--id', 'a', '--role', 'admin'])).toEqual({
       id: 'a',
       role: 'admin',
       json: false,

@@ -1,7 +1,7 @@
 /**
  * The record of a verification run: every request a client made, with what it
  * sent, what it got back and when, plus a final read of every key. Written by
- * the workload (verify-workload.ts), judged by the checker (history-checker.ts).
+ * the workload (workload.ts), judged by the checker (history-checker.ts).
  *
  * Plain data (JSON-serialisable) so a history can be saved, replayed through
  * the checker, or built by hand in tests. Self-contained like the rest of the

@@ -1,21 +1,21 @@
-import {
-  formatProgressLine,
-  formatRepairReport,
-  isRepairCommand,
-  parseRepairArgs,
-  RepairUsageError,
-  runRepair,
-} from './repair-command';
-import type { RepairReport } from './client';
+import { UsageError } from '../../common/cli-options';
+import { argsOf, commandOf } from '../kvctl.fixtures';
+import type { Env } from '../io';
+import { runKvctl } from '../main';
+import { formatProgressLine, formatRepairReport } from './repair';
+import type { RepairReport } from '../../common/rest-replies';
 
 const env = {};
 
+/** repair's arguments as kvctl's command line parses them. */
+const parseRepairArgs = (argv: string[], env: Env) => argsOf('repair', argv, env);
+
 describe('kvctl repair: command line', () => {
   it('is recognised wherever the global options are', () => {
-    expect(isRepairCommand(['repair'])).toBe(true);
-    expect(isRepairCommand(['--url', 'http://h:1', 'repair', '--watch'])).toBe(true);
-    expect(isRepairCommand(['--token', 'repair', 'get', 'k'])).toBe(false);
-    expect(isRepairCommand(['get', 'repair'])).toBe(false);
+    expect(commandOf(['repair'])).toBe('repair');
+    expect(commandOf(['--url', 'http://h:1', 'repair', '--watch'])).toBe('repair');
+    expect(commandOf(['--token', 'repair', 'get', 'k'])).toBe('get');
+    expect(commandOf(['get', 'repair'])).toBe('get');
   });
 
   it('parses partitions (repeated or comma separated), --watch and --interval', () => {
@@ -23,7 +23,6 @@ describe('kvctl repair: command line', () => {
       url: 'http://127.0.0.1:3000',
       watch: false,
       intervalMs: 1000,
-      help: false,
     });
     expect(
       parseRepairArgs(
@@ -41,7 +40,7 @@ describe('kvctl repair: command line', () => {
         ],
         env,
       ),
-    ).toEqual({ url: 'http://g:9', partitions: [3, 7], watch: true, intervalMs: 250, help: false });
+    ).toEqual({ url: 'http://g:9', partitions: [3, 7], watch: true, intervalMs: 250 });
     expect(parseRepairArgs(['repair'], { KVSTORE_URL: 'http://e:1', KVSTORE_TOKEN: 't' })).toEqual(
       expect.objectContaining({ url: 'http://e:1', token: 't' }),
     );
@@ -49,12 +48,12 @@ describe('kvctl repair: command line', () => {
 
   it.each([
     [['repair', '--partition', 'x'], /partition numbers/],
-    [['repair', 'extra'], /no arguments/],
+    [['repair', 'extra'], /too many arguments for 'repair'/],
     [['repair', '--interval', '1s'], /needs --watch/],
     [['repair', '--watch', '--interval', '10ms'], /duration/],
     [['repair', '--bogus'], /bogus/],
   ])('refuses %j', (argv, message) => {
-    expect(() => parseRepairArgs(argv, env)).toThrow(RepairUsageError);
+    expect(() => parseRepairArgs(argv, env)).toThrow(UsageError);
     expect(() => parseRepairArgs(argv, env)).toThrow(message);
   });
 
@@ -65,9 +64,9 @@ describe('kvctl repair: command line', () => {
       stdout: { write: (s: string) => out.push(s) },
       stderr: { write: (s: string) => err.push(s) },
     };
-    expect(await runRepair(['repair', '--partition', '-1'], io)).toBe(2);
+    expect(await runKvctl(['repair', '--partition', '-1'], io)).toBe(2);
     expect(err.join('')).toMatch(/usage/);
-    expect(await runRepair(['repair', '--help'], io)).toBe(0);
+    expect(await runKvctl(['repair', '--help'], io)).toBe(0);
     expect(out.join('')).toMatch(/usage: kvctl repair/);
   });
 
@@ -75,7 +74,7 @@ describe('kvctl repair: command line', () => {
     const err: string[] = [];
     const io = { stdout: { write: () => true }, stderr: { write: (s: string) => err.push(s) } };
     // Port 1 on loopback: nothing listens there.
-    expect(await runRepair(['--url', 'http://127.0.0.1:1', 'repair'], io)).toBe(3);
+    expect(await runKvctl(['--url', 'http://127.0.0.1:1', 'repair'], io)).toBe(3);
     expect(err.join('')).toMatch(/unreachable/);
   });
 });

@@ -1,17 +1,19 @@
-import { KeyValueStoreClient, KvClientError, type RebalanceStatus, type ScaleResult } from './client';
+import type { Command } from 'commander';
+import { UsageError } from '../../common/cli-options';
+import type { RebalanceStatus, ScaleResult } from '../../common/rest-replies';
+import { KeyValueStoreClient, KvClientError } from '../../client';
+import { EXIT_OK, EXIT_USAGE, reportFailure, sleepOf, type Env, type KvctlIo, type RunOptions } from '../io';
 import {
-  COMMAND_EXIT_FAILURE,
-  COMMAND_EXIT_USAGE,
-  GLOBAL_OPTIONS,
   caFileOption,
+  globalValues,
+  kvctlCommand,
   loadCaOrExit,
-  namesCommand,
-  parseCommandArgs,
   parseInterval,
-  reportFailure,
-  type CommandIo,
-} from './kvctl-command';
-import { formatRebalanceLine, rebalanceRates, type StreamSample } from './status-command';
+  tokenOption,
+  type CommandSetup,
+  type GlobalValues,
+} from '../options';
+import { formatRebalanceLine, rebalanceRates, type StreamSample } from './status';
 
 /**
  * `kvctl scale`: asks the map owner to grow or shrink the cluster. On one
@@ -40,18 +42,8 @@ options:
 exit status: 0 planned (with --wait: finished), 2 usage error or a target the launcher refuses (e.g.
              fewer nodes than the replication factor), 3 the launcher could not be reached or failed`;
 
-export const SCALE_EXIT_OK = 0;
-export const SCALE_EXIT_USAGE = COMMAND_EXIT_USAGE;
-export const SCALE_EXIT_FAILURE = COMMAND_EXIT_FAILURE;
-
 /** With --wait, polls that may fail in a row (a launcher restarting: it adopts the nodes) before giving up. */
 const MAX_POLL_FAILURES = 30;
-
-export type ScaleIo = CommandIo;
-
-export class ScaleUsageError extends Error {
-  override readonly name = 'ScaleUsageError';
-}
 
 export interface ScaleArgs {
   readonly adminUrl: string;
@@ -59,80 +51,51 @@ export interface ScaleArgs {
   readonly caFile?: string;
   /** sent as Bearer: the launcher run with --auth-file needs an admin key (--token, $KVSTORE_TOKEN) */
   readonly token?: string;
-  /** undefined only with --help */
-  readonly nodes?: number;
+  readonly nodes: number;
   readonly wait: boolean;
   readonly intervalMs: number;
-  readonly help: boolean;
 }
 
-const OPTIONS = {
-  ...GLOBAL_OPTIONS,
-  nodes: { type: 'string' },
-  'admin-url': { type: 'string' },
-  wait: { type: 'boolean' },
-  interval: { type: 'string' },
-} as const;
-
-/** True when kvctl's command line names the scale command. */
-export function isScaleCommand(argv: readonly string[]): boolean {
-  return namesCommand(argv, 'scale', OPTIONS);
+interface ScaleValues extends GlobalValues {
+  nodes?: string;
+  adminUrl?: string;
+  wait?: boolean;
+  interval?: string;
 }
 
-/** Parses `kvctl ... scale ...`; throws ScaleUsageError. Pure. */
-export function parseScaleArgs(
-  argv: readonly string[],
-  env: Readonly<Record<string, string | undefined>>,
-): ScaleArgs {
-  const usage = (message: string): Error => new ScaleUsageError(message);
-  const values = parseCommandArgs(argv, 'scale', OPTIONS, usage);
-  const help = values.help === true;
-  let nodes: number | undefined;
-  if (values.nodes === undefined) {
-    if (!help) throw usage('--nodes N is required');
-  } else if (!/^\d{1,3}$/.test(values.nodes) || Number(values.nodes) < 1 || Number(values.nodes) > 64) {
-    throw usage(`--nodes takes a whole number from 1 to 64, got ${JSON.stringify(values.nodes)}`);
-  } else {
-    nodes = Number(values.nodes);
+export function scaleCommand(setup: CommandSetup<ScaleArgs>): Command {
+  return kvctlCommand('scale', SCALE_USAGE, setup.sink)
+    .option('--nodes <n>', 'storage nodes wanted')
+    .option('--admin-url <url>', "the launcher's admin listener")
+    .option('--wait', 'follow the rebalance until every partition has moved')
+    .option('--interval <duration>', 'with --wait: time between polls')
+    .action((opts: ScaleValues, cmd: Command) =>
+      setup.accept(scaleArgs({ ...globalValues(cmd), ...opts }, setup.env)),
+    );
+}
+
+/** The command line's values to settings; throws UsageError. Pure. */
+export function scaleArgs(values: ScaleValues, env: Env): ScaleArgs {
+  if (values.nodes === undefined) throw new UsageError('--nodes N is required');
+  if (!/^\d{1,3}$/.test(values.nodes) || Number(values.nodes) < 1 || Number(values.nodes) > 64) {
+    throw new UsageError(`--nodes takes a whole number from 1 to 64, got ${JSON.stringify(values.nodes)}`);
   }
-  if (values.interval !== undefined && !values.wait) throw usage('--interval needs --wait');
+  if (values.interval !== undefined && !values.wait) throw new UsageError('--interval needs --wait');
   const caFile = caFileOption(values, env);
-  const token = values.token ?? (env.KVSTORE_TOKEN || undefined);
+  const token = tokenOption(values, env);
   return {
-    adminUrl: values['admin-url'] ?? (env.KVSTORE_ADMIN_URL || DEFAULT_ADMIN_URL),
+    adminUrl: values.adminUrl ?? (env.KVSTORE_ADMIN_URL || DEFAULT_ADMIN_URL),
     ...(caFile ? { caFile } : {}),
     ...(token ? { token } : {}),
-    ...(nodes !== undefined ? { nodes } : {}),
+    nodes: Number(values.nodes),
     wait: values.wait === true,
-    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval, 50, 3_600_000, usage),
-    help,
+    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval, 50, 3_600_000),
   };
 }
 
-export interface ScaleRunOptions {
-  sleep?: (ms: number) => Promise<void>;
-  now?: () => number;
-}
-
 /** Runs `kvctl scale`; returns the exit status, never throws. */
-export async function runScale(
-  argv: readonly string[],
-  io: ScaleIo,
-  opts: ScaleRunOptions = {},
-): Promise<number> {
-  let args: ScaleArgs;
-  try {
-    args = parseScaleArgs(argv, io.env ?? process.env);
-  } catch (err) {
-    if (!(err instanceof ScaleUsageError)) throw err;
-    io.stderr.write(`kvctl: usage: ${err.message}\nRun 'kvctl scale --help' for usage.\n`);
-    return SCALE_EXIT_USAGE;
-  }
-  if (args.help || args.nodes === undefined) {
-    io.stdout.write(`${SCALE_USAGE}\n`);
-    return SCALE_EXIT_OK;
-  }
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+export async function runScale(args: ScaleArgs, io: KvctlIo, opts: RunOptions = {}): Promise<number> {
+  const sleep = sleepOf(opts);
   const now = opts.now ?? Date.now;
   const loaded = loadCaOrExit(args.caFile, 'kvctl scale --help', io.stderr);
   if ('exit' in loaded) return loaded.exit;
@@ -145,12 +108,12 @@ export async function runScale(
     // The launcher refused the target as asked (e.g. below the replication factor): the command line's fault.
     if (err instanceof KvClientError && err.status === 400) {
       io.stderr.write(`kvctl: ${err.code}: ${err.message}\n`);
-      return SCALE_EXIT_USAGE;
+      return EXIT_USAGE;
     }
     return reportFailure(err, io.stderr);
   }
   io.stdout.write(formatPlan(planned, args.nodes));
-  if (!args.wait || !planned.active) return SCALE_EXIT_OK;
+  if (!args.wait || !planned.active) return EXIT_OK;
 
   const startedAt = now();
   const tty = io.stdout.isTTY === true;
@@ -184,7 +147,7 @@ export async function runScale(
   io.stdout.write(
     `rebalance finished in ${((now() - startedAt) / 1000).toFixed(1)}s: ${status.targetNodes.length} nodes (epoch ${status.epoch})\n`,
   );
-  return SCALE_EXIT_OK;
+  return EXIT_OK;
 }
 
 /** What the launcher planned, for people. */

@@ -1,24 +1,30 @@
-import type { PartitionMap } from '../common/partition-map';
-import { rebalanceProgress, type RebalanceProgress } from '../common/rebalance-progress';
+import type { PartitionMap } from '../../common/partition-map';
+import { rebalanceProgress, type RebalanceProgress } from '../../common/rebalance-progress';
+import type { ClusterInfo, NodeRepairReport, RepairReport } from '../../common/rest-replies';
+import { KeyValueStoreClient, KvClientError } from '../../client';
+import type { Command } from 'commander';
+import { UsageError } from '../../common/cli-options';
 import {
-  KeyValueStoreClient,
-  KvClientError,
-  type ClusterInfo,
-  type NodeRepairReport,
-  type RepairReport,
-} from './client';
-import {
-  COMMAND_EXIT_FAILURE,
-  COMMAND_EXIT_USAGE,
-  GLOBAL_OPTIONS,
-  gatewayTarget,
-  loadCaOrExit,
-  namesCommand,
-  parseCommandArgs,
-  parseInterval,
+  EXIT_FAILURE,
+  EXIT_NOT_FOUND,
+  EXIT_OK,
   reportFailure,
-  type CommandIo,
-} from './kvctl-command';
+  sleepOf,
+  type Env,
+  type KvctlIo,
+  type RunOptions,
+} from '../io';
+import {
+  gatewayTarget,
+  globalValues,
+  kvctlCommand,
+  loadCaOrExit,
+  parseInterval,
+  type CommandSetup,
+  type GatewayTarget,
+  type GlobalValues,
+} from '../options';
+import { table } from '../table';
 
 /**
  * `kvctl status`: one screen that says whether the cluster is healthy, from the
@@ -43,59 +49,44 @@ options:
 exit status: 0 healthy, 1 degraded (a node down or not ready, or a partition under-replicated),
              2 usage error, 3 the gateway could not be reached`;
 
-export const STATUS_EXIT_OK = 0;
-export const STATUS_EXIT_DEGRADED = 1;
-export const STATUS_EXIT_USAGE = COMMAND_EXIT_USAGE;
-export const STATUS_EXIT_FAILURE = COMMAND_EXIT_FAILURE;
+/** exit 1: the cluster is degraded */
+export const STATUS_EXIT_DEGRADED = EXIT_NOT_FOUND;
 
 /** Partition numbers listed per group; the rest are counted (all of them are in --json). */
 const MAX_PARTITIONS_SHOWN = 16;
 const MAX_MOVES_SHOWN = 20;
 const BAR_WIDTH = 20;
 
-export type StatusIo = CommandIo;
-
-export class StatusUsageError extends Error {
-  override readonly name = 'StatusUsageError';
-}
-
-export interface StatusArgs {
-  readonly url: string;
-  readonly token?: string;
-  /** PEM CA file to trust for an https URL (--ca, $KVSTORE_CA) */
-  readonly caFile?: string;
+export interface StatusArgs extends GatewayTarget {
   readonly watch: boolean;
   readonly intervalMs: number;
   readonly json: boolean;
-  readonly help: boolean;
 }
 
-const OPTIONS = {
-  ...GLOBAL_OPTIONS,
-  watch: { type: 'boolean' },
-  interval: { type: 'string' },
-  json: { type: 'boolean' },
-} as const;
-
-/** True when kvctl's command line names the status command. */
-export function isStatusCommand(argv: readonly string[]): boolean {
-  return namesCommand(argv, 'status', OPTIONS);
+interface StatusValues extends GlobalValues {
+  watch?: boolean;
+  interval?: string;
+  json?: boolean;
 }
 
-/** Parses `kvctl ... status ...`; throws StatusUsageError. Pure. */
-export function parseStatusArgs(
-  argv: readonly string[],
-  env: Readonly<Record<string, string | undefined>>,
-): StatusArgs {
-  const usage = (message: string): Error => new StatusUsageError(message);
-  const values = parseCommandArgs(argv, 'status', OPTIONS, usage);
-  if (values.interval !== undefined && !values.watch) throw new StatusUsageError('--interval needs --watch');
+export function statusCommand(setup: CommandSetup<StatusArgs>): Command {
+  return kvctlCommand('status', STATUS_USAGE, setup.sink)
+    .option('--watch', 'redraw every --interval until interrupted')
+    .option('--interval <duration>', 'with --watch: time between refreshes')
+    .option('--json', 'print the joined data as JSON')
+    .action((opts: StatusValues, cmd: Command) =>
+      setup.accept(statusArgs({ ...globalValues(cmd), ...opts }, setup.env)),
+    );
+}
+
+/** The command line's values to settings; throws UsageError. Pure. */
+export function statusArgs(values: StatusValues, env: Env): StatusArgs {
+  if (values.interval !== undefined && !values.watch) throw new UsageError('--interval needs --watch');
   return {
     ...gatewayTarget(values, env),
     watch: values.watch === true,
-    intervalMs: values.interval === undefined ? 2000 : parseInterval(values.interval, 100, 3_600_000, usage),
+    intervalMs: values.interval === undefined ? 2000 : parseInterval(values.interval, 100, 3_600_000),
     json: values.json === true,
-    help: values.help === true,
   };
 }
 
@@ -405,45 +396,12 @@ function partitionList(ps: readonly number[]): string {
   return `(${shown}${ps.length > MAX_PARTITIONS_SHOWN ? `, ... ${ps.length - MAX_PARTITIONS_SHOWN} more` : ''})`;
 }
 
-function table(rows: string[][]): string[] {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) =>
-    r
-      .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i])))
-      .join('  ')
-      .trimEnd(),
-  );
-}
-
 /** ANSI: cursor home and clear screen, so --watch redraws in place on a terminal. */
 const CLEAR = '\x1b[H\x1b[2J';
 
-export interface StatusRunOptions {
-  sleep?: (ms: number) => Promise<void>;
-  /** stops --watch (tests; the command itself runs until Ctrl-C) */
-  signal?: AbortSignal;
-  now?: () => number;
-}
-
 /** Runs `kvctl status`; returns the exit status, never throws. */
-export async function runStatus(
-  argv: readonly string[],
-  io: StatusIo,
-  opts: StatusRunOptions = {},
-): Promise<number> {
-  let args: StatusArgs;
-  try {
-    args = parseStatusArgs(argv, io.env ?? process.env);
-  } catch (err) {
-    if (!(err instanceof StatusUsageError)) throw err;
-    io.stderr.write(`kvctl: usage: ${err.message}\nRun 'kvctl status --help' for usage.\n`);
-    return STATUS_EXIT_USAGE;
-  }
-  if (args.help) {
-    io.stdout.write(`${STATUS_USAGE}\n`);
-    return STATUS_EXIT_OK;
-  }
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+export async function runStatus(args: StatusArgs, io: KvctlIo, opts: RunOptions = {}): Promise<number> {
+  const sleep = sleepOf(opts);
   const now = opts.now ?? Date.now;
   const loaded = loadCaOrExit(args.caFile, 'kvctl status --help', io.stderr);
   if ('exit' in loaded) return loaded.exit;
@@ -453,14 +411,14 @@ export async function runStatus(
   } catch (err) {
     return reportFailure(err, io.stderr);
   }
-  let code: number = STATUS_EXIT_OK;
+  let code: number = EXIT_OK;
   let prev: StreamSample | undefined;
   for (;;) {
     try {
       const [info, report] = await Promise.all([client.cluster(), client.repairStatus()]);
       const status = clusterStatus(info, report);
       const at = now();
-      code = isHealthy(status) ? STATUS_EXIT_OK : STATUS_EXIT_DEGRADED;
+      code = isHealthy(status) ? EXIT_OK : STATUS_EXIT_DEGRADED;
       if (args.json) {
         const rates = rebalanceRates(status.rebalance, at, prev);
         const out = { ...status, rebalance: { ...status.rebalance, ...rates } };
@@ -477,7 +435,7 @@ export async function runStatus(
           ? `${err.code}: ${err.message}`
           : `internal: ${err instanceof Error ? err.message : String(err)}`;
       io.stderr.write(`kvctl: ${message}\n`);
-      code = STATUS_EXIT_FAILURE;
+      code = EXIT_FAILURE;
       // Without --watch that ends it; with --watch a gateway restart should not end the view.
     }
     if (!args.watch || opts.signal?.aborted) return code;

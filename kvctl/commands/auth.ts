@@ -1,4 +1,4 @@
-import { parseArgs } from 'node:util';
+import type { Command } from 'commander';
 import {
   ApiKeyFileError,
   ApiKeySet,
@@ -7,8 +7,10 @@ import {
   ROLES,
   type ApiKeyEntry,
   type Role,
-} from '../common/api-keys';
-import { COMMAND_EXIT_USAGE, GLOBAL_OPTIONS, namesCommand, type CommandIo } from './kvctl-command';
+} from '../../common/api-keys';
+import { UsageError } from '../../common/cli-options';
+import { EXIT_OK, printUsageError, type KvctlIo } from '../io';
+import { kvctlCommand, type CommandSetup } from '../options';
 
 /**
  * `kvctl auth create-key`: makes a new API key for the gateway's key file
@@ -31,15 +33,6 @@ options:
 
 exit status: 0 made, 2 usage error`;
 
-export const AUTH_EXIT_OK = 0;
-export const AUTH_EXIT_USAGE = COMMAND_EXIT_USAGE;
-
-export type AuthIo = CommandIo;
-
-export class AuthUsageError extends Error {
-  override readonly name = 'AuthUsageError';
-}
-
 export interface CreateKeyArgs {
   readonly id: string;
   readonly role: Role;
@@ -47,46 +40,39 @@ export interface CreateKeyArgs {
   readonly json: boolean;
 }
 
-const OPTIONS = {
-  ...GLOBAL_OPTIONS,
-  id: { type: 'string' },
-  role: { type: 'string' },
-  prefix: { type: 'string' },
-  json: { type: 'boolean' },
-} as const;
-
-/** True when kvctl's command line names the auth command. */
-export function isAuthCommand(argv: readonly string[]): boolean {
-  return namesCommand(argv, 'auth', OPTIONS);
+interface CreateKeyValues {
+  id?: string;
+  role?: string;
+  prefix?: string;
+  json?: boolean;
 }
 
-/** Parses `kvctl ... auth create-key ...`; undefined for --help. Throws AuthUsageError. Pure. */
-export function parseAuthArgs(argv: readonly string[]): CreateKeyArgs | undefined {
-  let values: { id?: string; role?: string; prefix?: string; json?: boolean; help?: boolean };
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: [...argv],
-      options: OPTIONS,
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (err) {
-    throw new AuthUsageError((err instanceof Error ? err.message : String(err)).replace(/^.*?: /, ''));
-  }
-  if (positionals[0] !== 'auth') throw new AuthUsageError('not an auth command line');
-  if (values.help && positionals.length <= 2) return undefined;
-  if (positionals.length < 2) throw new AuthUsageError('auth needs a subcommand: create-key');
-  if (positionals[1] !== 'create-key') {
-    throw new AuthUsageError(`unknown auth subcommand ${JSON.stringify(positionals[1])}; use create-key`);
-  }
-  if (positionals.length > 2)
-    throw new AuthUsageError(`create-key takes no arguments, got ${positionals[2]}`);
-  if (values.id === undefined) throw new AuthUsageError('--id ID is required');
-  if (values.role === undefined) throw new AuthUsageError(`--role is required: one of ${ROLES.join(', ')}`);
+/** `auth`, whose one subcommand is `create-key`; both print AUTH_USAGE for --help. */
+export function authCommand(setup: CommandSetup<CreateKeyArgs>): Command {
+  const createKey = kvctlCommand('create-key', AUTH_USAGE, setup.sink)
+    .option('--id <id>', 'a name for the key, unique in the file')
+    .option('--role <role>', 'read, readwrite or admin')
+    .option('--prefix <p>', 'limit the key to keys that start with P')
+    .option('--json', 'print {"token", "entry"} as JSON')
+    .action((opts: CreateKeyValues) => setup.accept(createKeyArgs(opts)));
+  return kvctlCommand('auth', AUTH_USAGE, setup.sink)
+    .argument('[subcommand]')
+    .allowExcessArguments()
+    .action((subcommand: string | undefined) => {
+      // Reached only when the word after `auth` is not a subcommand commander knows.
+      if (subcommand === undefined) throw new UsageError('auth needs a subcommand: create-key');
+      throw new UsageError(`unknown auth subcommand ${JSON.stringify(subcommand)}; use create-key`);
+    })
+    .addCommand(createKey);
+}
+
+/** The values of `create-key`'s options to its arguments; throws UsageError. Pure. */
+export function createKeyArgs(values: CreateKeyValues): CreateKeyArgs {
+  if (values.id === undefined) throw new UsageError('--id ID is required');
+  if (values.role === undefined) throw new UsageError(`--role is required: one of ${ROLES.join(', ')}`);
   const role = values.role;
   if (!(ROLES as readonly string[]).includes(role)) {
-    throw new AuthUsageError(`--role must be one of ${ROLES.join(', ')}, got ${JSON.stringify(role)}`);
+    throw new UsageError(`--role must be one of ${ROLES.join(', ')}, got ${JSON.stringify(role)}`);
   }
   return {
     id: values.id,
@@ -115,27 +101,20 @@ export function createKey(
   return { token, entry };
 }
 
-/** Runs `kvctl auth ...`; returns the exit status, never throws. */
-export function runAuth(argv: readonly string[], io: AuthIo): number {
-  let args: CreateKeyArgs | undefined;
+/** Runs `kvctl auth create-key`; returns the exit status, never throws. */
+export function runAuth(args: CreateKeyArgs, io: KvctlIo): number {
   let made: { token: string; entry: ApiKeyEntry };
   try {
-    args = parseAuthArgs(argv);
-    if (args === undefined) {
-      io.stdout.write(`${AUTH_USAGE}\n`);
-      return AUTH_EXIT_OK;
-    }
     made = createKey(args);
   } catch (err) {
-    if (!(err instanceof AuthUsageError || err instanceof ApiKeyFileError)) throw err;
-    const message =
-      err instanceof ApiKeyFileError ? err.message.replace(/^the new key: keys\[0\] /, '') : err.message;
-    io.stderr.write(`kvctl: usage: ${message}\nRun 'kvctl auth --help' for usage.\n`);
-    return AUTH_EXIT_USAGE;
+    if (!(err instanceof ApiKeyFileError)) throw err;
+    // The gateway's rules name the entry of a file; here it is the command line.
+    const message = err.message.replace(/^the new key: keys\[0\] /, '');
+    return printUsageError(new UsageError(message), 'kvctl auth --help', io.stderr);
   }
   if (args.json) {
     io.stdout.write(`${JSON.stringify(made, null, 2)}\n`);
-    return AUTH_EXIT_OK;
+    return EXIT_OK;
   }
   io.stdout.write(
     [
@@ -149,5 +128,5 @@ export function runAuth(argv: readonly string[], io: AuthIo): number {
       '',
     ].join('\n'),
   );
-  return AUTH_EXIT_OK;
+  return EXIT_OK;
 }

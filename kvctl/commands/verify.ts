@@ -1,20 +1,14 @@
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
-import {
-  CONSISTENCY_LEVELS,
-  KeyValueStoreClient,
-  KvClientError,
-  isConsistency,
-  type Consistency,
-} from './client';
+import type { Command } from 'commander';
+import { UsageError } from '../../common/cli-options';
+import { KeyValueStoreClient, KvClientError, type Consistency } from '../../client';
 import {
   checkHistory,
   countViolations,
   HistoryInputError,
   VIOLATION_KINDS,
   type Violation,
-} from './history-checker';
-import { caFileOption, loadCaOrExit, namesCommand, type CommandIo } from './kvctl-command';
+} from '../../verify/history-checker';
 import {
   readFinal,
   runId,
@@ -22,12 +16,23 @@ import {
   VerifyError,
   type LatencySummary,
   type WorkloadStats,
-} from './verify-workload';
+} from '../../verify/workload';
+import { EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, type Env, type KvctlIo } from '../io';
+import {
+  consistencyOption,
+  gatewayTarget,
+  globalValues,
+  kvctlCommand,
+  loadCaOrExit,
+  type CommandSetup,
+  type GatewayTarget,
+  type GlobalValues,
+} from '../options';
 
 /**
  * `kvctl verify`: runs concurrent writers and readers against any running
  * cluster, reads every key once more at the end, and checks the history
- * (history-checker.ts). Exit 0 only when nothing was violated.
+ * (verify/history-checker.ts). Exit 0 only when nothing was violated.
  */
 
 export const VERIFY_USAGE = `usage: kvctl verify [--url URL] [--duration 60s | --ops N] [--clients N] [--keys K]
@@ -53,22 +58,10 @@ reported.
 
 exit status: 0 no violations, 1 violations found, 2 usage error, 3 the cluster could not be reached or read`;
 
-export const VERIFY_EXIT_OK = 0;
-export const VERIFY_EXIT_VIOLATIONS = 1;
-export const VERIFY_EXIT_USAGE = 2;
-export const VERIFY_EXIT_FAILURE = 3;
+/** exit 1: violations found */
+export const VERIFY_EXIT_VIOLATIONS = EXIT_NOT_FOUND;
 
-export type VerifyIo = CommandIo;
-
-export class VerifyUsageError extends Error {
-  override readonly name = 'VerifyUsageError';
-}
-
-export interface VerifyArgs {
-  readonly url: string;
-  readonly token?: string;
-  /** PEM CA file to trust for an https URL (--ca, $KVSTORE_CA) */
-  readonly caFile?: string;
+export interface VerifyArgs extends GatewayTarget {
   readonly consistency: Consistency;
   readonly durationMs?: number;
   readonly maxOps?: number;
@@ -76,88 +69,51 @@ export interface VerifyArgs {
   readonly keys: number;
   readonly timeoutMs: number;
   readonly historyFile?: string;
-  readonly help: boolean;
 }
 
-const OPTIONS = {
-  url: { type: 'string' },
-  consistency: { type: 'string' },
-  token: { type: 'string' },
-  ca: { type: 'string' },
-  duration: { type: 'string' },
-  ops: { type: 'string' },
-  clients: { type: 'string' },
-  keys: { type: 'string' },
-  timeout: { type: 'string' },
-  history: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+interface VerifyValues extends GlobalValues {
+  duration?: string;
+  ops?: string;
+  clients?: string;
+  keys?: string;
+  timeout?: string;
+  history?: string;
+}
 
-/** True when kvctl's command line names the verify command. */
-export function isVerifyCommand(argv: readonly string[]): boolean {
-  return namesCommand(argv, 'verify', OPTIONS);
+export function verifyCommand(setup: CommandSetup<VerifyArgs>): Command {
+  return kvctlCommand('verify', VERIFY_USAGE, setup.sink)
+    .option('--duration <duration>', 'how long to run')
+    .option('--ops <n>', 'stop after N requests')
+    .option('--clients <n>', 'concurrent clients')
+    .option('--keys <k>', 'keys in the key space')
+    .option('--timeout <duration>', 'per request deadline')
+    .option('--history <file>', 'also write the history as JSON')
+    .action((opts: VerifyValues, cmd: Command) =>
+      setup.accept(verifyArgs({ ...globalValues(cmd), ...opts }, setup.env)),
+    );
 }
 
 /** `90s`, `2m`, `500ms`, `1.5s`, or a bare number of seconds, to ms. */
 export function parseDuration(text: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
   if (!m)
-    throw new VerifyUsageError(
-      `${flag} takes a duration such as 60s, 2m or 500ms, got ${JSON.stringify(text)}`,
-    );
+    throw new UsageError(`${flag} takes a duration such as 60s, 2m or 500ms, got ${JSON.stringify(text)}`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000;
   const ms = Math.round(Number(m[1]) * unit);
-  if (ms < 1) throw new VerifyUsageError(`${flag} must be at least 1 ms`);
+  if (ms < 1) throw new UsageError(`${flag} must be at least 1 ms`);
   return ms;
 }
 
 function positiveInt(text: string, flag: string, max: number): number {
   if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > max) {
-    throw new VerifyUsageError(`${flag} takes a whole number from 1 to ${max}, got ${JSON.stringify(text)}`);
+    throw new UsageError(`${flag} takes a whole number from 1 to ${max}, got ${JSON.stringify(text)}`);
   }
   return Number(text);
 }
 
-/** Pure: the command line to settings, or VerifyUsageError. */
-export function parseVerifyArgs(
-  argv: readonly string[],
-  env: Readonly<Record<string, string | undefined>>,
-): VerifyArgs {
-  let values: {
-    url?: string;
-    consistency?: string;
-    token?: string;
-    ca?: string;
-    duration?: string;
-    ops?: string;
-    clients?: string;
-    keys?: string;
-    timeout?: string;
-    history?: string;
-    help?: boolean;
-  };
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: [...argv],
-      options: OPTIONS,
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (err) {
-    throw new VerifyUsageError(
-      err instanceof Error ? err.message.replace(/^\w*Error \[ERR_[A-Z_]+\]: /, '') : String(err),
-    );
-  }
-  if (positionals[0] !== 'verify' || positionals.length > 1) {
-    throw new VerifyUsageError(`verify takes no arguments, got ${positionals.slice(1).join(' ')}`);
-  }
-  const consistency = values.consistency ?? 'quorum';
-  if (!isConsistency(consistency)) {
-    throw new VerifyUsageError(
-      `--consistency must be one of ${CONSISTENCY_LEVELS.join(', ')}, got ${JSON.stringify(consistency)}`,
-    );
-  }
+/** Pure: the command line's values to settings, or UsageError. */
+export function verifyArgs(values: VerifyValues, env: Env): VerifyArgs {
+  const consistency = consistencyOption(values.consistency) ?? 'quorum';
   const maxOps = values.ops === undefined ? undefined : positiveInt(values.ops, '--ops', 1e9);
   const durationMs =
     values.duration !== undefined
@@ -165,11 +121,8 @@ export function parseVerifyArgs(
       : maxOps === undefined
         ? 60_000
         : undefined;
-  const caFile = caFileOption(values, env);
   return {
-    url: values.url ?? (env.KVSTORE_URL || 'http://127.0.0.1:3000'),
-    token: values.token ?? (env.KVSTORE_TOKEN || undefined),
-    ...(caFile ? { caFile } : {}),
+    ...gatewayTarget(values, env),
     consistency,
     durationMs,
     maxOps,
@@ -177,24 +130,11 @@ export function parseVerifyArgs(
     keys: values.keys === undefined ? 16 : positiveInt(values.keys, '--keys', 1_000_000),
     timeoutMs: values.timeout === undefined ? 5000 : parseDuration(values.timeout, '--timeout'),
     historyFile: values.history,
-    help: values.help === true,
   };
 }
 
 /** Runs `kvctl verify`; returns the exit status, never throws. */
-export async function runVerify(argv: readonly string[], io: VerifyIo): Promise<number> {
-  let args: VerifyArgs;
-  try {
-    args = parseVerifyArgs(argv, io.env ?? process.env);
-  } catch (err) {
-    if (!(err instanceof VerifyUsageError)) throw err;
-    io.stderr.write(`kvctl: usage: ${err.message}\nRun 'kvctl verify --help' for usage.\n`);
-    return VERIFY_EXIT_USAGE;
-  }
-  if (args.help) {
-    io.stdout.write(`${VERIFY_USAGE}\n`);
-    return VERIFY_EXIT_OK;
-  }
+export async function runVerify(args: VerifyArgs, io: KvctlIo): Promise<number> {
   const loaded = loadCaOrExit(args.caFile, 'kvctl verify --help', io.stderr);
   if ('exit' in loaded) return loaded.exit;
   try {
@@ -204,15 +144,15 @@ export async function runVerify(argv: readonly string[], io: VerifyIo): Promise<
       io.stderr.write(`kvctl: ${err.code}: ${err.message}\n`);
       // A client refusal before anything was sent (a malformed --url) is a usage error.
       return err instanceof KvClientError && err.code === 'bad_request' && err.status === undefined
-        ? VERIFY_EXIT_USAGE
-        : VERIFY_EXIT_FAILURE;
+        ? EXIT_USAGE
+        : EXIT_FAILURE;
     }
     io.stderr.write(`kvctl: internal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    return VERIFY_EXIT_FAILURE;
+    return EXIT_FAILURE;
   }
 }
 
-async function verify(args: VerifyArgs, io: VerifyIo, ca: Buffer | undefined): Promise<number> {
+async function verify(args: VerifyArgs, io: KvctlIo, ca: Buffer | undefined): Promise<number> {
   const kv = new KeyValueStoreClient({ url: args.url, token: args.token, timeoutMs: args.timeoutMs, ca });
   if (!(await kv.ready())) {
     throw new VerifyError('not_ready', `the gateway at ${kv.url} is not ready (GET /readyz)`);
@@ -266,7 +206,7 @@ async function verify(args: VerifyArgs, io: VerifyIo, ca: Buffer | undefined): P
   }
   io.stdout.write(formatReport(result.stats, final.length, args.consistency, violations));
   if (args.historyFile) io.stdout.write(`history      ${args.historyFile}\n`);
-  return violations.length === 0 ? VERIFY_EXIT_OK : VERIFY_EXIT_VIOLATIONS;
+  return violations.length === 0 ? EXIT_OK : VERIFY_EXIT_VIOLATIONS;
 }
 
 function ms(n: number): string {

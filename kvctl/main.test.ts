@@ -1,4 +1,9 @@
-import { DEFAULT_URL, KvctlUsageError, USAGE, formatCluster, parseKvctlArgs, runKvctl } from './kvctl';
+import { UsageError } from '../common/cli-options';
+import { formatCluster } from './commands/cluster';
+import { argsOf } from './kvctl.fixtures';
+import { parseKvctlArgs, runKvctl } from './main';
+import { DEFAULT_GATEWAY_URL as DEFAULT_URL } from './options';
+import { USAGE } from './usage';
 
 /** Runs kvctl in-process with buffers for its streams. Every case here fails or finishes before any request. */
 async function run(argv: string[], env: Record<string, string | undefined> = {}) {
@@ -41,19 +46,32 @@ describe('kvctl usage errors exit 2 with the reason and a hint on stderr', () =>
   it.each([
     [[], 'missing command'],
     [['frobnicate'], 'unknown command "frobnicate"'],
-    [['get'], 'get: missing <key>'],
-    [['delete'], 'delete: missing <key>'],
-    [['put', 'k'], 'put: missing <key> <value>'],
-    [['put', 'k', 'v', 'extra'], 'put takes <key> <value>, got 3 arguments (quote a value that has spaces)'],
-    [['get', 'a', 'b'], 'get takes <key>, got 2 arguments'],
-    [['cluster', 'x'], 'cluster takes no arguments, got 1 argument'],
-    [['get', 'k', '--json=yes'], "Option '--json' does not take an argument"],
+    [['get'], "missing required argument 'key'"],
+    [['delete'], "missing required argument 'key'"],
+    [['put', 'k'], "missing required argument 'value'"],
+    [
+      ['put', 'k', 'v', 'extra'],
+      "too many arguments for 'put'. Expected 2 arguments but got 3. (quote a value that has spaces)",
+    ],
+    [['get', 'a', 'b'], "too many arguments for 'get'. Expected 1 argument but got 2."],
+    [['cluster', 'x'], "too many arguments for 'cluster'. Expected 0 arguments but got 1."],
+    [
+      ['get', 'k', '--json=yes'],
+      "unknown option '--json=yes' (a key or value that starts with '-' goes after '--')",
+    ],
     [['--consistency', 'strong', 'get', 'k'], '--consistency must be one of one, quorum, all, got "strong"'],
-    [['--consistency'], "Option '--consistency <value>' argument missing"],
-    [['--bogus', 'get', 'k'], "unknown option --bogus (a key or value that starts with '-' goes after '--')"],
-    [['get', '-k'], "unknown option -k (a key or value that starts with '-' goes after '--')"],
-    [['get', 'k', '--ttl', '5'], '--ttl applies only to put'],
-    [['get', 'k', '--json'], '--json applies only to cluster'],
+    [['--consistency'], "option '--consistency <level>' argument missing"],
+    [
+      ['--bogus', 'get', 'k'],
+      "unknown option '--bogus' (a key or value that starts with '-' goes after '--')",
+    ],
+    [['get', '-k'], "unknown option '-k' (a key or value that starts with '-' goes after '--')"],
+    // an option of another command: get has no --ttl (put's) nor --json (cluster's)
+    [
+      ['get', 'k', '--ttl', '5'],
+      "unknown option '--ttl' (a key or value that starts with '-' goes after '--')",
+    ],
+    [['get', 'k', '--json'], "unknown option '--json' (a key or value that starts with '-' goes after '--')"],
     [['put', 'k', 'v', '--ttl', '0'], '--ttl must be a whole number of seconds >= 1, got "0"'],
     [['put', 'k', 'v', '--ttl', '1.5'], '--ttl must be a whole number of seconds >= 1, got "1.5"'],
     [['put', 'k', 'v', '--ttl=-3'], '--ttl must be a whole number of seconds >= 1, got "-3"'],
@@ -75,41 +93,51 @@ describe('kvctl usage errors exit 2 with the reason and a hint on stderr', () =>
 });
 
 describe('parseKvctlArgs', () => {
+  const cluster = (argv: string[], env: Record<string, string>) => argsOf('cluster', argv, env);
+
   it('takes the URL from --url, else KVSTORE_URL, else the default', () => {
-    expect(parseKvctlArgs(['cluster'], {}).url).toBe(DEFAULT_URL);
-    expect(parseKvctlArgs(['cluster'], { KVSTORE_URL: '' }).url).toBe(DEFAULT_URL);
-    expect(parseKvctlArgs(['cluster'], { KVSTORE_URL: 'http://e:1' }).url).toBe('http://e:1');
-    expect(parseKvctlArgs(['--url', 'http://f:2', 'cluster'], { KVSTORE_URL: 'http://e:1' }).url).toBe(
-      'http://f:2',
-    );
+    expect(cluster(['cluster'], {}).url).toBe(DEFAULT_URL);
+    expect(cluster(['cluster'], { KVSTORE_URL: '' }).url).toBe(DEFAULT_URL);
+    expect(cluster(['cluster'], { KVSTORE_URL: 'http://e:1' }).url).toBe('http://e:1');
+    expect(cluster(['--url', 'http://f:2', 'cluster'], { KVSTORE_URL: 'http://e:1' }).url).toBe('http://f:2');
   });
 
   it('takes the token from --token, else KVSTORE_TOKEN', () => {
-    expect(parseKvctlArgs(['cluster'], {}).token).toBeUndefined();
-    expect(parseKvctlArgs(['cluster'], { KVSTORE_TOKEN: 't1' }).token).toBe('t1');
-    expect(parseKvctlArgs(['--token', 't2', 'cluster'], { KVSTORE_TOKEN: 't1' }).token).toBe('t2');
+    expect(cluster(['cluster'], {}).token).toBeUndefined();
+    expect(cluster(['cluster'], { KVSTORE_TOKEN: 't1' }).token).toBe('t1');
+    expect(cluster(['--token', 't2', 'cluster'], { KVSTORE_TOKEN: 't1' }).token).toBe('t2');
   });
 
   it('accepts options anywhere and values after --', () => {
     expect(parseKvctlArgs(['put', 'k', 'v', '--consistency', 'all', '--ttl', '60'], {})).toEqual({
-      url: DEFAULT_URL,
+      command: 'put',
+      args: { url: DEFAULT_URL, consistency: 'all', key: 'k', value: 'v', ttlSeconds: 60 },
+    });
+    expect(argsOf('put', ['put', 'k', 'v', '--ttl', '60', '--consistency', 'all'])).toMatchObject({
       consistency: 'all',
-      token: undefined,
-      command: { name: 'put', key: 'k', value: 'v', ttlSeconds: 60 },
+      ttlSeconds: 60,
     });
-    expect(parseKvctlArgs(['put', '--', '-k', '-v'], {}).command).toEqual({
-      name: 'put',
-      key: '-k',
-      value: '-v',
+    expect(argsOf('put', ['put', '--', '-k', '-v'])).toEqual({ url: DEFAULT_URL, key: '-k', value: '-v' });
+    expect(argsOf('put', ['put', 'k', '-'])).toEqual({ url: DEFAULT_URL, key: 'k', value: '-' });
+    expect(parseKvctlArgs(['get', 'a/b c'], {})).toEqual({
+      command: 'get',
+      args: { url: DEFAULT_URL, key: 'a/b c' },
     });
-    expect(parseKvctlArgs(['put', 'k', '-'], {}).command).toEqual({ name: 'put', key: 'k', value: '-' });
-    expect(parseKvctlArgs(['get', 'a/b c'], {}).command).toEqual({ name: 'get', key: 'a/b c' });
-    expect(parseKvctlArgs(['delete', 'k'], {}).command).toEqual({ name: 'delete', key: 'k' });
-    expect(parseKvctlArgs(['cluster', '--json'], {}).command).toEqual({ name: 'cluster', json: true });
+    expect(parseKvctlArgs(['delete', 'k'], {})).toEqual({
+      command: 'delete',
+      args: { url: DEFAULT_URL, key: 'k' },
+    });
+    expect(parseKvctlArgs(['cluster', '--json'], {})).toEqual({
+      command: 'cluster',
+      args: { url: DEFAULT_URL, json: true },
+    });
   });
 
-  it('throws KvctlUsageError for a bad command line', () => {
-    expect(() => parseKvctlArgs(['nope'], {})).toThrow(KvctlUsageError);
+  it('throws UsageError for a bad command line, naming the help to read', () => {
+    expect(() => parseKvctlArgs(['nope'], {})).toThrow(UsageError);
+    expect(() => parseKvctlArgs(['status', '--bogus'], {})).toThrow(
+      expect.objectContaining({ context: expect.objectContaining({ help: 'kvctl status --help' }) }),
+    );
   });
 });
 

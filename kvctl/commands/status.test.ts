@@ -1,19 +1,19 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ClusterInfo, RepairReport } from './client';
+import { UsageError } from '../../common/cli-options';
+import type { RunOptions } from '../io';
+import { argsOf, commandOf } from '../kvctl.fixtures';
+import { runKvctl } from '../main';
+import type { ClusterInfo, RepairReport } from '../../common/rest-replies';
 import {
   clusterStatus,
   formatBytes,
   formatStatus,
-  isStatusCommand,
-  parseStatusArgs,
   formatRebalanceLine,
   formatAge,
   progressBar,
   rebalanceRates,
-  runStatus,
-  StatusUsageError,
-} from './status-command';
+} from './status';
 
 const info: ClusterInfo = {
   cluster: 'c1',
@@ -63,22 +63,22 @@ const report: RepairReport = {
 
 describe('kvctl status', () => {
   it('is found wherever the global options put it', () => {
-    expect(isStatusCommand(['status'])).toBe(true);
-    expect(isStatusCommand(['--url', 'http://h:1', 'status', '--watch'])).toBe(true);
-    expect(isStatusCommand(['--token', 'status', 'get', 'k'])).toBe(false);
-    expect(isStatusCommand(['get', 'status'])).toBe(false);
+    expect(commandOf(['status'])).toBe('status');
+    expect(commandOf(['--url', 'http://h:1', 'status', '--watch'])).toBe('status');
+    expect(commandOf(['--token', 'status', 'get', 'k'])).toBe('get');
+    expect(commandOf(['get', 'status'])).toBe('get');
   });
 
   it('parses its options and refuses bad ones', () => {
-    expect(parseStatusArgs(['status', '--watch', '--interval', '500ms'], {})).toMatchObject({
+    expect(argsOf('status', ['status', '--watch', '--interval', '500ms'], {})).toMatchObject({
       watch: true,
       intervalMs: 500,
       url: 'http://127.0.0.1:3000',
     });
-    expect(parseStatusArgs(['status'], { KVSTORE_URL: 'http://x:9' }).url).toBe('http://x:9');
-    expect(() => parseStatusArgs(['status', '--interval', '2s'], {})).toThrow(StatusUsageError);
-    expect(() => parseStatusArgs(['status', '--watch', '--interval', '10ms'], {})).toThrow(/100ms to 1h/);
-    expect(() => parseStatusArgs(['status', 'extra'], {})).toThrow(/no arguments/);
+    expect(argsOf('status', ['status'], { KVSTORE_URL: 'http://x:9' }).url).toBe('http://x:9');
+    expect(() => argsOf('status', ['status', '--interval', '2s'], {})).toThrow(UsageError);
+    expect(() => argsOf('status', ['status', '--watch', '--interval', '10ms'], {})).toThrow(/100ms to 1h/);
+    expect(() => argsOf('status', ['status', 'extra'], {})).toThrow(/too many arguments for 'status'/);
   });
 
   it('joins the map with the nodes: states, under-replicated and below-quorum partitions', () => {
@@ -260,10 +260,10 @@ describe('kvctl status', () => {
     });
     afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
-    const run = async (argv: string[], opts: Parameters<typeof runStatus>[2] = {}) => {
+    const run = async (argv: string[], opts: RunOptions = {}) => {
       const out: string[] = [];
       const err: string[] = [];
-      const code = await runStatus(
+      const code = await runKvctl(
         argv,
         {
           stdout: { write: (s: string) => out.push(s), isTTY: true },

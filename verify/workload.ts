@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { KeyValueStoreClient, KvClientError, type Consistency } from './client';
+import { KeyValueStoreClient, KvClientError, type Consistency } from '../client';
 import type { DeleteOp, FinalRead, GetOp, History, HistoryOp, OpKind, Outcome, PutOp } from './history';
 
 /**

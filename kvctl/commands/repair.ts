@@ -1,14 +1,28 @@
-import { KeyValueStoreClient, type NodeRepairReport, type RepairReport } from './client';
+import type { Command } from 'commander';
+import { UsageError } from '../../common/cli-options';
+import type { NodeRepairReport, RepairReport } from '../../common/rest-replies';
+import { KeyValueStoreClient } from '../../client';
 import {
-  GLOBAL_OPTIONS,
-  gatewayTarget,
-  loadCaOrExit,
-  namesCommand,
-  parseCommandArgs,
-  parseInterval,
+  EXIT_FAILURE,
+  EXIT_OK,
   reportFailure,
-  type CommandIo,
-} from './kvctl-command';
+  sleepOf,
+  type Env,
+  type KvctlIo,
+  type RunOptions,
+} from '../io';
+import {
+  collect,
+  gatewayTarget,
+  globalValues,
+  kvctlCommand,
+  loadCaOrExit,
+  parseInterval,
+  type CommandSetup,
+  type GatewayTarget,
+  type GlobalValues,
+} from '../options';
+import { table } from '../table';
 
 /**
  * `kvctl repair`: starts an anti-entropy pass on every node through the
@@ -30,85 +44,53 @@ options:
 exit status: 0 started (with --watch: finished, every partition synced with every replica),
              2 usage error, 3 a node could not be reached or could not sync a partition`;
 
-export const REPAIR_EXIT_OK = 0;
-export const REPAIR_EXIT_USAGE = 2;
-export const REPAIR_EXIT_FAILURE = 3;
-
-export type RepairIo = CommandIo;
-
-export class RepairUsageError extends Error {
-  override readonly name = 'RepairUsageError';
-}
-
-export interface RepairArgs {
-  readonly url: string;
-  readonly token?: string;
-  /** PEM CA file to trust for an https URL (--ca, $KVSTORE_CA) */
-  readonly caFile?: string;
+export interface RepairArgs extends GatewayTarget {
   readonly partitions?: number[];
   readonly watch: boolean;
   readonly intervalMs: number;
-  readonly help: boolean;
 }
 
-const OPTIONS = {
-  ...GLOBAL_OPTIONS,
-  partition: { type: 'string', multiple: true },
-  watch: { type: 'boolean' },
-  interval: { type: 'string' },
-} as const;
-
-/** True when kvctl's command line names the repair command. */
-export function isRepairCommand(argv: readonly string[]): boolean {
-  return namesCommand(argv, 'repair', OPTIONS);
+interface RepairValues extends GlobalValues {
+  partition?: string[];
+  watch?: boolean;
+  interval?: string;
 }
 
-/** Parses `kvctl ... repair ...`; throws RepairUsageError. Pure. */
-export function parseRepairArgs(
-  argv: readonly string[],
-  env: Readonly<Record<string, string | undefined>>,
-): RepairArgs {
-  const usage = (message: string): Error => new RepairUsageError(message);
-  const values = parseCommandArgs(argv, 'repair', OPTIONS, usage);
+export function repairCommand(setup: CommandSetup<RepairArgs>): Command {
+  return kvctlCommand('repair', REPAIR_USAGE, setup.sink)
+    .option('--partition <p>', 'only partition P (repeatable, or P,Q,...)', collect)
+    .option('--watch', 'follow the progress until every node has finished')
+    .option('--interval <duration>', 'with --watch: time between polls')
+    .action((opts: RepairValues, cmd: Command) =>
+      setup.accept(repairArgs({ ...globalValues(cmd), ...opts }, setup.env)),
+    );
+}
+
+/** The command line's values to settings; throws UsageError. Pure. */
+export function repairArgs(values: RepairValues, env: Env): RepairArgs {
   let partitions: number[] | undefined;
   if (values.partition !== undefined) {
     const set = new Set<number>();
     for (const p of values.partition.flatMap((v) => v.split(','))) {
       if (!/^\d{1,5}$/.test(p.trim())) {
-        throw new RepairUsageError(`--partition takes partition numbers, got ${JSON.stringify(p)}`);
+        throw new UsageError(`--partition takes partition numbers, got ${JSON.stringify(p)}`);
       }
       set.add(Number(p));
     }
     partitions = [...set].sort((a, b) => a - b);
   }
-  if (values.interval !== undefined && !values.watch) throw new RepairUsageError('--interval needs --watch');
+  if (values.interval !== undefined && !values.watch) throw new UsageError('--interval needs --watch');
   return {
     ...gatewayTarget(values, env),
     ...(partitions ? { partitions } : {}),
     watch: values.watch === true,
-    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval, 50, 3_600_000, usage),
-    help: values.help === true,
+    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval, 50, 3_600_000),
   };
 }
 
 /** Runs `kvctl repair`; returns the exit status, never throws. */
-export async function runRepair(
-  argv: readonly string[],
-  io: RepairIo,
-  sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
-): Promise<number> {
-  let args: RepairArgs;
-  try {
-    args = parseRepairArgs(argv, io.env ?? process.env);
-  } catch (err) {
-    if (!(err instanceof RepairUsageError)) throw err;
-    io.stderr.write(`kvctl: usage: ${err.message}\nRun 'kvctl repair --help' for usage.\n`);
-    return REPAIR_EXIT_USAGE;
-  }
-  if (args.help) {
-    io.stdout.write(`${REPAIR_USAGE}\n`);
-    return REPAIR_EXIT_OK;
-  }
+export async function runRepair(args: RepairArgs, io: KvctlIo, opts: RunOptions = {}): Promise<number> {
+  const sleep = sleepOf(opts);
   const loaded = loadCaOrExit(args.caFile, 'kvctl repair --help', io.stderr);
   if ('exit' in loaded) return loaded.exit;
   try {
@@ -124,7 +106,7 @@ export async function runRepair(
       if (n.error) io.stderr.write(`kvctl: ${n.id}: ${n.error.code}: ${n.error.message}\n`);
     if (!args.watch) {
       io.stdout.write(formatRepairReport(started));
-      return accepted === started.nodes.length ? REPAIR_EXIT_OK : REPAIR_EXIT_FAILURE;
+      return accepted === started.nodes.length ? EXIT_OK : EXIT_FAILURE;
     }
     let report: RepairReport;
     for (;;) {
@@ -146,10 +128,10 @@ export async function runRepair(
         .filter(Boolean)
         .join('; ');
       io.stderr.write(`kvctl: repair incomplete: ${why}\n`);
-      return REPAIR_EXIT_FAILURE;
+      return EXIT_FAILURE;
     }
     io.stdout.write(`repair finished in ${formatSeconds(Date.now() - startedAt)}\n`);
-    return REPAIR_EXIT_OK;
+    return EXIT_OK;
   } catch (err) {
     return reportFailure(err, io.stderr);
   }
@@ -174,13 +156,7 @@ export function formatRepairReport(report: RepairReport, now = Date.now()): stri
     ['NODE', 'READY', 'STATE', 'PARTITIONS', 'FAILED', 'KEYS REPAIRED', 'LAST FULL REPAIR'],
     ...report.nodes.map((n) => row(n, now)),
   ];
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const lines = rows.map((r) =>
-    r
-      .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i])))
-      .join('  ')
-      .trimEnd(),
-  );
+  const lines = table(rows);
   return `${lines.join('\n')}\n`;
 }
 

@@ -1,0 +1,46 @@
+import type { Consistency } from '../common/consistency';
+
+/** The options of the client and of its calls, and what its data calls return. */
+
+export interface ClientOptions {
+  /** Base URL of the gateway, e.g. `http://127.0.0.1:3000`. A path prefix (ingress) is kept. */
+  url: string;
+  /** Sent as `X-Consistency` on every data call unless a call names its own; absent = server default (quorum). */
+  consistency?: Consistency;
+  /** Per request, covering connect, headers and body. Default 10 000 ms. */
+  timeoutMs?: number;
+  /** Sent as `Authorization: Bearer <token>`. */
+  token?: string;
+  /** Extra headers on every request. */
+  headers?: Record<string, string>;
+  /**
+   * PEM certificate(s) of the CA(s) to trust for an https URL instead of the system's roots, e.g. a
+   * private CA or the `ca.crt` of a cert-manager Secret. The host name is still checked. Ignored for
+   * http URLs (one CA setting can then serve both a TLS gateway and a plain admin URL).
+   */
+  ca?: string | Buffer;
+}
+
+export interface RequestOptions {
+  consistency?: Consistency;
+  /** Sent as `X-Request-Id` so the request can be followed in the gateway's and nodes' logs. */
+  requestId?: string;
+  /** Aborts the request (in addition to the client's timeout). */
+  signal?: AbortSignal;
+}
+
+export interface PutOptions extends RequestOptions {
+  /** The record expires after this many whole seconds. */
+  ttlSeconds?: number;
+}
+
+export interface Entry {
+  value: Buffer;
+  /** Opaque; compare for equality only. */
+  version: string;
+}
+
+export interface WriteResult {
+  key: string;
+  version: string;
+}

@@ -1,0 +1,38 @@
+import type { Command } from 'commander';
+import { dataTarget, withGatewayClient, type DataTarget } from '../data-target';
+import { EXIT_NOT_FOUND, EXIT_OK, type KvctlIo } from '../io';
+import { globalValues, kvctlCommand, type CommandSetup } from '../options';
+import { USAGE } from '../usage';
+
+/** `kvctl get <key>`: writes the value's bytes to stdout; exit 1 when the key is absent. */
+
+export interface KeyArgs extends DataTarget {
+  readonly key: string;
+}
+
+/** A command whose one argument is a key: get, delete. */
+export function keyCommand(name: string, setup: CommandSetup<KeyArgs>): Command {
+  return kvctlCommand(name, USAGE, setup.sink)
+    .argument('<key>')
+    .action((key: string, _opts: unknown, cmd: Command) =>
+      setup.accept({ ...dataTarget(globalValues(cmd), setup.env), key }),
+    );
+}
+
+export function getCommand(setup: CommandSetup<KeyArgs>): Command {
+  return keyCommand('get', setup);
+}
+
+export function runGet(args: KeyArgs, io: KvctlIo): Promise<number> {
+  return withGatewayClient(args, io, async (client) => {
+    const value = await client.getBytes(args.key);
+    if (value === null) {
+      io.stderr.write(`kvctl: not_found: key ${JSON.stringify(args.key)} not found\n`);
+      return EXIT_NOT_FOUND;
+    }
+    io.stdout.write(value);
+    // Exact bytes for pipes and files; a newline only so a terminal prompt does not glue onto the value.
+    if (io.stdout.isTTY) io.stdout.write('\n');
+    return EXIT_OK;
+  });
+}
