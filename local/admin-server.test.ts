@@ -4,7 +4,8 @@ import { RebalancePlanError } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
 import { ApiKeySet, hashToken } from '../common/api-keys';
 import { parseScaleBody, RunnerAdminServer, type ScalableCluster } from './admin-server';
-import { ScaleRequestError, type ScaleResult } from './cluster';
+import type { ScaleResult } from '../common/rest-replies';
+import { ScaleRequestError } from './cluster';
 import { adminPort, localNodes, nodeOrdinal } from './node-ports';
 
 const progress: RebalanceProgress = {

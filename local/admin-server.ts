@@ -4,8 +4,8 @@ import { errorMessage, KvError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { authenticate, type ApiKeySet } from '../common/api-keys';
 import { RebalancePlanError } from '../common/rebalance-plan';
-import type { RebalanceProgress } from '../common/rebalance-progress';
-import { ScaleRequestError, type ScaleResult } from './cluster';
+import type { RebalanceStatus, ScaleResult } from '../common/rest-replies';
+import { ScaleRequestError } from './cluster';
 
 /**
  * The launcher's own admin listener (127.0.0.1:port+100), the local stand-in
@@ -13,7 +13,7 @@ import { ScaleRequestError, type ScaleResult } from './cluster';
  * out, errors shaped like the gateway's: `{ "error": { "code", "message" } }`.
  *
  *   GET  /healthz               the launcher is up
- *   GET  /v1/admin/rebalance    where the rebalance stands (RebalanceProgress)
+ *   GET  /v1/admin/rebalance    where the rebalance stands (RebalanceStatus)
  *   POST /v1/admin/scale        {"nodes": N}: 202 with the plan's progress
  *
  * It listens before the cluster starts, so a busy port is found before any
@@ -25,7 +25,7 @@ import { ScaleRequestError, type ScaleResult } from './cluster';
  */
 export interface ScalableCluster {
   scale(nodes: number): Promise<ScaleResult>;
-  progress(): Promise<RebalanceProgress>;
+  progress(): Promise<RebalanceStatus>;
 }
 
 /** A request body larger than this is not a scale request. */

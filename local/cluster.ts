@@ -76,10 +76,7 @@ export class ScaleRequestError extends KvError {
   }
 }
 
-/** What `scale` answers: where the rebalance stands right after it was planned, and the nodes started for it. */
-export interface ScaleResult extends RebalanceProgress {
-  readonly addedNodes: readonly string[];
-}
+import type { ScaleResult } from '../common/rest-replies';
 
 // Compiled processes live in dist/, whether this module runs from dist/ (npm start) or from source (jest).
 const PARENT = path.resolve(__dirname, '..');
