@@ -331,3 +331,35 @@ describe('Storage ranges and hooks', () => {
     await s.close();
   });
 });
+
+describe('writer numbers not yet in memory (lmdb-js reuses its read buffer)', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = tmpDir();
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('a record read in the transaction that numbered its writer keeps its whole header', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    const changes: { previous?: number; next?: number }[] = [];
+    s.onApplied((batch) => {
+      for (const c of batch) changes.push({ previous: c.previous?.expiresAt, next: c.next.expiresAt });
+    });
+    const key = Buffer.from('k');
+    const first: KvRecord = { ...rec(100, 'first', 'new-writer'), expiresAt: 1_900_000_000_000 };
+    const second: KvRecord = { ...rec(200, 'second', 'new-writer'), expiresAt: 1_900_000_000_500 };
+    // One batch: the second write reads the first's record, whose writer was numbered moments ago.
+    expect(
+      await s.apply([
+        { partition: 1, key, record: encodeRecord(first) },
+        { partition: 1, key, record: encodeRecord(second) },
+      ]),
+    ).toEqual([true, true]);
+    expect(changes).toEqual([
+      { previous: undefined, next: first.expiresAt },
+      { previous: first.expiresAt, next: second.expiresAt },
+    ]);
+    expect(s.getEncoded(1, key)?.equals(encodeRecord(second))).toBe(true);
+    await s.close();
+  });
+});

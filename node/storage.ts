@@ -177,23 +177,30 @@ export class Storage {
   /*
    * Reads go through getBinaryFast: its buffer is lmdb-js's own, valid until the next get, so
    * what is kept is copied once, and what is only decoded is not copied at all (getBinary copies
-   * every value, which a 64 KiB record pays on each read and each overwrite).
+   * every value, which a 64 KiB record pays on each read and each overwrite). Naming a writer
+   * whose number memory does not hold yet reads LMDB and so reuses that buffer: `fast` copies the
+   * record first in that window (a transaction that numbered a new writer, until it is remembered).
    */
 
+  private fast(key: Buffer): Buffer | undefined {
+    const raw = this.data.getBinaryFast(key);
+    return raw && !this.writers.settled ? Buffer.from(raw.subarray(0, raw.length)) : raw;
+  }
+
   get(partition: number, key: Uint8Array): KvRecord | undefined {
-    const raw = this.data.getBinaryFast(storageKey(partition, key));
+    const raw = this.fast(storageKey(partition, key));
     return raw ? decodeStoredRecord(raw, this.writers) : undefined;
   }
 
   /** The record in its wire form, in a buffer of its own. */
   getEncoded(partition: number, key: Uint8Array): Buffer | undefined {
-    const raw = this.data.getBinaryFast(storageKey(partition, key));
+    const raw = this.fast(storageKey(partition, key));
     return raw ? storedToWire(raw, this.writers) : undefined;
   }
 
   /** The stored record's wire digest (common/record.ts recordDigest), without its value. */
   getDigest(partition: number, key: Uint8Array): Buffer | undefined {
-    const raw = this.data.getBinaryFast(storageKey(partition, key));
+    const raw = this.fast(storageKey(partition, key));
     return raw ? storedDigest(raw, this.writers) : undefined;
   }
 
@@ -233,7 +240,7 @@ export class Storage {
     try {
       applied = await this.data.transaction(() =>
         batch.map(({ partition, key, userKey, rec, w, valueOffset }) => {
-          const currentRaw = this.data.getBinaryFast(key);
+          const currentRaw = this.fast(key);
           const current = currentRaw ? decodeStoredHeader(currentRaw, this.writers) : undefined;
           if (!supersedes(rec, current)) return false;
           const writer = rec.version.writer;
@@ -250,6 +257,9 @@ export class Storage {
           return true;
         }),
       );
+    } catch (err) {
+      this.writers.forget(numbered.values());
+      throw err;
     } finally {
       this.budget.release(batch.length);
     }
@@ -322,7 +332,7 @@ export class Storage {
   async purge(partition: number, key: Buffer, expected: KvRecord): Promise<boolean> {
     const k = storageKey(partition, key);
     return this.data.transaction(() => {
-      const raw = this.data.getBinaryFast(k);
+      const raw = this.fast(k);
       if (!raw) return false;
       const current = decodeStoredHeader(raw, this.writers);
       if (compareVersions(current.version, expected.version) !== 0) return false;
@@ -341,7 +351,7 @@ export class Storage {
     await this.data.transaction(() => {
       for (const { key, raw } of records) {
         const k = storageKey(partition, key);
-        const current = this.data.getBinaryFast(k);
+        const current = this.fast(k);
         if (!current || !raw.equals(storedToWire(current, this.writers))) continue;
         this.data.removeSync(k);
         removed.push({ key, record: decodeRecord(raw) });

@@ -31,6 +31,8 @@ function nameKey(name: string): Buffer {
 export class WriterIds implements WriterNames {
   private readonly ids = new Map<string, number>();
   private readonly names = new Map<number, { name: string; bytes: Buffer }>();
+  /** Numbers given by a transaction that memory has not learnt yet (`remember`, `forget`). */
+  private readonly unsettled = new Set<number>();
 
   constructor(private readonly db: Database<Buffer, Buffer>) {
     for (const { key, value } of db.getRange({
@@ -66,6 +68,7 @@ export class WriterIds implements WriterNames {
     this.db.putSync(LAST_KEY, idBytes);
     this.db.putSync(numberKey(id), Buffer.from(writer, 'utf8'));
     this.db.putSync(nameKey(writer), idBytes);
+    this.unsettled.add(id);
     return id;
   }
 
@@ -73,6 +76,24 @@ export class WriterIds implements WriterNames {
   remember(writer: string, id: number): void {
     this.ids.set(writer, id);
     this.names.set(id, { name: writer, bytes: Buffer.from(writer, 'utf8') });
+    this.unsettled.delete(id);
+  }
+
+  /**
+   * After a transaction that failed: the numbers it gave are not on disk. One it found on disk
+   * (given by another transaction whose caller has not resumed) stays unsettled.
+   */
+  forget(ids: Iterable<number>): void {
+    for (const id of ids) if (!this.bytesOnDisk(id)) this.unsettled.delete(id);
+  }
+
+  /**
+   * True when memory holds every number, so naming a writer never reads LMDB. A read of LMDB reuses
+   * lmdb-js's read buffer, which a record from `getBinaryFast` still sits in: while this is false,
+   * such a record must be copied before its writer is named.
+   */
+  get settled(): boolean {
+    return this.unsettled.size === 0;
   }
 
   nameOf(id: number): string | undefined {
