@@ -51,8 +51,12 @@ export interface InProcessClusterOptions {
 
 export class InProcessClusterError extends KvError {}
 
-/** What a fault rule may do to one call: fail it as an unreachable node would, or hold it first. */
-export type FaultAction = { readonly drop: true } | { readonly delayMs: number };
+/**
+ * What a fault rule may do to one call: fail it as an unreachable node would, hold it for a
+ * while, or hold it until `until` settles (a step the test wants to happen first).
+ */
+export type FaultAction =
+  { readonly drop: true } | { readonly delayMs: number } | { readonly until: Promise<unknown> };
 
 /** Decides the fate of one call from `from` to `to`; undefined: no fault. */
 export type FaultRule = (call: {
@@ -98,7 +102,8 @@ export class NetworkFaults {
       if ('drop' in action) {
         throw new RpcError('unavailable', to, `fault injected: ${from} cannot reach ${to} (${op})`);
       }
-      await new Promise((r) => setTimeout(r, action.delayMs));
+      if ('until' in action) await action.until;
+      else await new Promise((r) => setTimeout(r, action.delayMs));
     }
   }
 }
