@@ -9,10 +9,11 @@ import { HybridLogicalClock, type Version } from '../common/hlc';
 import type { PartitionMap } from '../common/partition-map';
 import { RpcClient, RpcError } from '../common/rpc-client';
 import type { KvRecord } from '../common/record';
-import { AntiEntropy, rpcRepairPeer, type RepairPeer } from './anti-entropy';
+import { AntiEntropy } from './anti-entropy';
 import { NodeMetrics } from './metrics';
 import { exclusionQuantumMs, pastGrace } from './purge';
 import { NodeRequestHandler } from './request-handler';
+import { rpcRepairPeer, type RepairPeer } from './repair-peer';
 import { RpcServer } from './rpc-server';
 import { Storage } from './storage';
 

@@ -9,7 +9,7 @@ import { openMetadataStore, type MetadataLocation } from '../common/open-metadat
 import { PeerPool } from '../common/peer-pool';
 import { splitAddress } from '../common/rpc-client';
 import { AdminServer } from './admin-server';
-import { AntiEntropy, rpcRepairPeer } from './anti-entropy';
+import { AntiEntropy } from './anti-entropy';
 import { DEFAULT_MAX_HINT_BYTES } from './hint-store';
 import { DEFAULT_HINT_REPLAY_INTERVAL_MS, HintedHandoff } from './hinted-handoff';
 import { NodeMetrics } from './metrics';
@@ -17,6 +17,7 @@ import { DEFAULT_MOVED_DATA_GRACE_MS, MovedDataCleanup } from './moved-data-clea
 import { DEFAULT_MOVE_MAX_BYTES_PER_SECOND, PartitionReceiver } from './partition-receiver';
 import { DEFAULT_TOMBSTONE_GRACE_MS } from './purge';
 import { NodeRequestHandler } from './request-handler';
+import { rpcRepairPeer } from './repair-peer';
 import { RpcServer } from './rpc-server';
 import { Storage } from './storage';
 
