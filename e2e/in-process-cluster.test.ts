@@ -76,3 +76,19 @@ test('a coordinator over the nodes writes a quorum and reads it back', async () 
   const p = partitionOf(k, (await c.map()).partitionCount);
   for (const id of replicasOf(await c.map(), p)) expect(c.node(id).storage.getEncoded(p, k)).toBeDefined();
 });
+
+test('each node counts its own requests, on a metrics registry of its own', async () => {
+  const requests = async (id: string): Promise<number> => {
+    const m = (await c.node(id).metrics.registry.getMetricsAsJSON()).find(
+      (x) => x.name === 'kvstore_node_rpc_requests_total',
+    );
+    return (m?.values ?? []).filter((v) => v.labels.op === 'info').reduce((a, v) => a + v.value, 0);
+  };
+  const before = await Promise.all(['n1', 'n2', 'n3'].map(requests));
+  await (await c.client('n1')).call({ op: 'info' });
+  const after = await Promise.all(['n1', 'n2', 'n3'].map(requests));
+  expect(after[0] - before[0]).toBe(1);
+  expect(after.slice(1)).toEqual(before.slice(1));
+  expect(await c.node('n2').metrics.registry.metrics()).toContain('node="n2"');
+  expect(await c.node('n2').metrics.registry.metrics()).not.toContain('node="n1"');
+});
