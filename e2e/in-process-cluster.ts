@@ -6,9 +6,9 @@ import { FileMetadataStore } from '../common/file-metadata-store';
 import { HybridLogicalClock } from '../common/hlc';
 import type { Logger } from '../common/logger';
 import { PartitionMapHolder } from '../common/metadata-store';
+import { initialPartitionMap } from '../common/owner-maps';
 import type { NodeInfo, PartitionMap } from '../common/partition-map';
 import { PeerPool } from '../common/peer-pool';
-import { placePartitions } from '../common/placement';
 import { RpcError, type RpcClient } from '../common/rpc-client';
 import type { RpcOp } from '../common/rpc-protocol';
 import { Coordinator, type CoordinatorOptions } from '../gateway/coordinator';
@@ -183,15 +183,7 @@ export class InProcessCluster {
     try {
       const nodes: NodeInfo[] = [];
       for (let i = 1; i <= count; i++) nodes.push(await c.addMember(`n${i}`));
-      const map: PartitionMap = {
-        cluster: c.cluster,
-        epoch: 1,
-        partitionCount,
-        replicationFactor: rf,
-        nodes,
-        partitions: placePartitions({ nodes, partitionCount, replicationFactor: rf }),
-        moves: [],
-      };
+      const map = initialPartitionMap({ cluster: c.cluster, nodes, partitionCount, replicationFactor: rf });
       if (!(await c.store.compareAndSet(map, undefined))) {
         throw new InProcessClusterError('map_race', `a partition map already exists in ${c.metadataFile}`);
       }
