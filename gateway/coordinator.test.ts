@@ -5,7 +5,7 @@ import { CONSISTENCY_LEVELS, type Consistency } from '../common/consistency';
 import { partitionOf } from '../common/hash';
 import { compareVersions, formatVersion, HybridLogicalClock, type Version } from '../common/hlc';
 import { PartitionMapHolder } from '../common/metadata-store';
-import { replicasOf } from '../common/partition-map';
+import { replicasOf, type PartitionMap } from '../common/partition-map';
 import type { PeerPool } from '../common/peer-pool';
 import { decodeRecord, encodeRecord, type KvRecord } from '../common/record';
 import type { RpcOp } from '../common/rpc-protocol';
@@ -569,5 +569,113 @@ describe('three nodes, RF 3', () => {
       10_000,
       10,
     );
+  });
+});
+
+describe('four nodes, RF 3: map changes', () => {
+  let bench: Bench;
+  beforeAll(async () => {
+    bench = await Bench.start({ nodes: 4 });
+  });
+  afterAll(() => bench?.close());
+
+  /** A key of a partition whose replicas leave out `outsider`. */
+  function keyWithout(map: PartitionMap, outsider: string, prefix: string): Buffer {
+    for (let i = 0; ; i++) {
+      const key = Buffer.from(`${prefix}/${i}`);
+      if (!replicasOf(map, partitionOf(key, map.partitionCount)).includes(outsider)) return key;
+    }
+  }
+
+  test('a coordinator on an old epoch is refused, reloads the map, and writes to the new replicas', async () => {
+    const old = await bench.cluster.map();
+    const key = keyWithout(old, 'n4', 'stale');
+    const p = partitionOf(key, old.partitionCount);
+    const [a, b, dropped] = replicasOf(old, p);
+    // Holders that learn the map only by refresh (no watch): they route by `old` until a replica refuses it.
+    const staleHolder = (): PartitionMapHolder => {
+      const holder = new PartitionMapHolder({ store: bench.cluster.store });
+      holder.accept(old);
+      return holder;
+    };
+    const gw = await bench.gateway('gw-stale', {}, staleHolder());
+    const reader = await bench.gateway('gw-stale-reader', {}, staleHolder());
+    // The switch of a move: n4 takes `dropped`'s place; every node holds the new map before the write.
+    const next = await bench.cluster.updateMap((m) => ({
+      ...m,
+      partitions: m.partitions.map((owners, i) => (i === p ? [a, b, 'n4'] : owners)),
+    }));
+
+    const version = await gw.coordinator.put(key, Buffer.from('v'), { consistency: 'all' });
+    expect(gw.maps.epoch()).toBe(next.epoch);
+    // Each of the old replicas refused the first attempt (counted as each refusal arrives: the
+    // attempt failed at the first one, so the others may come in after the retry succeeded).
+    const refusals = async (): Promise<number[]> =>
+      Promise.all(
+        [a, b, dropped, 'n4'].map((node) =>
+          total(gw.metrics.replicaRequests, { node, op: 'write', outcome: 'stale_epoch' }),
+        ),
+      );
+    await waitFor('the three stale-epoch refusals', async () =>
+      isDeepStrictEqual(await refusals(), [1, 1, 1, 0]),
+    );
+    expect(await refusals()).toEqual([1, 1, 1, 0]);
+    // Written by the new map; the dropped replica refused it, and a refusal leaves no hint.
+    await bench.expectHoldings(key, {
+      [a]: show(record('v', version)),
+      [b]: show(record('v', version)),
+      n4: show(record('v', version)),
+      [dropped]: 'absent',
+    });
+    expect(await bench.hints(bench.cluster.nodeIds())).toBe(0);
+    expect(await total(gw.metrics.quorumFailures)).toBe(0);
+
+    expect(await reader.coordinator.get(key, { consistency: 'all' })).toEqual(record('v', version));
+    expect(reader.maps.epoch()).toBe(next.epoch);
+  });
+
+  test('while a move fills a partition on a new node, writes go to it too and need one more ack; reads skip it', async () => {
+    const map = await bench.cluster.map();
+    const incoming = 'n1';
+    const key = keyWithout(map, incoming, 'move');
+    const p = partitionOf(key, map.partitionCount);
+    const [a, b, from] = replicasOf(map, p);
+    await bench.cluster.updateMap((m) => ({ ...m, moves: [{ partition: p, from, to: incoming }] }));
+    const gw = await bench.gateway('gw-move');
+
+    const version = await gw.coordinator.put(key, Buffer.from('during the move'), { consistency: 'quorum' });
+    const written = record('during the move', version);
+    await bench.expectHoldings(key, {
+      [a]: show(written),
+      [b]: show(written),
+      [from]: show(written),
+      [incoming]: show(written),
+    });
+    const sent = bench.sent(gw.id).length;
+    expect(await gw.coordinator.get(key, { consistency: 'all' })).toEqual(written);
+    // Reads count the partition's replicas only: the incoming one is still filling.
+    expect(
+      bench
+        .sent(gw.id)
+        .slice(sent)
+        .filter((c) => c.op === 'read')
+        .map((c) => c.to)
+        .sort(),
+    ).toEqual([a, b, from].sort());
+
+    // Quorum during the move is W + 1 = 3 of the 4 targets.
+    const cutOff = (nodes: string[]): Promise<Version> =>
+      bench.cutOff(gw.id, nodes, () =>
+        gw.coordinator.put(key, Buffer.from(`without ${nodes.join(' ')}`), { consistency: 'quorum' }),
+      );
+    await expect(cutOff([incoming])).resolves.toMatchObject({ writer: gw.id });
+    await expect(cutOff([from])).resolves.toMatchObject({ writer: gw.id });
+    const refused = quorumFailure(await refusal(cutOff([from, incoming])));
+    expect(refused).toEqual({
+      status: 503,
+      code: 'unavailable',
+      needs: 'needs 3 of 4',
+      failed: [`${from}: rpc_unavailable`, `${incoming}: rpc_unavailable`].sort(),
+    });
   });
 });
