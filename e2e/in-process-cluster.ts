@@ -230,8 +230,11 @@ export class InProcessCluster {
     await node?.close();
   }
 
-  /** Starts `id` again on the same data directory and address; resolves once it serves reads. */
-  async restart(id: string): Promise<StorageNode> {
+  /**
+   * Starts `id` again on the same data directory and address; resolves once it serves reads
+   * (at once with `waitReady: false`: a node refilling a wiped disk may not get there).
+   */
+  async restart(id: string, opts: { waitReady?: boolean } = {}): Promise<StorageNode> {
     const m = this.member(id);
     if (m.running) await this.stop(id);
     const node = await startStorageNode({
@@ -248,6 +251,7 @@ export class InProcessCluster {
       onFatal: (err) => this.fatal.push({ node: id, err }),
     });
     m.running = node;
+    if (opts.waitReady === false) return node;
     await waitFor(
       `${id} to serve reads`,
       () => node.maps.current() !== undefined && node.antiEntropy.readyForReads(),
@@ -255,6 +259,14 @@ export class InProcessCluster {
       10,
     );
     return node;
+  }
+
+  /** Empties the data directory of stopped node `id`, as a lost volume would leave it. */
+  wipe(id: string): void {
+    const m = this.member(id);
+    if (m.running) throw new InProcessClusterError('node_running', `stop ${id} before wiping its disk`);
+    fs.rmSync(m.dataDir, { recursive: true, force: true });
+    fs.mkdirSync(m.dataDir);
   }
 
   /**
