@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { ApiError } from './api-error';
 import {
   authenticate,
@@ -9,20 +9,30 @@ import {
   type AuthFailureReason,
   type Principal,
 } from '../common/api-keys';
-import type { GatewayDeps } from './app';
+import type { GatewayDeps } from './gateway-deps';
 
 /** The challenge a 401 carries (RFC 6750). */
 export const WWW_AUTHENTICATE = 'Bearer realm="kvstore"';
 
-/** The one authorisation both request paths use (express's middleware and createKvFastPath). */
+/** Who is asking, as far as authorisation and its logs need to know (an ApiRequest is one). */
+export interface RequestOrigin {
+  readonly method: string | undefined;
+  readonly headers: IncomingHttpHeaders;
+  readonly remoteAddress: string | undefined;
+}
+
+/**
+ * The one authorisation both adapters use: `check` at the door (express's middleware, the lean adapter), before
+ * any route; `checkKey` in the operations, once the key is parsed.
+ */
 export interface Authoriser {
   /**
    * Who sends this request, refused with 401 (no or unknown key) or 403 (the key's role does not
    * cover `access`); counted and logged (the key id, never the token). Runs the admission hook.
    */
-  check(req: IncomingMessage, access: Exclude<Access, 'open'>, rid: string): Promise<Principal>;
+  check(req: RequestOrigin, access: Exclude<Access, 'open'>, rid: string): Promise<Principal>;
   /** 403 unless the principal's prefix covers this key. */
-  checkKey(principal: Principal, key: Buffer, req: IncomingMessage, rid: string): void;
+  checkKey(principal: Principal, key: Buffer, req: RequestOrigin, rid: string): void;
 }
 
 const AUTH_MESSAGES: Record<'missing' | 'invalid', string> = {
@@ -42,7 +52,7 @@ export function createAuthoriser(
 ): Authoriser {
   const { auth, metrics, log, admission } = deps;
   const refuse = (
-    req: IncomingMessage,
+    req: RequestOrigin,
     rid: string,
     reason: AuthFailureReason,
     keyId: string | undefined,
@@ -50,7 +60,7 @@ export function createAuthoriser(
   ): ApiError => {
     metrics.authFailures.inc({ reason });
     log.warn(
-      { rid, reason, keyId, method: req.method, address: req.socket.remoteAddress },
+      { rid, reason, keyId, method: req.method, address: req.remoteAddress },
       'request refused by auth',
     );
     const unauthorised = reason === 'missing' || reason === 'invalid';
@@ -79,7 +89,7 @@ export function createAuthoriser(
           }
         }
       }
-      if (admission) await admission(req.socket.remoteAddress ?? '', principal?.keyId);
+      if (admission) await admission(req.remoteAddress ?? '', principal?.keyId);
       if (failure || !principal) {
         const f = failure ?? { reason: 'invalid' as const, message: AUTH_MESSAGES.invalid };
         throw refuse(req, rid, f.reason, principal?.keyId, f.message);

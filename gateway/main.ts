@@ -12,13 +12,13 @@ import { openMetadataStore } from '../common/open-metadata-store';
 import { PeerPool } from '../common/peer-pool';
 import { ApiKeyFile } from '../common/api-key-file';
 import { ApiKeyFileError } from '../common/api-keys';
-import { createGatewayApp } from './app';
 import { DEFAULT_MAX_REQUESTS_PER_CONNECTION } from './connection-cap';
 import { DEFAULT_READ_HEDGE_MS, MAX_READ_HEDGE_MS } from '../common/read-hedge';
 import { Coordinator } from './coordinator';
 import { GatewayMetrics } from './metrics';
 import { attachProtocolErrorHandlers } from './protocol-errors';
 import { rateLimitAdmission, RequestRateLimiter } from './rate-limit';
+import { createRequestListener } from './request-listener';
 import { DEFAULT_LIMITS } from './request-input';
 import { SERVER_LIMITS } from './server-limits';
 import { DEFAULT_TLS_RELOAD_MS, TlsReloader, tlsFromFlags, tlsServerOptions } from '../common/tls';
@@ -175,7 +175,7 @@ async function main(): Promise<void> {
   /** set on SIGTERM with --shutdown-delay-ms: see stop() */
   let draining = false;
   const keyFile = authFile;
-  const app = createGatewayApp({
+  const listener = createRequestListener({
     coordinator,
     maps,
     pool,
@@ -187,11 +187,11 @@ async function main(): Promise<void> {
     ...(limiter.enabled ? { admission: rateLimitAdmission(limiter) } : {}),
     draining: () => draining,
   });
-  // With TLS the same app behind an https server (any server options added here belong to both).
+  // With TLS the same listener behind an https server (any server options added here belong to both).
   const httpsServer = tlsConfig
-    ? https.createServer({ ...SERVER_LIMITS, ...tlsServerOptions(tlsConfig.pair) }, app)
+    ? https.createServer({ ...SERVER_LIMITS, ...tlsServerOptions(tlsConfig.pair) }, listener)
     : undefined;
-  const server: http.Server | https.Server = httpsServer ?? http.createServer(SERVER_LIMITS, app);
+  const server: http.Server | https.Server = httpsServer ?? http.createServer(SERVER_LIMITS, listener);
   // While draining, every answer closes its connection, so keep-alive clients reconnect through the
   // Service (to a gateway that stays) instead of reusing a socket this one is about to close.
   server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
