@@ -2,6 +2,7 @@ import { errorMessage } from '../common/errors';
 import type { PartitionMap } from '../common/partition-map';
 import type { PeerPool } from '../common/peer-pool';
 import { RpcError, type RpcClient } from '../common/rpc-client';
+import type { NodeRepairReport, RepairReport } from '../common/rest-replies';
 import type { IncomingMoveStatus, InfoReply, RepairStatus } from '../common/rpc-protocol';
 import { ApiError } from './api-error';
 import type { MapSource } from './coordinator';
@@ -12,32 +13,7 @@ import type { MapSource } from './coordinator';
  * reported next to the others' answers, never instead of them.
  */
 
-export interface NodeRepairReport {
-  readonly id: string;
-  readonly address: string;
-  /** the node serves reads (false while it refills an empty disk) */
-  readonly ready?: boolean;
-  /** records on the node's disk, tombstones included */
-  readonly keys?: number;
-  /** bytes used by the node's data tree */
-  readonly bytes?: number;
-  /** hints the node holds for other nodes */
-  readonly hints?: number;
-  readonly repair?: RepairStatus;
-  /** moves filling partitions on the node (rebalancing) */
-  readonly incoming?: readonly IncomingMoveStatus[];
-  /** records and bytes the node copied by moves since it started */
-  readonly streamedKeys?: number;
-  readonly streamedBytes?: number;
-  readonly error?: { readonly code: string; readonly message: string };
-}
-
-export interface RepairReport {
-  readonly epoch: number;
-  /** the partitions asked for; absent: all */
-  readonly partitions?: readonly number[];
-  readonly nodes: readonly NodeRepairReport[];
-}
+export type { NodeRepairReport, RepairReport };
 
 /** `?partition=3&partition=7` or `?partition=3,7`: partition numbers of the map; undefined when absent. */
 export function parsePartitionsParam(raw: unknown, partitionCount: number): number[] | undefined {
