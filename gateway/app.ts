@@ -1,3 +1,4 @@
+import type { ClusterReply } from '../common/rest-replies';
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
@@ -166,7 +167,7 @@ export function createExpressAdapter(
     if (!map) throw new ApiError(503, 'not_ready', 'the gateway has no partition map yet');
     const held = new Map<string, number>();
     for (const owners of map.partitions) for (const n of owners) held.set(n, (held.get(n) ?? 0) + 1);
-    res.json({
+    const reply: ClusterReply = {
       cluster: map.cluster,
       epoch: map.epoch,
       partitionCount: map.partitionCount,
@@ -176,7 +177,8 @@ export function createExpressAdapter(
       moves: map.moves,
       // the recorded plan while a rebalance is under way (kvctl status shows its progress)
       rebalance: map.rebalance ?? null,
-    });
+    };
+    res.json(reply);
   });
 
   // kvctl repair: start anti-entropy on every node (?partition=P, repeatable), or read each node's progress.
