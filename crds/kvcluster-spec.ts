@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { KvError } from '../common/errors';
 import { DEFAULT_READ_HEDGE_MS, MAX_READ_HEDGE_MS } from '../common/read-hedge';
+import { DEFAULT_IMAGE } from '../common/version';
 import { TS_TYPE_KEY } from './openapi';
 
 /**
@@ -164,7 +165,7 @@ export const KVClusterSpec = withRules(
         .max(65535)
         .default(256)
         .describe('Number of partitions the key space is hashed into. Immutable once the cluster exists.'),
-      image: z.string().min(1).default('kvstore:0.1.0').describe('Container image for nodes and gateways.'),
+      image: z.string().min(1).default(DEFAULT_IMAGE).describe('Container image for nodes and gateways.'),
       imagePullPolicy: z
         .enum(['Always', 'IfNotPresent', 'Never'])
         .default('IfNotPresent')
