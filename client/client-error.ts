@@ -8,6 +8,8 @@
  *   https URL for a plain http port);
  * - `unreachable`, `timeout`, `aborted`: the request got no answer (a write may or may not have been applied);
  * - `bad_response`: the server answered something that is not the gateway's API.
+ * - `not_kvstore`: the server is not the kvstore component asked for (no `X-Kvstore` header, or another
+ *   component's: a node admin port, the launcher's): the URL is wrong. `status` is the reply's.
  */
 export class KvClientError extends Error {
   readonly status: number | undefined;

@@ -8,6 +8,7 @@
 
 import type { Dispatcher } from 'undici';
 import type { Consistency } from '../common/consistency';
+import { IDENTITY_HEADER, type Component } from '../common/version';
 import type { ClusterInfo, RebalanceStatus, RepairReport, ScaleResult } from '../common/rest-replies';
 import { KvClientError, localError } from './client-error';
 import { checkCa, checkConsistency, checkHeader, checkPositiveInt, encodeKey, toBody } from './input-checks';
@@ -19,6 +20,7 @@ import {
   parseScaleResult,
   writeResult,
 } from './reply-parsers';
+import { checkIdentity } from './server-identity';
 import { transportError } from './transport-errors';
 import type { ClientOptions, Entry, PutOptions, RequestOptions, WriteResult } from './types';
 
@@ -57,6 +59,8 @@ interface Call {
   /** of the body; application/octet-stream when absent */
   contentType?: string;
   opts?: RequestOptions;
+  /** the kvstore component that serves this route: the gateway, or the launcher for scale and rebalance */
+  server?: Component;
 }
 
 /** What the client reads of a response, from the global fetch or undici's (their classes differ). */
@@ -232,13 +236,14 @@ export class KeyValueStoreClient {
       body,
       contentType: 'application/json',
       opts,
+      server: 'launcher',
     });
     return parseScaleResult(this.json(answer), answer.ctx);
   }
 
   /** Where the rebalance stands, from the map owner (the local launcher's admin URL, as for scale). */
   async rebalanceStatus(opts: Pick<RequestOptions, 'requestId' | 'signal'> = {}): Promise<RebalanceStatus> {
-    const answer = await this.send({ method: 'GET', path: '/v1/admin/rebalance', opts });
+    const answer = await this.send({ method: 'GET', path: '/v1/admin/rebalance', opts, server: 'launcher' });
     return parseRebalanceStatus(this.json(answer), answer.ctx);
   }
 
@@ -300,7 +305,7 @@ export class KeyValueStoreClient {
     }
   }
 
-  private async send({ method, path, query, body, contentType, opts = {} }: Call): Promise<Answer> {
+  private async send({ method, path, query, body, contentType, opts = {}, server = 'gateway' }: Call): Promise<Answer> {
     const consistency = checkConsistency(opts.consistency) ?? this.consistency;
     const headers: Record<string, string> = { ...this.headers };
     if (consistency !== undefined && path.startsWith('/v1/kv/')) headers['x-consistency'] = consistency;
@@ -330,7 +335,9 @@ export class KeyValueStoreClient {
       throw transportError(cause, timeout, this.timeoutMs, ctx);
     }
     const requestId = res.headers.get('x-request-id') ?? opts.requestId;
-    return { res, body: bytes, ctx: { ...ctx, status: res.status, requestId } };
+    const answered = { ...ctx, status: res.status, requestId };
+    checkIdentity(res.headers.get(IDENTITY_HEADER), server, answered);
+    return { res, body: bytes, ctx: answered };
   }
 
   /**

@@ -14,6 +14,7 @@ import type { Operation, OperationDeps } from './operations/context';
 import { deleteValue, legacyDelete } from './operations/delete';
 import { getValue, legacyGet } from './operations/get';
 import { legacyPut, putValue } from './operations/put';
+import { GATEWAY_IDENTITY } from './identity-header';
 import { acceptRequestId } from './request-input';
 import type { RequestObserver } from './request-observer';
 import { securityHeaders } from './security-headers';
@@ -260,6 +261,7 @@ export function createExpressAdapter(
   return (req, res) => {
     // The security headers on every response (the lean adapter writes them with its own, in one writeHead).
     for (const [name, value] of headers) res.setHeader(name, value);
+    res.setHeader(...GATEWAY_IDENTITY);
     // An express app is also connect-style middleware (what app.use(subApp) calls): the third argument
     // gets what its router leaves unanswered. Until express has seen them, req and res are node's own.
     app(req as Request, res as Response, (err?: unknown) => routerFallthrough(req, res, err));

@@ -6,6 +6,7 @@ import { renderError } from './error-render';
 import { writeResult } from './http-response';
 import { acceptRequestId } from './request-input';
 import type { RequestObserver } from './request-observer';
+import { GATEWAY_IDENTITY } from './identity-header';
 import { flatSecurityHeaders } from './security-headers';
 
 export const DEFAULT_MAX_REQUESTS_PER_CONNECTION = 32;
@@ -21,7 +22,7 @@ export function connectionCap(
 ): (req: IncomingMessage, res: ServerResponse) => boolean {
   const max = maxRequestsPerConnection ?? DEFAULT_MAX_REQUESTS_PER_CONNECTION;
   const inFlight = new WeakMap<Socket, number>();
-  const security = flatSecurityHeaders();
+  const security = [...flatSecurityHeaders(), ...GATEWAY_IDENTITY];
   return (req, res) => {
     const socket = req.socket;
     const n = (inFlight.get(socket) ?? 0) + 1;

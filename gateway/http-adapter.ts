@@ -12,6 +12,7 @@ import { getValue } from './operations/get';
 import { putValue } from './operations/put';
 import { acceptRequestId } from './request-input';
 import type { RequestObserver } from './request-observer';
+import { GATEWAY_IDENTITY } from './identity-header';
 import { flatSecurityHeaders } from './security-headers';
 
 /** What the lean adapter serves a request with: the role it needs, the operation and its label. */
@@ -75,7 +76,7 @@ export function createKvAdapter(parts: {
   readonly observer: RequestObserver;
 }): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { ops, authz, observer } = parts;
-  const security = flatSecurityHeaders();
+  const security = [...flatSecurityHeaders(), ...GATEWAY_IDENTITY];
 
   const serve = async (api: HttpApiRequest, res: ServerResponse, route: Route): Promise<void> => {
     const principal = await authz.check(api, route.access, api.rid);

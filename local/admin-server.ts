@@ -6,6 +6,7 @@ import { authenticate, type ApiKeySet } from '../common/api-keys';
 import { RebalancePlanError } from '../common/rebalance-plan';
 import type { RebalanceStatus, ScaleResult } from '../common/rest-replies';
 import { ScaleRequestError } from './cluster';
+import { IDENTITY_HEADER, identity } from '../common/version';
 
 /**
  * The launcher's own admin listener (127.0.0.1:port+100), the local stand-in
@@ -51,6 +52,8 @@ export class RunnerAdminServer {
     private readonly auth?: { keys(): ApiKeySet },
   ) {
     this.server = http.createServer((req, res) => {
+      // Says what answers on this port: a client given the wrong URL is told so (common/version.ts).
+      res.setHeader(IDENTITY_HEADER, identity('launcher'));
       this.route(req, res).catch((err: unknown) => {
         const e = toHttpError(err);
         if (e.status >= 500) this.log.error({ err: errorMessage(err), url: req.url }, 'admin request failed');

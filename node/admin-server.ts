@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../common/logger';
 import type { NodeMetrics } from './metrics';
+import { IDENTITY_HEADER, identity } from '../common/version';
 
 /**
  * Health, readiness and metrics for probes and Prometheus, on a port of their
@@ -16,6 +17,8 @@ export class AdminServer {
     private readonly log: Logger,
   ) {
     this.server = http.createServer((req, res) => {
+      // Says what answers on this port: a client given the wrong URL is told so (common/version.ts).
+      res.setHeader(IDENTITY_HEADER, identity('node'));
       this.route(req, res).catch((err: unknown) => {
         this.log.error({ err }, 'admin request failed');
         if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });

@@ -9,6 +9,7 @@ import { LeaderElector } from './leader-election';
 import { MapOwners } from './map-owners';
 import { OperatorMetrics } from './metrics';
 import { Reconciler } from './reconciler';
+import { IDENTITY_HEADER, identity } from '../common/version';
 
 /**
  * One operator instance: health and metrics endpoints, leader election, and while leading, the
@@ -74,6 +75,8 @@ export class Operator {
     }
     if (opts.metricsListen) {
       this.server = http.createServer((req, res) => {
+        // Says what answers on this port: a client given the wrong URL is told so (common/version.ts).
+        res.setHeader(IDENTITY_HEADER, identity('operator'));
         this.serve(req, res).catch((err: unknown) => {
           opts.log.error({ err }, 'metrics request failed');
           if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
