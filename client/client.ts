@@ -305,7 +305,15 @@ export class KeyValueStoreClient {
     }
   }
 
-  private async send({ method, path, query, body, contentType, opts = {}, server = 'gateway' }: Call): Promise<Answer> {
+  private async send({
+    method,
+    path,
+    query,
+    body,
+    contentType,
+    opts = {},
+    server = 'gateway',
+  }: Call): Promise<Answer> {
     const consistency = checkConsistency(opts.consistency) ?? this.consistency;
     const headers: Record<string, string> = { ...this.headers };
     if (consistency !== undefined && path.startsWith('/v1/kv/')) headers['x-consistency'] = consistency;

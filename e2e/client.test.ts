@@ -1,7 +1,13 @@
 import { execFile } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { KeyValueStoreClient, KvClientError } from '../client';
+import pino from 'pino';
+import { IDENTITY_HEADER } from '../common/version';
+import { RunnerAdminServer } from '../local/admin-server';
+import { adminPort } from '../local/node-ports';
 import { startTestCluster, type TestCluster } from './cluster-harness';
 
 /** The TypeScript client and the kvctl binary against a real local cluster. */
@@ -58,6 +64,83 @@ describe('KeyValueStoreClient', () => {
   });
 });
 
+/** A plain node:http server, not kvstore: 404 for everything, as a wrong port often answers. */
+async function startPlain404(): Promise<{ url: string; close(): Promise<void> }> {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('no such thing\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+describe('the client checks it talks to a kvstore gateway', () => {
+  const rejection = (p: Promise<unknown>): Promise<KvClientError> =>
+    p.then(
+      () => {
+        throw new Error('expected a rejection');
+      },
+      (e: unknown) => e as KvClientError,
+    );
+
+  it('works against the real gateway, which names itself', async () => {
+    const res = await fetch(`${tc.url}/v1/kv/client/none`);
+    expect(res.headers.get(IDENTITY_HEADER)).toMatch(/^gateway\/\d+\.\d+\.\d+/);
+    expect(await new KeyValueStoreClient(tc.url).get('client/none')).toBeNull();
+  });
+
+  it('reports a server that is not kvstore as not_kvstore, not as a missing key', async () => {
+    const plain = await startPlain404();
+    try {
+      const err = await rejection(new KeyValueStoreClient(plain.url).get('k'));
+      expect(err.code).toBe('not_kvstore');
+      expect(err.status).toBe(404);
+      expect(err.message).toBe(
+        `the server at ${plain.url} is not a kvstore gateway: it answered HTTP 404 without the x-kvstore header kvstore sends; check the URL`,
+      );
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it("names the kvstore component that answered: a node's admin port", async () => {
+    const nodeAdmin = `http://127.0.0.1:${adminPort(tc.port, 1)}`;
+    const res = await fetch(`${nodeAdmin}/healthz`);
+    expect(res.headers.get(IDENTITY_HEADER)).toMatch(/^node\//);
+    const err = await rejection(new KeyValueStoreClient(nodeAdmin).get('k'));
+    expect(err.code).toBe('not_kvstore');
+    expect(err.message).toMatch(
+      new RegExp(
+        `^the server at ${nodeAdmin} is a kvstore node admin endpoint \\(x-kvstore: node/[^)]+\\), not a kvstore gateway`,
+      ),
+    );
+  });
+
+  it("names the launcher's admin port, and the launcher's routes expect it", async () => {
+    const launcher = new RunnerAdminServer(pino({ level: 'silent' }));
+    const { port } = await launcher.listen('127.0.0.1', 0);
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      const err = await rejection(new KeyValueStoreClient(url).cluster());
+      expect(err.code).toBe('not_kvstore');
+      expect(err.message).toMatch(
+        /is the kvstore launcher admin endpoint \(npm start\) .*not a kvstore gateway/,
+      );
+      // scale goes to the launcher: from it, a 503 (no cluster attached) is the launcher's own answer.
+      const unattached = await rejection(new KeyValueStoreClient(url).rebalanceStatus());
+      expect(unattached.status).toBe(503);
+      // and the gateway is not the launcher
+      const wrong = await rejection(new KeyValueStoreClient(tc.url).rebalanceStatus());
+      expect(wrong.message).toMatch(/is a kvstore gateway .*not the kvstore launcher admin endpoint/);
+    } finally {
+      await launcher.close();
+    }
+  });
+});
+
 describe('kvctl', () => {
   const kvctl = (...args: string[]) =>
     run(process.execPath, [KVCTL, '--url', tc.url, ...args], { encoding: 'buffer' });
@@ -87,6 +170,17 @@ describe('kvctl', () => {
     });
     const get = await kvctl('get', 'cli/bin');
     expect(get.stdout.equals(bytes)).toBe(true);
+  });
+
+  it('says a wrong --url is not a gateway, exit 3', async () => {
+    const nodeAdmin = `http://127.0.0.1:${adminPort(tc.port, 2)}`;
+    const res = await run(process.execPath, [KVCTL, '--url', nodeAdmin, 'get', 'k']).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect((res as { code: number }).code).toBe(3);
+    expect((res as { stderr: string }).stderr).toMatch(
+      /^kvctl: not_kvstore: the server at .* is a kvstore node admin endpoint/,
+    );
   });
 
   it('exits 3 with a clear message when the gateway refuses', async () => {

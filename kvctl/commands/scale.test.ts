@@ -5,6 +5,7 @@ import type { RebalanceStatus, ScaleResult } from '../../common/rest-replies';
 import { argsOf, commandOf } from '../kvctl.fixtures';
 import { parseKvctlArgs, runKvctl } from '../main';
 import { SCALE_USAGE, DEFAULT_ADMIN_URL, formatPlan } from './scale';
+import { IDENTITY_HEADER, identity } from '../../common/version';
 
 const idle: RebalanceStatus = {
   epoch: 3,
@@ -123,6 +124,8 @@ describe('kvctl scale against a launcher', () => {
 
   beforeAll(async () => {
     server = http.createServer((req, res) => {
+      // A stand-in launcher says so, as the real one does (common/version.ts).
+      res.setHeader(IDENTITY_HEADER, identity('launcher'));
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {

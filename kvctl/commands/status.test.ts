@@ -14,6 +14,7 @@ import {
   progressBar,
   rebalanceRates,
 } from './status';
+import { IDENTITY_HEADER, identity } from '../../common/version';
 
 const info: ClusterInfo = {
   cluster: 'c1',
@@ -236,6 +237,8 @@ describe('kvctl status', () => {
     let down = false;
     beforeAll(async () => {
       server = http.createServer((req, res) => {
+        // A stand-in gateway says so, as the real one does (common/version.ts).
+        res.setHeader(IDENTITY_HEADER, identity('gateway'));
         res.setHeader('Content-Type', 'application/json');
         const nodes = down ? info.nodes : info.nodes.map((n) => ({ ...n, status: 'up' }));
         if (req.url === '/v1/cluster') res.end(JSON.stringify({ ...info, nodes }));

@@ -7,6 +7,7 @@ import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type KvctlIo } from '../io';
 import { argsOf, commandOf } from '../kvctl.fixtures';
 import { runKvctl } from '../main';
 import { formatReport, parseDuration, VERIFY_EXIT_VIOLATIONS } from './verify';
+import { IDENTITY_HEADER, identity } from '../../common/version';
 
 describe('command line', () => {
   test('verify is found wherever the global options are', () => {
@@ -128,6 +129,8 @@ async function fakeGateway(forget: boolean): Promise<{ url: string; close(): Pro
   let counter = 0;
   let puts = 0;
   const server = http.createServer((req, res) => {
+    // A stand-in gateway says so, as the real one does (common/version.ts).
+    res.setHeader(IDENTITY_HEADER, identity('gateway'));
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
