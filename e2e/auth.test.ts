@@ -302,6 +302,8 @@ describe('a gateway run with --auth-file', () => {
     expect(refusal).toMatch(/\r\nretry-after: \d+\r\n/i);
     expect(refusal).toMatch(/\r\nconnection: close\r\n/i);
     expect(refusal).toMatch(/"code":"rate_limited"/);
+    // Even a refusal says the gateway answered it (common/version.ts).
+    expect(refusal).toMatch(/\r\nx-kvstore: gateway\/\S+\r\n/i);
     // The gateway is still serving.
     expect((await call('reader', 'GET', '/v1/kv/shared')).text).toBe('original shared');
   });

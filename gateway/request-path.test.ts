@@ -4,6 +4,7 @@ import { gzipSync } from 'node:zlib';
 import pino from 'pino';
 import { ApiKeySet, hashToken, newToken } from '../common/api-keys';
 import { PartitionMapHolder } from '../common/metadata-store';
+import { IDENTITY_HEADER, identity } from '../common/version';
 import { InProcessCluster } from '../e2e/in-process-cluster';
 import type { GatewayDeps } from './gateway-deps';
 import { GatewayMetrics } from './metrics';
@@ -189,6 +190,40 @@ describe('with every replica up', () => {
       await new Promise((r) => setTimeout(r, 200));
     }
     expect(await stored('rp-ttl')).toBeUndefined();
+  });
+});
+
+/** A request whose target fetch would normalise: sent as written, over node:http. */
+function rawRequest(method: string, target: string): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${base}/`, { method, path: target }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('every response names the gateway', () => {
+  it.each([
+    ['a lean-path read', 'GET', '/v1/kv/rp-identity-none', 'admin', 404],
+    ['a lean-path write refused without a key', 'PUT', '/v1/kv/rp-identity', 'none', 401],
+    ['a read express serves (HEAD)', 'HEAD', '/v1/kv/rp-identity-none', 'admin', 404],
+    ['a health probe', 'GET', '/healthz', 'none', 200],
+    ['the cluster view', 'GET', '/v1/cluster', 'admin', 200],
+    ['a route that does not exist', 'GET', '/nope', 'admin', 404],
+    ['a method a route does not allow', 'GET', '/put', 'admin', 405],
+  ] as const)('%s: %s %s', async (_what, method, path, who, status) => {
+    const res = await request(method, path, { who, ...(method === 'PUT' ? { body: 'v' } : {}) });
+    expect(res.status).toBe(status);
+    expect(res.headers.get(IDENTITY_HEADER)).toBe(identity('gateway'));
+  });
+
+  it("a target express's router cannot parse", async () => {
+    const res = await rawRequest('GET', '//#@a/');
+    expect(res.statusCode).toBe(404);
+    expect(res.headers[IDENTITY_HEADER]).toBe(identity('gateway'));
   });
 });
 
