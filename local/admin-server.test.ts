@@ -3,6 +3,7 @@ import pino from 'pino';
 import { RebalancePlanError } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
 import { ApiKeySet, hashToken } from '../common/api-keys';
+import { IDENTITY_HEADER, identity } from '../common/version';
 import { parseScaleBody, RunnerAdminServer, type ScalableCluster } from './admin-server';
 import type { ScaleResult } from '../common/rest-replies';
 import { ScaleRequestError } from './cluster';
@@ -108,7 +109,10 @@ describe('the launcher admin listener', () => {
       });
       expect((await post('x'.repeat(20_000))).status).toBe(413);
       expect((await fetch(`${url}/v1/admin/scale`)).status).toBe(405);
-      expect((await fetch(`${url}/v1/other`)).status).toBe(404);
+      const other = await fetch(`${url}/v1/other`);
+      expect(other.status).toBe(404);
+      // Every answer, errors too, says the launcher gave it (the client checks: client/server-identity.ts).
+      expect(other.headers.get(IDENTITY_HEADER)).toBe(identity('launcher'));
     });
   });
 

@@ -5,6 +5,7 @@ import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import pino from 'pino';
 import { ConfigMapMetadataStore } from '../../common/configmap-metadata-store';
 import type { PartitionMap } from '../../common/partition-map';
+import { IDENTITY_HEADER, identity } from '../../common/version';
 import { completeMoves } from '../../common/rebalance-plan';
 import type { KVClusterStatus } from '../../crds/kvcluster-spec';
 import { Operator, type OperatorOptions } from '../../operator/operator';
@@ -356,6 +357,8 @@ async function scrapeMetrics(op: Operator): Promise<string> {
   if (!address) throw new Error('the operator serves no metrics');
   const response = await fetch(`http://127.0.0.1:${address.port}/metrics`);
   if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
+  // The operator's port names itself, as every kvstore endpoint does (common/version.ts).
+  expect(response.headers.get(IDENTITY_HEADER)).toBe(identity('operator'));
   return response.text();
 }
 
