@@ -70,24 +70,6 @@ export function collect(value: string, previous: string[] | undefined): string[]
   return [...(previous ?? []), value];
 }
 
-/** `500ms`, `2s` or a bare number of seconds, within [minMs, maxMs]; throws UsageError. */
-export function parseInterval(text: string, minMs: number, maxMs: number, flag = '--interval'): number {
-  const m = /^(\d+)(ms|s)?$/.exec(text.trim());
-  const ms = m ? Number(m[1]) * (m[2] === 'ms' ? 1 : 1000) : NaN;
-  if (!(ms >= minMs && ms <= maxMs)) {
-    throw new UsageError(
-      `${flag} takes a duration from ${formatLimit(minMs)} to ${formatLimit(maxMs)}, e.g. 500ms or 2s; got ${text}`,
-    );
-  }
-  return ms;
-}
-
-function formatLimit(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
-
 /** `--token`, else `$KVSTORE_TOKEN`; undefined: none sent. */
 export function tokenOption(values: GlobalValues, env: Env): string | undefined {
   return values.token ?? (env.KVSTORE_TOKEN || undefined);

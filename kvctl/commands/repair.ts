@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../common/cli-options';
+import { parseDuration } from '../../common/duration';
 import type { NodeRepairReport, RepairReport } from '../../common/rest-replies';
 import { KeyValueStoreClient } from '../../client';
 import {
@@ -17,7 +18,6 @@ import {
   globalValues,
   kvctlCommand,
   loadCaOrExit,
-  parseInterval,
   type CommandSetup,
   type GatewayTarget,
   type GlobalValues,
@@ -84,7 +84,10 @@ export function repairArgs(values: RepairValues, env: Env): RepairArgs {
     ...gatewayTarget(values, env),
     ...(partitions ? { partitions } : {}),
     watch: values.watch === true,
-    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval, 50, 3_600_000),
+    intervalMs:
+      values.interval === undefined
+        ? 1000
+        : parseDuration(values.interval, { flag: '--interval', minMs: 50, maxMs: 3_600_000 }),
   };
 }
 

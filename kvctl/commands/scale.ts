@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../common/cli-options';
+import { parseDuration } from '../../common/duration';
 import type { RebalanceStatus, ScaleResult } from '../../common/rest-replies';
 import { KeyValueStoreClient, KvClientError } from '../../client';
 import { EXIT_OK, EXIT_USAGE, reportFailure, sleepOf, type Env, type KvctlIo, type RunOptions } from '../io';
@@ -8,7 +9,6 @@ import {
   globalValues,
   kvctlCommand,
   loadCaOrExit,
-  parseInterval,
   tokenOption,
   type CommandSetup,
   type GlobalValues,
@@ -89,7 +89,10 @@ export function scaleArgs(values: ScaleValues, env: Env): ScaleArgs {
     ...(token ? { token } : {}),
     nodes: Number(values.nodes),
     wait: values.wait === true,
-    intervalMs: values.interval === undefined ? 1000 : parseInterval(values.interval, 50, 3_600_000),
+    intervalMs:
+      values.interval === undefined
+        ? 1000
+        : parseDuration(values.interval, { flag: '--interval', minMs: 50, maxMs: 3_600_000 }),
   };
 }
 

@@ -4,6 +4,7 @@ import type { ClusterInfo, NodeRepairReport, RepairReport } from '../../common/r
 import { KeyValueStoreClient, KvClientError } from '../../client';
 import type { Command } from 'commander';
 import { UsageError } from '../../common/cli-options';
+import { parseDuration } from '../../common/duration';
 import {
   EXIT_FAILURE,
   EXIT_NOT_FOUND,
@@ -19,7 +20,6 @@ import {
   globalValues,
   kvctlCommand,
   loadCaOrExit,
-  parseInterval,
   type CommandSetup,
   type GatewayTarget,
   type GlobalValues,
@@ -85,7 +85,10 @@ export function statusArgs(values: StatusValues, env: Env): StatusArgs {
   return {
     ...gatewayTarget(values, env),
     watch: values.watch === true,
-    intervalMs: values.interval === undefined ? 2000 : parseInterval(values.interval, 100, 3_600_000),
+    intervalMs:
+      values.interval === undefined
+        ? 2000
+        : parseDuration(values.interval, { flag: '--interval', minMs: 100, maxMs: 3_600_000 }),
     json: values.json === true,
   };
 }

@@ -6,7 +6,7 @@ import type { HistoryOp } from '../../verify/history';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type KvctlIo } from '../io';
 import { argsOf, commandOf } from '../kvctl.fixtures';
 import { runKvctl } from '../main';
-import { formatReport, parseDuration, VERIFY_EXIT_VIOLATIONS } from './verify';
+import { formatReport, VERIFY_EXIT_VIOLATIONS } from './verify';
 import { IDENTITY_HEADER, identity } from '../../common/version';
 
 describe('command line', () => {
@@ -77,15 +77,30 @@ describe('command line', () => {
     expect(() => argsOf('verify', argv, {})).toThrow(UsageError);
   });
 
-  test('durations', () => {
-    expect(parseDuration('60s', '--d')).toBe(60_000);
-    expect(parseDuration('60', '--d')).toBe(60_000);
-    expect(parseDuration('1.5s', '--d')).toBe(1500);
-    expect(parseDuration('250ms', '--d')).toBe(250);
-    expect(parseDuration('2m', '--d')).toBe(120_000);
-    expect(parseDuration('1h', '--d')).toBe(3_600_000);
-    expect(() => parseDuration('0', '--d')).toThrow(UsageError);
-    expect(() => parseDuration('-1s', '--d')).toThrow(UsageError);
+  test('durations: the one syntax of every duration flag (common/duration.ts)', () => {
+    const verify = (d: string) => argsOf('verify', ['verify', '--duration', d, '--timeout', d], {});
+    expect(verify('60s')).toMatchObject({ durationMs: 60_000, timeoutMs: 60_000 });
+    expect(verify('1.5s')).toMatchObject({ durationMs: 1500, timeoutMs: 1500 });
+    expect(verify('250ms')).toMatchObject({ durationMs: 250, timeoutMs: 250 });
+    expect(verify('2m')).toMatchObject({ durationMs: 120_000, timeoutMs: 120_000 });
+    expect(verify('1h')).toMatchObject({ durationMs: 3_600_000, timeoutMs: 3_600_000 });
+    // status --interval once refused 1m that verify --duration took: one parser now.
+    expect(argsOf('status', ['status', '--watch', '--interval', '1m'], {}).intervalMs).toBe(60_000);
+    expect(argsOf('repair', ['repair', '--watch', '--interval', '1m'], {}).intervalMs).toBe(60_000);
+    expect(argsOf('scale', ['scale', '--nodes', '3', '--wait', '--interval', '1m'], {}).intervalMs).toBe(
+      60_000,
+    );
+    for (const bad of ['60', '0s', '-1s', '1.5x', 'abc', '']) {
+      expect(() => verify(bad)).toThrow(
+        new RegExp(`^--duration takes a duration .*got ${JSON.stringify(bad)}`),
+      );
+    }
+    expect(() => argsOf('status', ['status', '--watch', '--interval', 'abc'], {})).toThrow(
+      /^--interval takes/,
+    );
+    expect(() => argsOf('verify', ['verify', '--timeout', '2h'], {})).toThrow(
+      /^--timeout takes a duration from 1ms to 1h/,
+    );
   });
 });
 

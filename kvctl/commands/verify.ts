@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { UsageError } from '../../common/cli-options';
+import { parseDuration } from '../../common/duration';
 import { KeyValueStoreClient, KvClientError, type Consistency } from '../../client';
 import {
   checkHistory,
@@ -45,7 +46,7 @@ returns the latest acknowledged write or a newer one, a deleted key stays delete
 never written, and no request goes unanswered past its timeout.
 
 options:
-  --duration D     how long to run: 90s, 2m, 500ms, or seconds (default 60s)
+  --duration D     how long to run: 90s, 2m, 500ms, 1h (default 60s)
   --ops N          stop after N requests (with --duration, whichever comes first)
   --clients N      concurrent clients (default 4)
   --keys K         keys in the key space (default 16; fewer keys, more contention)
@@ -93,17 +94,6 @@ export function verifyCommand(setup: CommandSetup<VerifyArgs>): Command {
     );
 }
 
-/** `90s`, `2m`, `500ms`, `1.5s`, or a bare number of seconds, to ms. */
-export function parseDuration(text: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m)
-    throw new UsageError(`${flag} takes a duration such as 60s, 2m or 500ms, got ${JSON.stringify(text)}`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000;
-  const ms = Math.round(Number(m[1]) * unit);
-  if (ms < 1) throw new UsageError(`${flag} must be at least 1 ms`);
-  return ms;
-}
-
 function positiveInt(text: string, flag: string, max: number): number {
   if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > max) {
     throw new UsageError(`${flag} takes a whole number from 1 to ${max}, got ${JSON.stringify(text)}`);
@@ -117,7 +107,7 @@ export function verifyArgs(values: VerifyValues, env: Env): VerifyArgs {
   const maxOps = values.ops === undefined ? undefined : positiveInt(values.ops, '--ops', 1e9);
   const durationMs =
     values.duration !== undefined
-      ? parseDuration(values.duration, '--duration')
+      ? parseDuration(values.duration, { flag: '--duration' })
       : maxOps === undefined
         ? 60_000
         : undefined;
@@ -128,7 +118,10 @@ export function verifyArgs(values: VerifyValues, env: Env): VerifyArgs {
     maxOps,
     clients: values.clients === undefined ? 4 : positiveInt(values.clients, '--clients', 1000),
     keys: values.keys === undefined ? 16 : positiveInt(values.keys, '--keys', 1_000_000),
-    timeoutMs: values.timeout === undefined ? 5000 : parseDuration(values.timeout, '--timeout'),
+    timeoutMs:
+      values.timeout === undefined
+        ? 5000
+        : parseDuration(values.timeout, { flag: '--timeout', maxMs: 3_600_000 }),
     historyFile: values.history,
   };
 }
