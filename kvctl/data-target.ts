@@ -3,6 +3,7 @@ import { reportFailure, type Env, type KvctlIo } from './io';
 import {
   consistencyOption,
   gatewayTarget,
+  jsonOutput,
   loadCaOrExit,
   type GatewayTarget,
   type GlobalValues,
@@ -12,11 +13,18 @@ import {
 
 export interface DataTarget extends GatewayTarget {
   readonly consistency?: Consistency;
+  /** -o json: print JSON rather than text */
+  readonly json?: boolean;
 }
 
 export function dataTarget(values: GlobalValues, env: Env): DataTarget {
   const consistency = consistencyOption(values.consistency);
-  return { ...gatewayTarget(values, env), ...(consistency ? { consistency } : {}) };
+  const json = jsonOutput(values);
+  return {
+    ...gatewayTarget(values, env),
+    ...(consistency ? { consistency } : {}),
+    ...(json ? { json } : {}),
+  };
 }
 
 /** Runs `request` with a client for `target`; a failure is printed and becomes the exit status. */

@@ -15,6 +15,28 @@ export interface KvctlIo {
   env?: Env;
 }
 
+/**
+ * Whether kvctl may write ANSI escapes (colours, in-place redraws) to stdout: only to a terminal, and
+ * never when NO_COLOR is set to anything (no-color.org) or TERM is dumb. The one place that decides.
+ */
+export function terminalEscapes(io: KvctlIo): boolean {
+  const env = io.env ?? process.env;
+  return io.stdout.isTTY === true && !env.NO_COLOR && env.TERM !== 'dumb';
+}
+
+/** Colours for words that say how things stand; plain text where terminalEscapes says no. */
+export interface Palette {
+  good(text: string): string;
+  bad(text: string): string;
+}
+
+const PLAIN: Palette = { good: (t) => t, bad: (t) => t };
+const ANSI: Palette = { good: (t) => `\x1b[32m${t}\x1b[39m`, bad: (t) => `\x1b[1;31m${t}\x1b[22;39m` };
+
+export function palette(io: KvctlIo): Palette {
+  return terminalEscapes(io) ? ANSI : PLAIN;
+}
+
 export const EXIT_OK = 0;
 /** get: the key is absent; status: the cluster is degraded; verify: violations found */
 export const EXIT_NOT_FOUND = 1;

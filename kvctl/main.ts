@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { UsageError } from '../common/cli-options';
+import { KVSTORE_VERSION } from '../common/version';
 import { authCommand, runAuth, type CreateKeyArgs } from './commands/auth';
 import { clusterCommand, runCluster, type ClusterArgs } from './commands/cluster';
+import { completionCommand, runCompletion, type CompletionArgs } from './commands/completion';
 import { deleteCommand, runDelete } from './commands/delete';
 import { getCommand, runGet, type KeyArgs } from './commands/get';
 import { putCommand, runPut, type PutArgs } from './commands/put';
@@ -31,19 +33,17 @@ export interface CommandArgs {
   repair: RepairArgs;
   scale: ScaleArgs;
   auth: CreateKeyArgs;
+  completion: CompletionArgs;
 }
 
-/** A command line, parsed: which command, with its checked arguments, or the help to print. */
+/** A command line, parsed: which command, with its checked arguments, or the help (or version) to print. */
 export type Invocation =
   | { readonly command: 'help'; readonly text: string }
   | { [C in keyof CommandArgs]: { readonly command: C; readonly args: CommandArgs[C] } }[keyof CommandArgs];
 
-/** Commands with a help text of their own; the others are described by kvctl's (USAGE). */
-const OWN_HELP: ReadonlySet<string> = new Set(['status', 'verify', 'repair', 'scale', 'auth']);
-
-/** Where a usage error of `command` points for help. */
+/** Where a usage error of `command` points for help: every command has its own. */
 function helpCommandFor(command: string | undefined): string {
-  return command !== undefined && OWN_HELP.has(command) ? `kvctl ${command} --help` : 'kvctl --help';
+  return command !== undefined ? `kvctl ${command} --help` : 'kvctl --help';
 }
 
 function buildProgram(env: Env, sink: HelpSink, accept: (inv: Invocation) => void): Command {
@@ -53,6 +53,7 @@ function buildProgram(env: Env, sink: HelpSink, accept: (inv: Invocation) => voi
     accept: (args) => accept(wrap(args)),
   });
   const program = addGlobalOptions(kvctlCommand('kvctl', USAGE, sink))
+    .version(KVSTORE_VERSION, '-V, --version', "print kvctl's version")
     .argument('[command]')
     .allowExcessArguments()
     // commander adds `help [command]` by itself only to a program without an action.
@@ -72,6 +73,7 @@ function buildProgram(env: Env, sink: HelpSink, accept: (inv: Invocation) => voi
   program.addCommand(repairCommand(setup((args) => ({ command: 'repair', args }))));
   program.addCommand(scaleCommand(setup((args) => ({ command: 'scale', args }))));
   program.addCommand(authCommand(setup((args) => ({ command: 'auth', args }))));
+  program.addCommand(completionCommand(setup((args) => ({ command: 'completion', args }))));
   return program;
 }
 
@@ -103,7 +105,7 @@ export function parseKvctlArgs(argv: readonly string[], env: Env): Invocation {
     program.parse([...argv], { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      // --help, -h and `help [command]` end parsing with status 0, the help written to the sink.
+      // --help, -h, `help [command]` and --version end parsing with status 0, the text written to the sink.
       if (err.exitCode === 0) return { command: 'help', text: help };
       throw new UsageError(commanderMessage(err, command), { help: helpCommandFor(command) });
     }
@@ -140,6 +142,8 @@ function run(inv: Invocation, io: KvctlIo, opts: RunOptions): Promise<number> | 
       return runScale(inv.args, io, opts);
     case 'auth':
       return runAuth(inv.args, io);
+    case 'completion':
+      return runCompletion(inv.args, io);
   }
 }
 

@@ -17,6 +17,24 @@ export interface GlobalValues {
   token?: string;
   consistency?: string;
   ca?: string;
+  output?: string;
+}
+
+/** What -o takes: table (for people) or json (for scripts). */
+export const OUTPUT_FORMATS = ['table', 'json'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
+/**
+ * Whether to print JSON: `-o json`, or a command's older `--json` (cluster, status, auth create-key);
+ * an unknown format, or `--json -o table`, is a usage error.
+ */
+export function jsonOutput(values: { output?: string; json?: boolean }): boolean {
+  const output = values.output;
+  if (output !== undefined && !(OUTPUT_FORMATS as readonly string[]).includes(output)) {
+    throw new UsageError(`-o/--output takes ${OUTPUT_FORMATS.join(' or ')}, got ${JSON.stringify(output)}`);
+  }
+  if (values.json === true && output === 'table') throw new UsageError('--json and -o table disagree');
+  return output === 'json' || values.json === true;
 }
 
 /** Declares the global options on the program. */
@@ -25,7 +43,8 @@ export function addGlobalOptions(program: Command): Command {
     .option('--url <url>', 'gateway URL')
     .option('--consistency <level>', 'one, quorum or all')
     .option('--token <token>', 'bearer token')
-    .option('--ca <file>', 'PEM CA certificate(s) to trust for an https URL');
+    .option('--ca <file>', 'PEM CA certificate(s) to trust for an https URL')
+    .option('-o, --output <format>', 'table or json');
 }
 
 /** The global options as a command's action sees them. */

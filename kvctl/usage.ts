@@ -1,35 +1,83 @@
 import { DEFAULT_GATEWAY_URL } from './options';
 
-/** kvctl's help (`kvctl --help`), which also serves put, get, delete and cluster: the README quotes it. */
-export const USAGE = `usage: kvctl [--url URL] [--consistency one|quorum|all] [--token TOKEN] [--ca FILE] <command> [args]
+/**
+ * kvctl's help texts: `kvctl --help` (USAGE) and those of put, get, delete and cluster; the
+ * other commands keep theirs beside their code. The exit statuses are documented once, here.
+ */
+
+/** What every exit status means; kvctl --help ends with it and main.test.ts checks each one. */
+export const EXIT_STATUSES = `exit status:
+  0  ok
+  1  a "no" answer: get: the key is absent; status: the cluster is degraded; verify: violations found
+  2  usage error: a bad command, option or value (nothing was sent); scale: a target the launcher refuses
+  3  failure: the server could not be reached, answered an error, or is not kvstore (a wrong --url)`;
+
+export const USAGE = `usage: kvctl [--url URL] [--consistency one|quorum|all] [--token TOKEN] [--ca FILE] [-o json|table]
+             <command> [args]
 
 commands:
   put <key> <value> [--ttl SECONDS]  store a value ('-' reads it from stdin as bytes); prints the version
   get <key>                          write the value's bytes to stdout; exit 1 when the key is absent
   delete <key>                       delete a key (absent is fine); prints the version
-  cluster [--json]                   show the partition map: nodes, replicas, moves in progress
-  status [--watch] [--json]          nodes with state, keys, bytes; under-replicated partitions; moves
-                                     (kvctl status --help); exit 1 when the cluster is degraded
-  verify [--duration 60s] [--clients N] [--keys K]  run writers and readers, check no acknowledged write is lost
-                                     (kvctl verify --help); exit 1 when it finds violations
+  cluster                            show the partition map: nodes, replicas, moves in progress
+  status [--watch]                   nodes with state, keys, bytes; under-replicated partitions; moves;
+                                     exit 1 when the cluster is degraded
+  verify [--duration 60s] [--clients N] [--keys K]  run writers and readers, check no acknowledged write
+                                     is lost; exit 1 when it finds violations
   repair [--partition P] [--watch]   start anti-entropy on every node; --watch follows it to the end
-                                     (kvctl repair --help)
   scale --nodes N [--wait]           grow or shrink the npm start cluster to N nodes, moving partitions live
-                                     (kvctl scale --help; talks to the launcher, --admin-url, default :3100)
+                                     (talks to the launcher: --admin-url, else --url's port + 100)
   auth create-key --id ID --role R [--prefix P]  make an API key: prints its token once and the
-                                     entry for the gateway's key file (kvctl auth --help)
-  help                               show this help
+                                     entry for the gateway's key file
+  completion bash|zsh                print a shell completion script
+  help [command]                     show this help, or a command's
 
-options:
+options (before or after the command):
   --url URL            gateway URL (default: $KVSTORE_URL, else ${DEFAULT_GATEWAY_URL})
   --consistency LEVEL  one, quorum or all (default: the gateway's, quorum)
   --token TOKEN        bearer token (default: $KVSTORE_TOKEN)
   --ca FILE            PEM CA certificate(s) to trust for an https URL, instead of the system's
-                       (default: $KVSTORE_CA); every command
-  --ttl SECONDS        put: the value expires after SECONDS
-  --json               cluster: print the JSON instead of a summary
-  -h, --help           show this help
+                       (default: $KVSTORE_CA)
+  -o, --output FORMAT  table (for people, the default) or json (one JSON document; JSON lines for
+                       status --watch, repair --watch and scale --wait: one document a refresh)
+  -V, --version        print kvctl's version
+  -h, --help           show this help; kvctl <command> --help shows a command's
 
-A key or value that starts with '-' goes after '--', e.g.  kvctl put -- -key -value
+Durations are a number and a unit: 500ms, 2s, 1.5s, 1m, 1h. Colours and in-place redraws only on a
+terminal, never when NO_COLOR is set. A key or value that starts with '-' goes after '--', e.g.
+kvctl put -- -key -value
 
-exit status: 0 ok, 1 key not found (get), 2 usage error, 3 server or network error`;
+${EXIT_STATUSES}`;
+
+export const PUT_USAGE = `usage: kvctl put [--url URL] [--consistency L] [--token T] [--ca FILE] [-o json|table]
+                 <key> <value> [--ttl SECONDS]
+
+Stores <value> under <key> and prints the version the gateway gave it. A value of '-' is read from
+stdin, as bytes (echo -n data | kvctl put k -). With -o json: {"key", "version"}.
+
+options:
+  --ttl SECONDS   the value expires after SECONDS
+
+${EXIT_STATUSES}`;
+
+export const GET_USAGE = `usage: kvctl get [--url URL] [--consistency L] [--token T] [--ca FILE] [-o json|table] <key>
+
+Writes the value's bytes to stdout, exactly (a newline is added only on a terminal). With -o json:
+{"key", "version", "value"}, or "valueBase64" for a value that is not UTF-8 text.
+
+${EXIT_STATUSES}`;
+
+export const DELETE_USAGE = `usage: kvctl delete [--url URL] [--consistency L] [--token T] [--ca FILE] [-o json|table] <key>
+
+Deletes <key> (an absent key is fine) and prints the version of the deletion. With -o json:
+{"key", "version"}.
+
+${EXIT_STATUSES}`;
+
+export const CLUSTER_USAGE = `usage: kvctl cluster [--url URL] [--token T] [--ca FILE] [-o json|table]
+
+Shows the gateway's partition map: the cluster, its epoch, every node with its status and replica
+count, partitions with fewer replicas than the replication factor, moves in progress. With -o json
+(or --json): GET /v1/cluster as the gateway answers it.
+
+${EXIT_STATUSES}`;

@@ -10,7 +10,7 @@ import {
 } from '../../common/api-keys';
 import { UsageError } from '../../common/cli-options';
 import { EXIT_OK, printUsageError, type KvctlIo } from '../io';
-import { kvctlCommand, type CommandSetup } from '../options';
+import { globalValues, jsonOutput, kvctlCommand, type CommandSetup } from '../options';
 
 /**
  * `kvctl auth create-key`: makes a new API key for the gateway's key file
@@ -19,7 +19,7 @@ import { kvctlCommand, type CommandSetup } from '../options';
  * holding only the token's SHA-256, to add to the file's "keys" array.
  */
 
-export const AUTH_USAGE = `usage: kvctl auth create-key --id ID --role read|readwrite|admin [--prefix P] [--json]
+export const AUTH_USAGE = `usage: kvctl auth create-key --id ID --role read|readwrite|admin [--prefix P] [-o json|table]
 
 Makes a new API key: prints its token (shown once: store it now, only its hash is kept) and the entry to
 add to the "keys" array of the gateway's key file (--auth-file, or keys.json in the Secret named by
@@ -29,7 +29,7 @@ options:
   --id ID        a name for the key, unique in the file (logged on refusals; never the token)
   --role ROLE    read: GET keys; readwrite: also PUT and DELETE; admin: everything, incl. /v1/admin/*
   --prefix P     limit the key to keys that start with P (not for admin keys)
-  --json         print {"token", "entry"} as JSON, for scripts
+  -o json        print {"token", "entry"} as JSON, for scripts (also --json)
 
 exit status: 0 made, 2 usage error`;
 
@@ -54,7 +54,9 @@ export function authCommand(setup: CommandSetup<CreateKeyArgs>): Command {
     .option('--role <role>', 'read, readwrite or admin')
     .option('--prefix <p>', 'limit the key to keys that start with P')
     .option('--json', 'print {"token", "entry"} as JSON')
-    .action((opts: CreateKeyValues) => setup.accept(createKeyArgs(opts)));
+    .action((opts: CreateKeyValues, cmd: Command) =>
+      setup.accept(createKeyArgs({ ...opts, json: jsonOutput({ ...globalValues(cmd), ...opts }) })),
+    );
   return kvctlCommand('auth', AUTH_USAGE, setup.sink)
     .argument('[subcommand]')
     .allowExcessArguments()

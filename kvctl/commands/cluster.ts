@@ -2,22 +2,23 @@ import type { Command } from 'commander';
 import type { ClusterInfo } from '../../common/rest-replies';
 import { dataTarget, withGatewayClient, type DataTarget } from '../data-target';
 import { EXIT_OK, type KvctlIo } from '../io';
-import { globalValues, kvctlCommand, type CommandSetup } from '../options';
+import { globalValues, jsonOutput, kvctlCommand, type CommandSetup } from '../options';
 import { table } from '../table';
-import { USAGE } from '../usage';
+import { CLUSTER_USAGE } from '../usage';
 
-/** `kvctl cluster [--json]`: the partition map: nodes, replicas, moves in progress. */
+/** `kvctl cluster [-o json]`: the partition map: nodes, replicas, moves in progress. */
 
 export interface ClusterArgs extends DataTarget {
   readonly json: boolean;
 }
 
 export function clusterCommand(setup: CommandSetup<ClusterArgs>): Command {
-  return kvctlCommand('cluster', USAGE, setup.sink)
-    .option('--json', 'print the JSON instead of a summary')
-    .action((opts: { json?: boolean }, cmd: Command) =>
-      setup.accept({ ...dataTarget(globalValues(cmd), setup.env), json: opts.json === true }),
-    );
+  return kvctlCommand('cluster', CLUSTER_USAGE, setup.sink)
+    .option('--json', 'print the JSON instead of a summary (as -o json)')
+    .action((opts: { json?: boolean }, cmd: Command) => {
+      const values = { ...globalValues(cmd), ...opts };
+      setup.accept({ ...dataTarget(values, setup.env), json: jsonOutput(values) });
+    });
 }
 
 export function runCluster(args: ClusterArgs, io: KvctlIo): Promise<number> {

@@ -3,7 +3,7 @@ import { UsageError } from '../../common/cli-options';
 import { dataTarget, withGatewayClient, type DataTarget } from '../data-target';
 import { EXIT_OK, type KvctlIo } from '../io';
 import { globalValues, kvctlCommand, type CommandSetup } from '../options';
-import { USAGE } from '../usage';
+import { PUT_USAGE } from '../usage';
 
 /** `kvctl put <key> <value> [--ttl SECONDS]`: stores a value ('-' reads it from stdin as bytes), prints its version. */
 
@@ -14,7 +14,7 @@ export interface PutArgs extends DataTarget {
 }
 
 export function putCommand(setup: CommandSetup<PutArgs>): Command {
-  return kvctlCommand('put', USAGE, setup.sink)
+  return kvctlCommand('put', PUT_USAGE, setup.sink)
     .argument('<key>')
     .argument('<value>')
     .option('--ttl <seconds>', 'the value expires after SECONDS')
@@ -40,7 +40,9 @@ export function runPut(args: PutArgs, io: KvctlIo): Promise<number> {
   return withGatewayClient(args, io, async (client) => {
     const value = args.value === '-' ? await readAll(io.stdin ?? process.stdin) : args.value;
     const res = await client.putEntry(args.key, value, { ttlSeconds: args.ttlSeconds });
-    io.stdout.write(`${res.version}\n`);
+    io.stdout.write(
+      args.json ? `${JSON.stringify({ key: args.key, version: res.version })}\n` : `${res.version}\n`,
+    );
     return EXIT_OK;
   });
 }

@@ -16,6 +16,7 @@ import {
   collect,
   gatewayTarget,
   globalValues,
+  jsonOutput,
   kvctlCommand,
   loadCaOrExit,
   type CommandSetup,
@@ -31,6 +32,7 @@ import { table } from '../table';
  */
 
 export const REPAIR_USAGE = `usage: kvctl repair [--url URL] [--token TOKEN] [--ca FILE] [--partition P]... [--watch] [--interval 1s]
+                    [-o json|table]
 
 Starts an anti-entropy pass on every node: each node compares its hash trees with the other replicas of
 its partitions and exchanges the records that differ (newer versions win). Without --watch, prints what
@@ -40,6 +42,8 @@ options:
   --partition P   only partition P (repeatable, or P,Q,...); default: every partition
   --watch         follow the progress until every node has finished
   --interval D    with --watch: time between polls, e.g. 500ms or 2s (default 1s)
+  -o json         print each node's answer as one JSON document; with --watch, JSON lines: each poll's
+                  report (GET /v1/admin/repair) on a line of its own, the last one final
 
 exit status: 0 started (with --watch: finished, every partition synced with every replica),
              2 usage error, 3 a node could not be reached or could not sync a partition`;
@@ -48,6 +52,8 @@ export interface RepairArgs extends GatewayTarget {
   readonly partitions?: number[];
   readonly watch: boolean;
   readonly intervalMs: number;
+  /** -o json: the report as JSON; with --watch, one JSON line per poll */
+  readonly json: boolean;
 }
 
 interface RepairValues extends GlobalValues {
@@ -88,6 +94,7 @@ export function repairArgs(values: RepairValues, env: Env): RepairArgs {
       values.interval === undefined
         ? 1000
         : parseDuration(values.interval, { flag: '--interval', minMs: 50, maxMs: 3_600_000 }),
+    json: jsonOutput(values),
   };
 }
 
@@ -104,21 +111,25 @@ export async function runRepair(args: RepairArgs, io: KvctlIo, opts: RunOptions 
     const scope = args.partitions
       ? `partition${args.partitions.length > 1 ? 's' : ''} ${args.partitions.join(', ')}`
       : 'all partitions';
-    io.stdout.write(`repair started on ${accepted} of ${started.nodes.length} nodes (${scope})\n`);
+    if (!args.json) {
+      io.stdout.write(`repair started on ${accepted} of ${started.nodes.length} nodes (${scope})\n`);
+    }
     for (const n of started.nodes)
       if (n.error) io.stderr.write(`kvctl: ${n.id}: ${n.error.code}: ${n.error.message}\n`);
     if (!args.watch) {
-      io.stdout.write(formatRepairReport(started));
+      io.stdout.write(args.json ? `${JSON.stringify(started, null, 2)}\n` : formatRepairReport(started));
       return accepted === started.nodes.length ? EXIT_OK : EXIT_FAILURE;
     }
     let report: RepairReport;
     for (;;) {
       await sleep(args.intervalMs);
       report = await client.repairStatus();
-      io.stdout.write(`${formatProgressLine(report, Date.now() - startedAt)}\n`);
+      io.stdout.write(
+        args.json ? `${JSON.stringify(report)}\n` : `${formatProgressLine(report, Date.now() - startedAt)}\n`,
+      );
       if (report.nodes.every((n) => n.error || !n.repair?.running)) break;
     }
-    io.stdout.write(formatRepairReport(report));
+    if (!args.json) io.stdout.write(formatRepairReport(report));
     const unreachable = report.nodes.filter((n) => n.error || !n.repair);
     const failed = report.nodes.reduce((sum, n) => sum + (n.repair?.partitionsFailed ?? 0), 0);
     if (unreachable.length > 0 || failed > 0) {
@@ -133,7 +144,7 @@ export async function runRepair(args: RepairArgs, io: KvctlIo, opts: RunOptions 
       io.stderr.write(`kvctl: repair incomplete: ${why}\n`);
       return EXIT_FAILURE;
     }
-    io.stdout.write(`repair finished in ${formatSeconds(Date.now() - startedAt)}\n`);
+    if (!args.json) io.stdout.write(`repair finished in ${formatSeconds(Date.now() - startedAt)}\n`);
     return EXIT_OK;
   } catch (err) {
     return reportFailure(err, io.stderr);

@@ -3,10 +3,22 @@ import { UsageError } from '../../common/cli-options';
 import { parseDuration } from '../../common/duration';
 import type { RebalanceStatus, ScaleResult } from '../../common/rest-replies';
 import { KeyValueStoreClient, KvClientError } from '../../client';
-import { EXIT_OK, EXIT_USAGE, reportFailure, sleepOf, type Env, type KvctlIo, type RunOptions } from '../io';
+import {
+  EXIT_FAILURE,
+  EXIT_OK,
+  EXIT_USAGE,
+  reportFailure,
+  sleepOf,
+  terminalEscapes,
+  type Env,
+  type KvctlIo,
+  type RunOptions,
+} from '../io';
 import {
   caFileOption,
+  gatewayTarget,
   globalValues,
+  jsonOutput,
   kvctlCommand,
   loadCaOrExit,
   tokenOption,
@@ -25,7 +37,7 @@ import { formatRebalanceLine, rebalanceRates, type StreamSample } from './status
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:3100';
 
-export const SCALE_USAGE = `usage: kvctl scale --nodes N [--admin-url URL] [--ca FILE] [--wait] [--interval 1s]
+export const SCALE_USAGE = `usage: kvctl scale --nodes N [--admin-url URL | --url URL] [--ca FILE] [--wait] [--interval 1s] [-o json|table]
 
 Grows or shrinks the cluster that npm start runs to N storage nodes. The launcher starts the new nodes,
 plans which partitions move, and streams them while the cluster keeps serving; nodes that leave are
@@ -33,14 +45,18 @@ drained first and stopped once they hold nothing. A scale while a rebalance is u
 
 options:
   --nodes N        storage nodes wanted: from the replication factor to 64
-  --admin-url URL  the launcher's admin listener (default: $KVSTORE_ADMIN_URL, else ${DEFAULT_ADMIN_URL};
-                   npm start -- --port P listens on P+100)
+  --admin-url URL  the launcher's admin listener; without it, the gateway's --url with port + 100
+                   (npm start -- --port P listens on P+100), else $KVSTORE_ADMIN_URL, else $KVSTORE_URL
+                   with port + 100, else ${DEFAULT_ADMIN_URL}
   --ca FILE        PEM CA certificate(s) to trust when the admin URL is https (default: $KVSTORE_CA)
   --wait           follow the rebalance until every partition has moved
   --interval D     with --wait: time between polls, e.g. 500ms or 2s (default 1s)
+  -o json          print the plan as one JSON document; with --wait, JSON lines: the plan, then each
+                   poll's rebalance status (GET /v1/admin/rebalance), the last one with "active": false
 
 exit status: 0 planned (with --wait: finished), 2 usage error or a target the launcher refuses (e.g.
-             fewer nodes than the replication factor), 3 the launcher could not be reached or failed`;
+             fewer nodes than the replication factor), 3 the launcher could not be reached or failed,
+             or what answers is not the launcher`;
 
 /** With --wait, polls that may fail in a row (a launcher restarting: it adopts the nodes) before giving up. */
 const MAX_POLL_FAILURES = 30;
@@ -54,6 +70,8 @@ export interface ScaleArgs {
   readonly nodes: number;
   readonly wait: boolean;
   readonly intervalMs: number;
+  /** -o json: the plan as JSON; with --wait, one JSON line per poll after it */
+  readonly json: boolean;
 }
 
 interface ScaleValues extends GlobalValues {
@@ -84,7 +102,7 @@ export function scaleArgs(values: ScaleValues, env: Env): ScaleArgs {
   const caFile = caFileOption(values, env);
   const token = tokenOption(values, env);
   return {
-    adminUrl: values.adminUrl ?? (env.KVSTORE_ADMIN_URL || DEFAULT_ADMIN_URL),
+    adminUrl: adminUrlOf(values, env),
     ...(caFile ? { caFile } : {}),
     ...(token ? { token } : {}),
     nodes: Number(values.nodes),
@@ -93,7 +111,33 @@ export function scaleArgs(values: ScaleValues, env: Env): ScaleArgs {
       values.interval === undefined
         ? 1000
         : parseDuration(values.interval, { flag: '--interval', minMs: 50, maxMs: 3_600_000 }),
+    json: jsonOutput(values),
   };
+}
+
+/**
+ * Where the launcher listens: --admin-url, else the gateway's --url with port + 100 (npm start puts it
+ * there), else $KVSTORE_ADMIN_URL, else $KVSTORE_URL with port + 100, else the default: flags before the
+ * environment, the admin URL before the gateway's. The client checks that a launcher answers there.
+ */
+export function adminUrlOf(values: { adminUrl?: string; url?: string }, env: Env): string {
+  if (values.adminUrl !== undefined) return values.adminUrl;
+  if (values.url !== undefined) return launcherBesideGateway(values.url);
+  if (env.KVSTORE_ADMIN_URL) return env.KVSTORE_ADMIN_URL;
+  return launcherBesideGateway(gatewayTarget({}, env).url);
+}
+
+/** `http://h:3000/x` → `http://h:3100`; a URL that does not parse is left for the client to refuse. */
+export function launcherBesideGateway(gatewayUrl: string): string {
+  let u: URL;
+  try {
+    u = new URL(gatewayUrl);
+  } catch {
+    return gatewayUrl;
+  }
+  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80)) + 100;
+  // URL.host would carry the old port; hostname keeps an IPv6 address's brackets.
+  return `${u.protocol}//${u.hostname}:${port}`;
 }
 
 /** Runs `kvctl scale`; returns the exit status, never throws. */
@@ -108,6 +152,12 @@ export async function runScale(args: ScaleArgs, io: KvctlIo, opts: RunOptions = 
     client = new KeyValueStoreClient({ url: args.adminUrl, ca: loaded.ca, token: args.token });
     planned = await client.scale(args.nodes);
   } catch (err) {
+    if (err instanceof KvClientError && err.code === 'not_kvstore') {
+      io.stderr.write(
+        `kvctl: ${err.code}: ${err.message} (scale talks to the npm start launcher: --admin-url, or --url's port + 100)\n`,
+      );
+      return EXIT_FAILURE;
+    }
     // The launcher refused the target as asked (e.g. below the replication factor): the command line's fault.
     if (err instanceof KvClientError && err.status === 400) {
       io.stderr.write(`kvctl: ${err.code}: ${err.message}\n`);
@@ -115,11 +165,16 @@ export async function runScale(args: ScaleArgs, io: KvctlIo, opts: RunOptions = 
     }
     return reportFailure(err, io.stderr);
   }
-  io.stdout.write(formatPlan(planned, args.nodes));
+  io.stdout.write(
+    args.json
+      ? `${JSON.stringify(planned, null, args.wait ? undefined : 2)}\n`
+      : formatPlan(planned, args.nodes),
+  );
   if (!args.wait || !planned.active) return EXIT_OK;
 
   const startedAt = now();
-  const tty = io.stdout.isTTY === true;
+  // In place on a terminal (and never as JSON); one line per poll otherwise.
+  const redraw = !args.json && terminalEscapes(io);
   let prev: StreamSample | undefined;
   let failures = 0;
   let status: RebalanceStatus = planned;
@@ -131,22 +186,26 @@ export async function runScale(args: ScaleArgs, io: KvctlIo, opts: RunOptions = 
       failures = 0;
     } catch (err) {
       if (++failures >= MAX_POLL_FAILURES) {
-        if (tty) io.stdout.write('\n');
+        if (redraw) io.stdout.write('\n');
         return reportFailure(err, io.stderr);
       }
       continue;
     }
     const at = now();
     total = Math.max(total, status.movesTotal);
+    if (args.json) {
+      io.stdout.write(`${JSON.stringify(status)}\n`);
+      if (!status.active) return EXIT_OK;
+      continue;
+    }
     // Once done the map no longer records the plan: show it complete rather than 0/0.
     const shown = status.active ? status : { ...status, movesTotal: total, movesDone: total, movesLeft: 0 };
     const line = formatRebalanceLine(shown, rebalanceRates(shown, at, prev));
     prev = { at, bytesStreamed: status.bytesStreamed };
-    // On a terminal the line is redrawn in place; in a log, one line per poll.
-    io.stdout.write(tty ? `\r\x1b[2K${line}` : `${line}\n`);
+    io.stdout.write(redraw ? `\r\x1b[2K${line}` : `${line}\n`);
     if (!status.active) break;
   }
-  if (tty) io.stdout.write('\n');
+  if (redraw) io.stdout.write('\n');
   io.stdout.write(
     `rebalance finished in ${((now() - startedAt) / 1000).toFixed(1)}s: ${status.targetNodes.length} nodes (epoch ${status.epoch})\n`,
   );

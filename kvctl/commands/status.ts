@@ -4,20 +4,24 @@ import type { ClusterInfo, NodeRepairReport, RepairReport } from '../../common/r
 import { KeyValueStoreClient, KvClientError } from '../../client';
 import type { Command } from 'commander';
 import { UsageError } from '../../common/cli-options';
-import { parseDuration } from '../../common/duration';
+import { formatDuration, parseDuration } from '../../common/duration';
 import {
   EXIT_FAILURE,
   EXIT_NOT_FOUND,
   EXIT_OK,
+  palette,
   reportFailure,
   sleepOf,
+  terminalEscapes,
   type Env,
   type KvctlIo,
+  type Palette,
   type RunOptions,
 } from '../io';
 import {
   gatewayTarget,
   globalValues,
+  jsonOutput,
   kvctlCommand,
   loadCaOrExit,
   type CommandSetup,
@@ -34,7 +38,7 @@ import { table } from '../table';
  * redraws it until interrupted.
  */
 
-export const STATUS_USAGE = `usage: kvctl status [--url URL] [--token TOKEN] [--ca FILE] [--watch] [--interval 2s] [--json]
+export const STATUS_USAGE = `usage: kvctl status [--url URL] [--token TOKEN] [--ca FILE] [--watch] [--interval 2s] [-o json|table]
 
 Shows the cluster as the gateway sees it: every node with its state, keys, bytes, hints and repair
 progress; partitions whose replicas are not all up (under-replicated) and those left with fewer than a
@@ -44,7 +48,8 @@ nodes and each move's state.
 options:
   --watch         redraw every --interval until interrupted (Ctrl-C)
   --interval D    with --watch: time between refreshes, e.g. 500ms or 5s (default 2s)
-  --json          print the joined data as JSON instead of the view (with --watch: one line per refresh)
+  -o json         print the joined data as one JSON document instead of the view (also --json);
+                  with --watch, JSON lines: one document per refresh
 
 exit status: 0 healthy, 1 degraded (a node down or not ready, or a partition under-replicated),
              2 usage error, 3 the gateway could not be reached`;
@@ -73,7 +78,7 @@ export function statusCommand(setup: CommandSetup<StatusArgs>): Command {
   return kvctlCommand('status', STATUS_USAGE, setup.sink)
     .option('--watch', 'redraw every --interval until interrupted')
     .option('--interval <duration>', 'with --watch: time between refreshes')
-    .option('--json', 'print the joined data as JSON')
+    .option('--json', 'print the joined data as JSON (as -o json)')
     .action((opts: StatusValues, cmd: Command) =>
       setup.accept(statusArgs({ ...globalValues(cmd), ...opts }, setup.env)),
     );
@@ -89,7 +94,7 @@ export function statusArgs(values: StatusValues, env: Env): StatusArgs {
       values.interval === undefined
         ? 2000
         : parseDuration(values.interval, { flag: '--interval', minMs: 100, maxMs: 3_600_000 }),
-    json: values.json === true,
+    json: jsonOutput(values),
   };
 }
 
@@ -300,13 +305,16 @@ export function formatRebalance(r: RebalanceProgress, rates: RebalanceRates, now
  * The terminal view. `now` is injected so tests get stable "ago" texts; `prev`, the previous
  * refresh of a --watch, gives the streaming rate between the two.
  */
-export function formatStatus(s: ClusterStatus, now = Date.now(), prev?: StreamSample): string {
+export function formatStatus(
+  s: ClusterStatus,
+  now = Date.now(),
+  prev?: StreamSample,
+  colours: Palette = { good: (t) => t, bad: (t) => t },
+): string {
   const notUp = s.nodes.filter((n) => n.state !== 'up').length;
   const health = isHealthy(s)
-    ? 'healthy'
-    : s.belowQuorum.length > 0
-      ? 'UNAVAILABLE (below quorum)'
-      : 'DEGRADED';
+    ? colours.good('healthy')
+    : colours.bad(s.belowQuorum.length > 0 ? 'UNAVAILABLE (below quorum)' : 'DEGRADED');
   const sum = (f: (n: NodeStatusRow) => number | undefined): number =>
     s.nodes.reduce((acc, n) => acc + (f(n) ?? 0), 0);
   const lines = [
@@ -427,9 +435,11 @@ export async function runStatus(args: StatusArgs, io: KvctlIo, opts: RunOptions 
         const out = { ...status, rebalance: { ...status.rebalance, ...rates } };
         io.stdout.write(`${JSON.stringify(out, null, args.watch ? undefined : 2)}\n`);
       } else {
-        const clear = args.watch && io.stdout.isTTY ? CLEAR : '';
-        const stamp = args.watch ? `${new Date(at).toISOString()}  every ${args.intervalMs / 1000}s\n` : '';
-        io.stdout.write(`${clear}${stamp}${formatStatus(status, at, prev)}`);
+        const clear = args.watch && terminalEscapes(io) ? CLEAR : '';
+        const stamp = args.watch
+          ? `${new Date(at).toISOString()}  every ${formatDuration(args.intervalMs)}\n`
+          : '';
+        io.stdout.write(`${clear}${stamp}${formatStatus(status, at, prev, palette(io))}`);
       }
       prev = { at, bytesStreamed: status.rebalance.bytesStreamed };
     } catch (err) {

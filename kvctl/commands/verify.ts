@@ -23,6 +23,7 @@ import {
   consistencyOption,
   gatewayTarget,
   globalValues,
+  jsonOutput,
   kvctlCommand,
   loadCaOrExit,
   type CommandSetup,
@@ -38,6 +39,7 @@ import {
 
 export const VERIFY_USAGE = `usage: kvctl verify [--url URL] [--duration 60s | --ops N] [--clients N] [--keys K]
                     [--timeout 5s] [--consistency one|quorum|all] [--token TOKEN] [--ca FILE] [--history FILE]
+                    [-o json|table]
 
 Runs N concurrent clients, each a loop of puts (40%), deletes (10%) and gets (50%) of random keys among K
 fresh keys (prefix verify/<run id>/, left in the store afterwards), every value unique; then reads every key
@@ -53,6 +55,7 @@ options:
   --timeout D      per request deadline (default 5s)
   --consistency L  level of every request (default quorum)
   --history FILE   also write the history (every request, the final reads) as JSON
+  -o json          print the report as one JSON document: stats, final reads, every violation
 
 Versions from several gateways are not assumed to follow real time (README), so only what versions prove is
 reported.
@@ -70,6 +73,8 @@ export interface VerifyArgs extends GatewayTarget {
   readonly keys: number;
   readonly timeoutMs: number;
   readonly historyFile?: string;
+  /** -o json: the report as one JSON document (the progress lines go to stderr) */
+  readonly json: boolean;
 }
 
 interface VerifyValues extends GlobalValues {
@@ -123,6 +128,7 @@ export function verifyArgs(values: VerifyValues, env: Env): VerifyArgs {
         ? 5000
         : parseDuration(values.timeout, { flag: '--timeout', maxMs: 3_600_000 }),
     historyFile: values.history,
+    json: jsonOutput(values),
   };
 }
 
@@ -157,7 +163,8 @@ async function verify(args: VerifyArgs, io: KvctlIo, ca: Buffer | undefined): Pr
   ]
     .filter(Boolean)
     .join(' or ');
-  io.stdout.write(
+  // With -o json stdout is the one JSON document: what is said along the way goes to stderr.
+  (args.json ? io.stderr : io.stdout).write(
     `verify: ${kv.url}, ${args.clients} clients, ${args.keys} keys under ${prefix}, ${args.consistency}, ${limit}\n`,
   );
 
@@ -197,8 +204,23 @@ async function verify(args: VerifyArgs, io: KvctlIo, ca: Buffer | undefined): Pr
       throw new Error(`the recorded history is malformed: ${err.message}`);
     throw err;
   }
-  io.stdout.write(formatReport(result.stats, final.length, args.consistency, violations));
-  if (args.historyFile) io.stdout.write(`history      ${args.historyFile}\n`);
+  if (args.json) {
+    const report = {
+      url: kv.url,
+      keyPrefix: prefix,
+      clients: args.clients,
+      keys: args.keys,
+      consistency: args.consistency,
+      stats: result.stats,
+      finalReads: final.length,
+      violations,
+      ...(args.historyFile ? { historyFile: args.historyFile } : {}),
+    };
+    io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  } else {
+    io.stdout.write(formatReport(result.stats, final.length, args.consistency, violations));
+    if (args.historyFile) io.stdout.write(`history      ${args.historyFile}\n`);
+  }
   return violations.length === 0 ? EXIT_OK : VERIFY_EXIT_VIOLATIONS;
 }
 
