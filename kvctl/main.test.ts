@@ -1,9 +1,15 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { UsageError } from '../common/cli-options';
 import { formatCluster } from './commands/cluster';
 import { argsOf } from './kvctl.fixtures';
 import { parseKvctlArgs, runKvctl } from './main';
 import { DEFAULT_GATEWAY_URL as DEFAULT_URL } from './options';
-import { USAGE } from './usage';
+import { IDENTITY_HEADER, identity, KVSTORE_VERSION } from '../common/version';
+import { EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, palette, terminalEscapes } from './io';
+import { AUTH_USAGE } from './commands/auth';
+import { COMPLETION_USAGE } from './commands/completion';
+import { CLUSTER_USAGE, DELETE_USAGE, EXIT_STATUSES, GET_USAGE, PUT_USAGE, USAGE } from './usage';
 
 /** Runs kvctl in-process with buffers for its streams. Every case here fails or finishes before any request. */
 async function run(argv: string[], env: Record<string, string | undefined> = {}) {
@@ -19,26 +25,42 @@ async function run(argv: string[], env: Record<string, string | undefined> = {})
 }
 
 describe('kvctl help', () => {
-  it.each([['--help'], ['-h'], ['help'], ['get', 'k', '--help']])(
-    '%s prints the usage to stdout',
-    async (...argv) => {
-      const r = await run(argv);
-      expect(r).toEqual({ code: 0, stdout: `${USAGE}\n`, stderr: '' });
-    },
-  );
+  it.each([['--help'], ['-h'], ['help']])('%s prints the usage to stdout', async (...argv) => {
+    const r = await run(argv);
+    expect(r).toEqual({ code: 0, stdout: `${USAGE}\n`, stderr: '' });
+  });
+
+  it.each([
+    [['get', 'k', '--help'], GET_USAGE],
+    [['get', '--help'], GET_USAGE],
+    [['help', 'get'], GET_USAGE],
+    [['put', '--help'], PUT_USAGE],
+    [['delete', '-h'], DELETE_USAGE],
+    [['help', 'cluster'], CLUSTER_USAGE],
+    [['completion', '--help'], COMPLETION_USAGE],
+    [['auth', 'create-key', '--help'], AUTH_USAGE],
+  ])("%j prints that command's own usage", async (argv, usage) => {
+    expect(await run(argv)).toEqual({ code: 0, stdout: `${usage}\n`, stderr: '' });
+  });
+
+  it.each([['--version'], ['-V']])('%s prints the version', async (flag) => {
+    expect(await run([flag])).toEqual({ code: 0, stdout: `${KVSTORE_VERSION}\n`, stderr: '' });
+  });
 
   it('documents every command and the exit statuses', () => {
     for (const word of [
       'put <key> <value>',
       'get <key>',
       'delete <key>',
-      'cluster [--json]',
+      'cluster',
+      'completion bash|zsh',
+      '-o, --output',
       '--ttl',
       'KVSTORE_URL',
     ]) {
       expect(USAGE).toContain(word);
     }
-    expect(USAGE).toContain('2 usage error');
+    expect(USAGE).toContain(EXIT_STATUSES);
   });
 });
 
@@ -79,7 +101,12 @@ describe('kvctl usage errors exit 2 with the reason and a hint on stderr', () =>
     const r = await run(argv);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toBe(`kvctl: usage: ${message}\nRun 'kvctl --help' for usage.\n`);
+    // The help of the command named; an unknown option before it is the program's own error.
+    const command =
+      argv[0] === '--bogus' ? undefined : argv.find((a) => ['get', 'put', 'delete', 'cluster'].includes(a));
+    expect(r.stderr).toBe(
+      `kvctl: usage: ${message}\nRun 'kvctl${command ? ` ${command}` : ''} --help' for usage.\n`,
+    );
   });
 
   it.each([
@@ -172,6 +199,78 @@ describe('formatCluster', () => {
         '  1          n1    node-2',
         '',
       ].join('\n'),
+    );
+  });
+});
+
+/** A stand-in gateway that names itself as the real one does: a key `k` stored, nothing else. */
+async function standInGateway(): Promise<{ url: string; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    res.setHeader(IDENTITY_HEADER, identity('gateway'));
+    if (req.url === '/v1/kv/k') {
+      res.writeHead(200, { etag: '"1.2.gw"', 'content-type': 'application/octet-stream' });
+      res.end('v');
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: { code: 'not_found', message: 'no such key' } }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+describe('exit statuses, as kvctl --help documents them', () => {
+  let gw: { url: string; close(): Promise<void> };
+  beforeAll(async () => {
+    gw = await standInGateway();
+  });
+  afterAll(() => gw.close());
+
+  it('documents 0, 1, 2 and 3, and each is what kvctl returns', async () => {
+    const documented = [...EXIT_STATUSES.matchAll(/^ {2}(\d) /gm)].map((m) => Number(m[1]));
+    expect(documented).toEqual([EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FAILURE]);
+    const cases: Record<number, string[]> = {
+      [EXIT_OK]: ['--url', gw.url, 'get', 'k'],
+      [EXIT_NOT_FOUND]: ['--url', gw.url, 'get', 'absent'],
+      [EXIT_USAGE]: ['get', 'k', '-o', 'yaml'],
+      [EXIT_FAILURE]: ['--url', 'http://127.0.0.1:1', 'get', 'k'],
+    };
+    for (const code of documented) expect([code, (await run(cases[code])).code]).toEqual([code, code]);
+  });
+
+  it('-o json prints one JSON document; an unknown format is a usage error', async () => {
+    const r = await run(['--url', gw.url, 'get', 'k', '-o', 'json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ key: 'k', version: '1.2.gw', value: 'v' });
+    expect(await run(['-o', 'xml', 'cluster'])).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `kvctl: usage: -o/--output takes table or json, got "xml"\nRun 'kvctl cluster --help' for usage.\n`,
+    });
+    expect((await run(['cluster', '--json', '-o', 'table'])).code).toBe(2);
+  });
+});
+
+describe('escapes only on a terminal, never with NO_COLOR', () => {
+  const io = (isTTY: boolean | undefined, env: Record<string, string>) => ({
+    stdout: { write: () => true, ...(isTTY === undefined ? {} : { isTTY }) },
+    stderr: { write: () => true },
+    env,
+  });
+  it.each([
+    [true, {}, true],
+    [true, { NO_COLOR: '1' }, false],
+    [true, { NO_COLOR: '' }, true],
+    [true, { TERM: 'dumb' }, false],
+    [false, {}, false],
+    [undefined, {}, false],
+  ])('tty %s, env %j: %s', (isTTY, env, escapes) => {
+    expect(terminalEscapes(io(isTTY, env))).toBe(escapes);
+    expect(palette(io(isTTY, env)).bad('DEGRADED')).toBe(
+      escapes ? '\x1b[1;31mDEGRADED\x1b[22;39m' : 'DEGRADED',
     );
   });
 });

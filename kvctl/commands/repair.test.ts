@@ -23,6 +23,7 @@ describe('kvctl repair: command line', () => {
       url: 'http://127.0.0.1:3000',
       watch: false,
       intervalMs: 1000,
+      json: false,
     });
     expect(
       parseRepairArgs(
@@ -40,7 +41,8 @@ describe('kvctl repair: command line', () => {
         ],
         env,
       ),
-    ).toEqual({ url: 'http://g:9', partitions: [3, 7], watch: true, intervalMs: 250 });
+    ).toEqual({ url: 'http://g:9', partitions: [3, 7], watch: true, intervalMs: 250, json: false });
+    expect(parseRepairArgs(['repair', '-o', 'json'], env).json).toBe(true);
     expect(parseRepairArgs(['repair'], { KVSTORE_URL: 'http://e:1', KVSTORE_TOKEN: 't' })).toEqual(
       expect.objectContaining({ url: 'http://e:1', token: 't' }),
     );

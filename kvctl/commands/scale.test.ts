@@ -55,6 +55,7 @@ describe('kvctl scale: command line', () => {
       nodes: 5,
       wait: false,
       intervalMs: 1000,
+      json: false,
     });
     expect(DEFAULT_ADMIN_URL).toBe('http://127.0.0.1:3100');
     expect(argsOf('scale', ['scale', '--nodes', '4'], { KVSTORE_ADMIN_URL: 'http://a:1' }).adminUrl).toBe(
@@ -69,10 +70,19 @@ describe('kvctl scale: command line', () => {
         },
       ),
     ).toMatchObject({ adminUrl: 'http://b:2', wait: true, intervalMs: 250 });
-    // The gateway's --url is kvctl's global option: accepted, and not where scale goes.
-    expect(argsOf('scale', ['--url', 'http://g:1', 'scale', '--nodes', '3'], {}).adminUrl).toBe(
-      DEFAULT_ADMIN_URL,
-    );
+    // Without --admin-url: the launcher beside the gateway (--url's port + 100), the flag before the
+    // environment, the admin URL before the gateway's.
+    const at = (argv: string[], env: Record<string, string>) =>
+      argsOf('scale', [...argv, 'scale', '--nodes', '3'], env).adminUrl;
+    expect(at(['--url', 'http://g:3000'], { KVSTORE_ADMIN_URL: 'http://a:1' })).toBe('http://g:3100');
+    expect(at(['--url', 'https://[::1]/kv'], {})).toBe('https://[::1]:543');
+    expect(at([], { KVSTORE_URL: 'http://g:4000' })).toBe('http://g:4100');
+    expect(at([], { KVSTORE_URL: 'http://g:4000', KVSTORE_ADMIN_URL: 'http://a:1' })).toBe('http://a:1');
+    expect(at(['--url', 'http://g:3000'], {})).toBe('http://g:3100');
+    expect(
+      argsOf('scale', ['--url', 'http://g:1', 'scale', '--nodes', '3', '--admin-url', 'http://b:2'], {})
+        .adminUrl,
+    ).toBe('http://b:2');
     expect(parseKvctlArgs(['scale', '--help'], {})).toEqual({ command: 'help', text: `${SCALE_USAGE}\n` });
   });
 

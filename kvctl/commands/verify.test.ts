@@ -32,6 +32,7 @@ describe('command line', () => {
       keys: 16,
       timeoutMs: 5000,
       historyFile: undefined,
+      json: false,
     });
     const a = argsOf(
       'verify',
