@@ -168,7 +168,7 @@ describe('kvctl scale against a launcher', () => {
   });
   afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
-  const run = async (argv: string[], tty = false) => {
+  const run = async (argv: string[], tty = false, env: Record<string, string> = {}) => {
     const out: string[] = [];
     const err: string[] = [];
     let t = 1_000;
@@ -177,7 +177,7 @@ describe('kvctl scale against a launcher', () => {
       {
         stdout: { write: (s: string) => out.push(s), isTTY: tty },
         stderr: { write: (s: string) => err.push(s) },
-        env: { KVSTORE_ADMIN_URL: url },
+        env: { KVSTORE_ADMIN_URL: url, ...env },
       },
       {
         sleep: async () => undefined,
@@ -220,6 +220,48 @@ describe('kvctl scale against a launcher', () => {
     expect(r.code).toBe(0);
     expect(r.out).not.toContain('\x1b');
     expect(r.out.split('\n').filter((l) => l.includes('partitions moved'))).toHaveLength(2);
+  });
+
+  it('--wait on a terminal with NO_COLOR set writes no escapes', async () => {
+    polls = [{ ...growing, movesDone: 2, movesLeft: 2 }, idle];
+    const r = await run(['scale', '--nodes', '5', '--wait'], true, { NO_COLOR: '1' });
+    expect(r.code).toBe(0);
+    expect(r.out).not.toContain('\x1b');
+    expect(r.out.split('\n').filter((l) => l.includes('partitions moved'))).toHaveLength(2);
+  });
+
+  it('-o json --wait prints JSON lines: the plan, then each poll', async () => {
+    polls = [{ ...growing, movesDone: 2, movesLeft: 2 }, idle];
+    const r = await run(['scale', '--nodes', '5', '--wait', '-o', 'json'], true);
+    expect(r.code).toBe(0);
+    const lines = r.out
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as RebalanceStatus);
+    expect(lines.map((l) => [l.active, l.movesDone])).toEqual([
+      [true, 0],
+      [true, 2],
+      [false, 0],
+    ]);
+  });
+
+  it('says a gateway is not the launcher, and how to reach it', async () => {
+    const gateway = http.createServer((_req, res) => {
+      res.setHeader(IDENTITY_HEADER, identity('gateway'));
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'not_found', message: 'no route' } }));
+    });
+    await new Promise<void>((r) => gateway.listen(0, '127.0.0.1', r));
+    try {
+      const at = `http://127.0.0.1:${(gateway.address() as AddressInfo).port}`;
+      const r = await run(['scale', '--nodes', '5', '--admin-url', at]);
+      expect(r.code).toBe(3);
+      expect(r.err).toBe(
+        `kvctl: not_kvstore: the server at ${at} is a kvstore gateway (x-kvstore: ${identity('gateway')}), not the kvstore launcher admin endpoint (npm start); check the URL (scale talks to the npm start launcher: --admin-url, or --url's port + 100)\n`,
+      );
+    } finally {
+      await new Promise<void>((r) => gateway.close(() => r()));
+    }
   });
 
   it('says so when there is nothing to do', async () => {
