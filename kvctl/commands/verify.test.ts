@@ -240,6 +240,25 @@ describe('kvctl verify against a gateway', () => {
     }
   });
 
+  test('-o json: the report as one JSON document on stdout, the progress on stderr', async () => {
+    const gw = await fakeGateway(true);
+    try {
+      const c = capture();
+      const code = await runKvctl(
+        ['verify', '--url', gw.url, '--ops', '200', '--keys', '4', '-o', 'json'],
+        c.io,
+      );
+      expect(code).toBe(VERIFY_EXIT_VIOLATIONS);
+      const report = JSON.parse(c.out()) as { finalReads: number; violations: { kind: string }[] };
+      expect(report.finalReads).toBe(4);
+      expect(report.violations.length).toBeGreaterThan(0);
+      expect(report.violations.every((v) => v.kind === 'lost-write')).toBe(true);
+      expect(c.err()).toMatch(/^verify: http:/);
+    } finally {
+      await gw.close();
+    }
+  });
+
   test('usage errors exit 2; an unreachable gateway exits 3', async () => {
     const c = capture();
     expect(await runKvctl(['verify', '--clients', 'x'], c.io)).toBe(EXIT_USAGE);
