@@ -4,7 +4,8 @@
 # observability suite runs its own prometheus (Debian package `prometheus`)
 # against a local cluster. The journey on a real node (e2e/k8s/node.sh) needs a
 # container runtime (containerd, runc, the CNI plugins, conntrack) and builds
-# its images daemonless (buildah, mmdebstrap). This makes sure all of them
+# its images daemonless (buildah, mmdebstrap). kvctl's zsh completion is
+# checked in a real zsh. This makes sure all of them
 # exist; on a fresh Debian/Ubuntu machine as root it installs them. Then it
 # builds the real Kubernetes binaries (e2e/k8s/build.sh: once per machine into
 # the user's cache; instant when cached) and the images (e2e/k8s/images.sh:
@@ -26,6 +27,7 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v buildah >/dev/null 2>&1 || need+=(buildah)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+command -v zsh >/dev/null 2>&1 || need+=(zsh)
 if [ ${#need[@]} -eq 0 ]; then
   build_k8s
   exit 0
