@@ -261,8 +261,10 @@ export class KeyValueStoreClient {
     try {
       const { res } = await this.send({ method: 'GET', path });
       return res.ok;
-    } catch {
-      // A probe answers "is it up?": no answer (unreachable, timeout) means no.
+    } catch (err) {
+      // A probe answers "is it up?": no answer (unreachable, timeout) means no. Something that is
+      // not a kvstore gateway is a wrong address, not a gateway that is down: that is thrown.
+      if (err instanceof KvClientError && err.code === 'not_kvstore') throw err;
       return false;
     }
   }

@@ -101,6 +101,9 @@ describe('the client checks it talks to a kvstore gateway', () => {
       expect(err.message).toBe(
         `the server at ${plain.url} is not a kvstore gateway: it answered HTTP 404 without the x-kvstore header kvstore sends; check the URL`,
       );
+      // A probe says "down" for a gateway that does not answer, but a wrong address is an error.
+      const probe = await rejection(new KeyValueStoreClient(plain.url).ready());
+      expect(probe.code).toBe('not_kvstore');
     } finally {
       await plain.close();
     }
