@@ -66,9 +66,9 @@ describe('parseServerArgs', () => {
     expect(usageError(() => parse([], { KVSTORE_PORT: 'x' }).int('port', 3000, 0, 65535)).message).toBe(
       'KVSTORE_PORT must be a whole number, got "x"',
     );
-    expect(
-      usageError(() => parse([], { KVSTORE_PORT: '70000' }).int('port', 3000, 0, 65535)).message,
-    ).toBe('KVSTORE_PORT must be between 0 and 65535, got 70000');
+    expect(usageError(() => parse([], { KVSTORE_PORT: '70000' }).int('port', 3000, 0, 65535)).message).toBe(
+      'KVSTORE_PORT must be between 0 and 65535, got 70000',
+    );
   });
 
   it("points at service links when the kubelet's KVSTORE_PORT=tcp://... is what was read", () => {
@@ -106,9 +106,9 @@ describe('parseServerArgs', () => {
     expect(usageError(() => parse(['--leader-elect=no']).boolean('leader-elect')).message).toBe(
       '--leader-elect takes true, false, 1 or 0, got "no"',
     );
-    expect(
-      usageError(() => parse([], { KVSTORE_LEADER_ELECT: 'no' }).boolean('leader-elect')).message,
-    ).toBe('KVSTORE_LEADER_ELECT takes true, false, 1 or 0, got "no"');
+    expect(usageError(() => parse([], { KVSTORE_LEADER_ELECT: 'no' }).boolean('leader-elect')).message).toBe(
+      'KVSTORE_LEADER_ELECT takes true, false, 1 or 0, got "no"',
+    );
   });
 
   it('splits a repeatable flag from its variable on spaces; the command line replaces it whole', () => {
@@ -134,7 +134,7 @@ describe('parseServerArgs', () => {
     });
     expect(a.unknownEnv).toEqual(['KVSTORE_RPC_TIMEOUT', 'KVSTORE_SERVICE_HOST']);
     expect(unknownEnvWarning('kvstore-gateway', a.unknownEnv)).toBe(
-      'ignoring KVSTORE_RPC_TIMEOUT, KVSTORE_SERVICE_HOST: no setting of kvstore-gateway (a misspelt flag? see kvstore-gateway --help)',
+      'ignoring KVSTORE_RPC_TIMEOUT, KVSTORE_SERVICE_HOST: not a setting of kvstore-gateway (misspelt? --help lists them)',
     );
     expect(unknownEnvWarning('kvstore-gateway', [])).toBeUndefined();
   });

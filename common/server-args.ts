@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { intValue, UsageError } from './cli-options';
 import { errorMessage } from './errors';
+import type { Logger } from './logger';
 
 /**
  * The command line of a server (node, gateway, operator, launcher), as cloud-native services take
@@ -161,5 +162,15 @@ export const ENV_HELP = `Every flag can also be set by an environment variable: 
 /** The warning for `unknownEnv`: a misspelt variable must not pass unnoticed. */
 export function unknownEnvWarning(program: string, unknown: readonly string[]): string | undefined {
   if (unknown.length === 0) return undefined;
-  return `ignoring ${unknown.join(', ')}: no setting of ${program} (a misspelt flag? see ${program} --help)`;
+  return `ignoring ${unknown.join(', ')}: not a setting of ${program} (misspelt? --help lists them)`;
+}
+
+/** Logs the unknownEnv warning, if any, once the program's logger is up. */
+export function warnUnknownEnv(
+  log: Pick<Logger, 'warn'>,
+  program: string,
+  args: Pick<ServerArgs<ServerOptions>, 'unknownEnv'>,
+): void {
+  const warning = unknownEnvWarning(program, args.unknownEnv);
+  if (warning !== undefined) log.warn({ variables: args.unknownEnv }, warning);
 }
