@@ -258,7 +258,9 @@ describe('RequestRateLimiter when Redis goes away and comes back', () => {
       }
       for (const { metrics, lines } of made) {
         expect(await backendOf(metrics)).toEqual({ redis: 1, memory: 0 });
-        expect(lines.filter((l) => l.level === 'info' && /Redis is back/.test(String(l.msg)))).toHaveLength(1);
+        expect(lines.filter((l) => l.level === 'info' && /Redis is back/.test(String(l.msg)))).toHaveLength(
+          1,
+        );
         expect(await fallbacksOf(metrics)).toBe(1);
       }
       // Shared again: together at most N.
