@@ -42,10 +42,10 @@ test('raw key bytes count the fixed-width key names', () => {
 
 test('log lines: the JSON lines with that msg, other lines skipped', () => {
   const text = [
-    '{"level":30,"time":"2026-01-01T00:00:00.000Z","ms":1234,"msg":"hash trees built"}',
+    '{"level":"info","time":"2026-01-01T00:00:00.000Z","ms":1234,"msg":"hash trees built"}',
     'Error: something',
     '    at a stack frame (hash trees built)',
-    '{"level":30,"msg":"node started"}',
+    '{"level":"info","msg":"node started"}',
   ].join('\n');
   const found = logLines(text, 'hash trees built');
   expect(found).toHaveLength(1);

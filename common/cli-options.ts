@@ -18,11 +18,23 @@ export function intOption(
   min: number,
   max: number,
 ): number {
+  return intValue(`--${name}`, raw, fallback, min, max);
+}
+
+/** As intOption, with the message naming `source` (`--port`, or `KVSTORE_PORT` when the environment set it). */
+export function intValue(
+  source: string,
+  raw: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   if (raw === undefined) return fallback;
   if (!/^\d+$/.test(raw))
-    throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(raw)}`);
+    throw new UsageError(`${source} must be a whole number, got ${JSON.stringify(raw)}`, { source });
   const n = Number(raw);
-  if (n < min || n > max) throw new UsageError(`--${name} must be between ${min} and ${max}, got ${n}`);
+  if (n < min || n > max)
+    throw new UsageError(`${source} must be between ${min} and ${max}, got ${n}`, { source });
   return n;
 }
 

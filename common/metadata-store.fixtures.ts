@@ -1,5 +1,5 @@
 import pino from 'pino';
-import type { Logger } from './logger';
+import { LOG_FORMAT, type Logger } from './logger';
 import { validatePartitionMap, type PartitionMap } from './partition-map';
 
 /** Shared by the metadata store suites (file, Redis, holder); test code only, never built into dist. */
@@ -26,11 +26,11 @@ export function testMap(epoch: number, opts: { cluster?: string; tag?: number } 
   });
 }
 
-/** A logger whose lines the test can read. */
+/** A logger whose lines the test can read, formatted as the servers' are. */
 export function captureLogger(): { log: Logger; lines: Array<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];
   const log = pino(
-    { level: 'debug' },
+    { ...LOG_FORMAT, level: 'debug' },
     { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) },
   );
   return { log, lines };

@@ -295,7 +295,7 @@ describe('MapWatchHub', () => {
     await settle();
     expect(seen).toEqual([1]);
     expect(lines.some((l) => /readable again/.test(String(l.msg)))).toBe(true);
-    expect(lines.some((l) => /listener threw/.test(String(l.msg)) && l.level === 50)).toBe(true);
+    expect(lines.some((l) => /listener threw/.test(String(l.msg)) && l.level === 'error')).toBe(true);
     hub.close();
   });
 });

@@ -153,7 +153,7 @@ test('--max-hint-bytes bounds the store: the oldest hints are dropped first, cou
       .split('\n')
       .filter((l) => l.includes('"reason":"overflow"') && l.includes('"target":"n2"'));
     expect(logged.length).toBeGreaterThan(0);
-    expect(logged[0]).toMatch(/"level":40/); // warn
+    expect(logged[0]).toMatch(/"level":"warn"/);
     expect(logged[0]).toMatch(/"dropped":\d+/);
   }
 

@@ -130,7 +130,7 @@ test('a caller without the token, or with a wrong one, gets unauthorized and no 
   expect(refused.length).toBeGreaterThanOrEqual(2);
   for (const l of refused) {
     expect(JSON.parse(l)).toEqual(
-      expect.objectContaining({ level: 40, peer: expect.stringMatching(/^127\.0\.0\.1:/) }),
+      expect.objectContaining({ level: 'warn', peer: expect.stringMatching(/^127\.0\.0\.1:/) }),
     );
   }
   expect(logText).not.toContain(wrongToken);

@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { parseArgs } from 'node:util';
-import { intOption, runMain, UsageError } from '../common/cli-options';
+import { runMain, UsageError } from '../common/cli-options';
 import { HybridLogicalClock } from '../common/hlc';
-import { loadInternalToken } from '../common/internal-token';
+import { INTERNAL_TOKEN_ENV, loadInternalToken } from '../common/internal-token';
 import { createLogger } from '../common/logger';
+import { ENV_HELP, parseServerArgs, warnUnknownEnv } from '../common/server-args';
 import { PartitionMapHolder } from '../common/metadata-store';
 import { openMetadataStore } from '../common/open-metadata-store';
 import { PeerPool } from '../common/peer-pool';
@@ -31,10 +31,15 @@ const USAGE = `usage: kvstore-gateway [--id ID] [--cluster NAME] [--host HOST] [
        [--tls-cert PATH --tls-key PATH [--tls-reload-ms MS]]  (HTTPS; the files are re-read every MS, default ${DEFAULT_TLS_RELOAD_MS})
        [--rate-limit-per-key N] [--rate-limit-per-address N] [--rate-limit-window-s S]
          (requests per S seconds, default 1; 0, the default, is no limit; shared through --redis when given)
-       [--shutdown-delay-ms MS]  (on SIGTERM, keep serving for MS with /readyz failing before closing; default 0)`;
+       [--shutdown-delay-ms MS]  (on SIGTERM, keep serving for MS with /readyz failing before closing; default 0)
+
+${ENV_HELP}`;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const args = parseServerArgs({
+    argv: process.argv.slice(2),
+    env: process.env,
+    alsoReads: [INTERNAL_TOKEN_ENV],
     options: {
       id: { type: 'string' },
       cluster: { type: 'string', default: 'local' },
@@ -58,70 +63,57 @@ async function main(): Promise<void> {
       'rate-limit-per-address': { type: 'string' },
       'rate-limit-window-s': { type: 'string' },
       'shutdown-delay-ms': { type: 'string' },
-      help: { type: 'boolean' },
     },
-    strict: true,
   });
-  if (values.help) {
+  const { values } = args;
+  if (args.help) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
   // The id breaks version ties between gateways, so it must differ between any two running at once.
   const id = values.id ?? `gw-${randomBytes(4).toString('hex')}`;
   const cluster = values.cluster;
-  const port = intOption('port', values.port, 3000, 0, 65535);
-  const timeoutMs = intOption('rpc-timeout-ms', values['rpc-timeout-ms'], 2000, 10, 600_000);
+  const port = args.int('port', 3000, 0, 65535);
+  const timeoutMs = args.int('rpc-timeout-ms', 2000, 10, 600_000);
   // 0 turns hedging off: a read then asks another replica only when one fails or times out.
-  const hedgeOption = intOption(
-    'read-hedge-ms',
-    values['read-hedge-ms'],
-    DEFAULT_READ_HEDGE_MS,
-    0,
-    MAX_READ_HEDGE_MS,
-  );
+  const hedgeOption = args.int('read-hedge-ms', DEFAULT_READ_HEDGE_MS, 0, MAX_READ_HEDGE_MS);
   const readHedgeMs = hedgeOption === 0 ? undefined : hedgeOption;
-  const shutdownDelayMs = intOption('shutdown-delay-ms', values['shutdown-delay-ms'], 0, 0, 300_000);
+  const shutdownDelayMs = args.int('shutdown-delay-ms', 0, 0, 300_000);
   const limits = {
-    maxKeyBytes: intOption('max-key-bytes', values['max-key-bytes'], DEFAULT_LIMITS.maxKeyBytes, 1, 1976),
-    maxValueBytes: intOption(
-      'max-value-bytes',
-      values['max-value-bytes'],
-      DEFAULT_LIMITS.maxValueBytes,
-      0,
-      64 * 1024 * 1024 - 4096,
-    ),
+    maxKeyBytes: args.int('max-key-bytes', DEFAULT_LIMITS.maxKeyBytes, 1, 1976),
+    maxValueBytes: args.int('max-value-bytes', DEFAULT_LIMITS.maxValueBytes, 0, 64 * 1024 * 1024 - 4096),
   };
 
   // Checked before anything connects: a missing or mismatched pair is a usage error (exit 2).
   const tlsReloadMs =
     values['tls-reload-ms'] === undefined
       ? undefined
-      : intOption('tls-reload-ms', values['tls-reload-ms'], DEFAULT_TLS_RELOAD_MS, 10, 86_400_000);
+      : args.int('tls-reload-ms', DEFAULT_TLS_RELOAD_MS, 10, 86_400_000);
   const tlsConfig = tlsFromFlags(values['tls-cert'], values['tls-key'], tlsReloadMs);
   // Auth is off only when asked for by name: a forgotten flag must not open the cluster to everyone.
   const authPath = values['auth-file'];
   if ((authPath === undefined) === (values['no-auth'] !== true)) {
     throw new UsageError(
-      'give exactly one of --auth-file PATH (API keys, see kvctl auth create-key) or --no-auth (every request is accepted)',
+      'give exactly one of --auth-file PATH (API keys, see kvctl auth create-key) or --no-auth (every request is accepted), as flags or as KVSTORE_AUTH_FILE / KVSTORE_NO_AUTH=true',
     );
   }
-  if (authPath === '') throw new UsageError('--auth-file needs a path');
-  const maxRequestsPerConnection = intOption(
+  if (authPath === '') throw new UsageError(`${args.where('auth-file')} needs a path`);
+  const maxRequestsPerConnection = args.int(
     'max-requests-per-connection',
-    values['max-requests-per-connection'],
     DEFAULT_MAX_REQUESTS_PER_CONNECTION,
     1,
     10_000,
   );
   const rateLimits = {
-    perKey: intOption('rate-limit-per-key', values['rate-limit-per-key'], 0, 0, 1_000_000_000),
-    perAddress: intOption('rate-limit-per-address', values['rate-limit-per-address'], 0, 0, 1_000_000_000),
-    windowSeconds: intOption('rate-limit-window-s', values['rate-limit-window-s'], 1, 1, 86_400),
+    perKey: args.int('rate-limit-per-key', 0, 0, 1_000_000_000),
+    perAddress: args.int('rate-limit-per-address', 0, 0, 1_000_000_000),
+    windowSeconds: args.int('rate-limit-window-s', 1, 1, 86_400),
   };
   // Presented to every node; a node that requires it refuses the gateway's requests without it.
   const internalToken = loadInternalToken({ file: values['internal-token-file'] });
 
   const log = createLogger('gateway', { gateway: id, cluster });
+  warnUnknownEnv(log, 'kvstore-gateway', args);
   const clock = new HybridLogicalClock(id);
   const metrics = new GatewayMetrics({ gateway: id, cluster });
   // The same Redis as the partition map, when there is one: one Redis per cluster to run.
@@ -143,7 +135,9 @@ async function main(): Promise<void> {
       onReload: (outcome) => metrics.authKeyReloads.inc({ outcome }),
     }).catch((err: unknown) => {
       // A missing or invalid key file is a configuration mistake: one line and exit 2, as for a bad flag.
-      throw err instanceof ApiKeyFileError ? new UsageError(`--auth-file: ${err.message}`) : err;
+      throw err instanceof ApiKeyFileError
+        ? new UsageError(`${args.where('auth-file')}: ${err.message}`)
+        : err;
     });
     log.info({ path: authPath, keys: authFile.current().size }, 'auth on: API keys from the auth file');
   } else {

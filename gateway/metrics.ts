@@ -126,8 +126,9 @@ export class GatewayMetrics {
       this.hintsSent.inc({ outcome }, 0);
     }
     for (const backend of ['redis', 'memory'] as const) this.rateLimitBackend.set({ backend }, 0);
-    // Prefix without "process_": prom-client's own names start with process_ or nodejs_ already.
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_gateway_' });
+    // The standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes...), which the
+    // usual Node.js dashboards query, told apart by a label instead of a kvstore_gateway_ prefix.
+    client.collectDefaultMetrics({ register: this.registry, labels: { component: 'gateway' } });
     const source = (): ReturnType<GatewayMetrics['nodeStatus']> => this.nodeStatus();
     new client.Gauge({
       name: 'kvstore_gateway_node_up',

@@ -65,7 +65,7 @@ export interface LocalClusterOptions {
   readonly nodeArgs?: readonly string[];
   readonly log?: Logger;
   readonly startTimeoutMs?: number;
-  /** extra environment for every process (e.g. LOG_LEVEL) */
+  /** environment for every process (e.g. LOG_LEVEL); of the launcher's own, only child-env.ts's allow-list */
   readonly env?: Readonly<Record<string, string>>;
 }
 

@@ -1,7 +1,7 @@
 import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { intOption, runMain, UsageError } from '../common/cli-options';
+import { runMain, UsageError } from '../common/cli-options';
 import { createLogger } from '../common/logger';
+import { ENV_HELP, parseServerArgs, warnUnknownEnv } from '../common/server-args';
 import { ApiKeyFile } from '../common/api-key-file';
 import { ApiKeyFileError } from '../common/api-keys';
 import { tlsFromFlags } from '../common/tls';
@@ -18,10 +18,15 @@ const USAGE = `usage: npm start -- [--port 3000] [--nodes N] [--replication-fact
 Runs N storage nodes and a gateway as local processes on 127.0.0.1, and an admin
 listener on port+100 for \`kvctl scale\`. Started again on the same --data-dir, every
 key is still there; a different --nodes scales the cluster to it. If this launcher
-dies, the processes keep serving and the next launcher adopts them.`;
+dies, the processes keep serving and the next launcher adopts them.
+
+${ENV_HELP} The nodes and the gateway get
+none of the launcher's KVSTORE_* variables: only what it passes them (--node-arg, LOG_LEVEL).`;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const args = parseServerArgs({
+    argv: process.argv.slice(2),
+    env: process.env,
     options: {
       port: { type: 'string' },
       nodes: { type: 'string' },
@@ -34,17 +39,16 @@ async function main(): Promise<void> {
       'auth-file': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
-  if (values.help) {
+  const { values } = args;
+  if (args.help) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const port = intOption('port', values.port, 3000, 1, 65535 - 200);
-  const opt = (name: string, raw: string | undefined, max: number): number | undefined =>
-    raw === undefined ? undefined : intOption(name, raw, 0, 1, max);
+  const port = args.int('port', 3000, 1, 65535 - 200);
+  const opt = (name: 'nodes' | 'replication-factor' | 'partitions', max: number): number | undefined =>
+    values[name] === undefined ? undefined : args.int(name, 0, 1, max);
   const dataDir = path.resolve(values['data-dir']);
   // Checked here, so a missing or mismatched pair stops the launcher before any process starts.
   const tlsChecked = tlsFromFlags(values['tls-cert'], values['tls-key'], undefined);
@@ -53,6 +57,7 @@ async function main(): Promise<void> {
     keyFile: path.resolve(tlsChecked.files.keyFile),
   };
   const log = createLogger('local');
+  warnUnknownEnv(log, 'the launcher', args);
   // Listening first: a busy admin port (another launcher on this --port) stops us before any process starts.
   // The gateway's API keys; the launcher's admin listener checks the same file (admin keys only).
   const authPath = values['auth-file'] === undefined ? undefined : path.resolve(values['auth-file']);
@@ -60,7 +65,9 @@ async function main(): Promise<void> {
     authPath === undefined
       ? undefined
       : await ApiKeyFile.open(authPath, log).catch((err: unknown) => {
-          throw err instanceof ApiKeyFileError ? new UsageError(`--auth-file: ${err.message}`) : err;
+          throw err instanceof ApiKeyFileError
+            ? new UsageError(`${args.where('auth-file')}: ${err.message}`)
+            : err;
         });
   const admin = new RunnerAdminServer(log, authFile ? { keys: () => authFile.current() } : undefined);
   const adminPort = port + 100;
@@ -74,9 +81,9 @@ async function main(): Promise<void> {
   const cluster = await LocalCluster.start({
     dataDir,
     port,
-    nodes: opt('nodes', values.nodes, MAX_NODES),
-    replicationFactor: opt('replication-factor', values['replication-factor'], 99),
-    partitionCount: opt('partitions', values.partitions, 65535),
+    nodes: opt('nodes', MAX_NODES),
+    replicationFactor: opt('replication-factor', 99),
+    partitionCount: opt('partitions', 65535),
     cluster: values.cluster,
     redisUrl: values.redis,
     nodeArgs: values['node-arg'] ?? [],

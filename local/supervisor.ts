@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { errorMessage } from '../common/errors';
 import type { Logger } from '../common/logger';
+import { childEnvironment } from './child-env';
 import { LocalClusterError } from './errors';
 import {
   identityOf,
@@ -66,7 +67,7 @@ export interface SupervisorOptions {
   /** start children in a session of their own (LocalClusterOptions.detach) */
   readonly detach?: boolean;
   readonly startTimeoutMs?: number;
-  /** extra environment for every process */
+  /** environment for every process, on top of the few variables passed on (child-env.ts) */
   readonly env?: Readonly<Record<string, string>>;
 }
 
@@ -268,7 +269,7 @@ export class Supervisor {
     try {
       child = spawn(process.execPath, [...proc.args], {
         stdio: ['ignore', out, out],
-        env: { ...process.env, ...this.opts.env },
+        env: childEnvironment(process.env, this.opts.env),
         detached: this.opts.detach === true,
       });
     } finally {

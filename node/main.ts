@@ -1,8 +1,8 @@
 import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { intOption, requiredOption, runMain } from '../common/cli-options';
-import { loadInternalTokens } from '../common/internal-token';
+import { runMain } from '../common/cli-options';
+import { INTERNAL_TOKEN_ENV, loadInternalTokens } from '../common/internal-token';
 import { createLogger } from '../common/logger';
+import { ENV_HELP, parseServerArgs, warnUnknownEnv } from '../common/server-args';
 import { startStorageNode, STORAGE_NODE_DEFAULTS as DEFAULTS } from './storage-node';
 
 const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--listen HOST:PORT]
@@ -10,10 +10,15 @@ const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--li
        [--max-hint-bytes N] [--hint-replay-interval-ms MS]
        [--anti-entropy-interval-ms MS (0: only on kvctl repair)] [--anti-entropy-max-keys-per-second N]
        [--tombstone-grace-ms MS] [--move-max-bytes-per-second N] [--move-concurrency N]
-       [--moved-data-grace-ms MS] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]`;
+       [--moved-data-grace-ms MS] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]
+
+${ENV_HELP}`;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const args = parseServerArgs({
+    argv: process.argv.slice(2),
+    env: process.env,
+    alsoReads: [INTERNAL_TOKEN_ENV],
     options: {
       id: { type: 'string' },
       cluster: { type: 'string', default: 'local' },
@@ -32,77 +37,54 @@ async function main(): Promise<void> {
       'move-concurrency': { type: 'string' },
       'moved-data-grace-ms': { type: 'string' },
       'internal-token-file': { type: 'string' },
-      help: { type: 'boolean' },
     },
-    strict: true,
   });
-  if (values.help) {
+  const { values } = args;
+  if (args.help) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const nodeId = requiredOption('id', values.id);
+  const nodeId = args.required('id');
   const cluster = values.cluster;
-  const dataDir = path.resolve(requiredOption('data-dir', values['data-dir']));
-  const maxHintBytes = intOption(
-    'max-hint-bytes',
-    values['max-hint-bytes'],
-    DEFAULTS.maxHintBytes,
-    1,
-    2 ** 50,
-  );
-  const hintReplayIntervalMs = intOption(
+  const dataDir = path.resolve(args.required('data-dir'));
+  const maxHintBytes = args.int('max-hint-bytes', DEFAULTS.maxHintBytes, 1, 2 ** 50);
+  const hintReplayIntervalMs = args.int(
     'hint-replay-interval-ms',
-    values['hint-replay-interval-ms'],
     DEFAULTS.hintReplayIntervalMs,
     10,
     3_600_000,
   );
-  const antiEntropyIntervalMs = intOption(
+  const antiEntropyIntervalMs = args.int(
     'anti-entropy-interval-ms',
-    values['anti-entropy-interval-ms'],
     DEFAULTS.antiEntropyIntervalMs,
     0,
     7 * 24 * 3_600_000,
   );
-  const antiEntropyMaxKeysPerSecond = intOption(
+  const antiEntropyMaxKeysPerSecond = args.int(
     'anti-entropy-max-keys-per-second',
-    values['anti-entropy-max-keys-per-second'],
     DEFAULTS.antiEntropyMaxKeysPerSecond,
     1,
     10_000_000,
   );
-  const tombstoneGraceMs = intOption(
+  const tombstoneGraceMs = args.int(
     'tombstone-grace-ms',
-    values['tombstone-grace-ms'],
     DEFAULTS.tombstoneGraceMs,
     0,
     10 * 365 * 24 * 3_600_000,
   );
-  const moveMaxBytesPerSecond = intOption(
+  const moveMaxBytesPerSecond = args.int(
     'move-max-bytes-per-second',
-    values['move-max-bytes-per-second'],
     DEFAULTS.moveMaxBytesPerSecond,
     1024,
     2 ** 40,
   );
-  const moveConcurrency = intOption(
-    'move-concurrency',
-    values['move-concurrency'],
-    DEFAULTS.moveConcurrency,
-    1,
-    64,
-  );
-  const movedDataGraceMs = intOption(
-    'moved-data-grace-ms',
-    values['moved-data-grace-ms'],
-    DEFAULTS.movedDataGraceMs,
-    0,
-    30 * 24 * 3_600_000,
-  );
+  const moveConcurrency = args.int('move-concurrency', DEFAULTS.moveConcurrency, 1, 64);
+  const movedDataGraceMs = args.int('moved-data-grace-ms', DEFAULTS.movedDataGraceMs, 0, 30 * 24 * 3_600_000);
   // Checked before anything opens: a bad token file is a startup error, not a node that refuses everyone.
   const internalTokens = loadInternalTokens({ file: values['internal-token-file'] });
 
   const log = createLogger('node', { node: nodeId, cluster });
+  warnUnknownEnv(log, 'kvstore-node', args);
   const node = await startStorageNode({
     nodeId,
     cluster,

@@ -42,8 +42,9 @@ export class NodeMetrics {
     dataDir?: string,
   ) {
     this.registry.setDefaultLabels(labels);
-    // Prefix without "process_": prom-client's own names start with process_ or nodejs_ already.
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'kvstore_node_' });
+    // The standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes...), which the
+    // usual Node.js dashboards query, told apart by a label instead of a kvstore_node_ prefix.
+    client.collectDefaultMetrics({ register: this.registry, labels: { component: 'node' } });
     if (dataDir !== undefined) registerDiskGauges(this.registry, dataDir);
     // Storage gauges are read at scrape time: an LMDB stat call is cheap and always current.
     new client.Gauge({

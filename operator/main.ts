@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { runMain, UsageError } from '../common/cli-options';
 import { loadDefaultKubeConfig } from '../common/configmap-metadata-store';
 import { createLogger } from '../common/logger';
 import { MetadataError } from '../common/metadata-store';
+import { ENV_HELP, parseServerArgs, warnUnknownEnv } from '../common/server-args';
 import { splitAddress } from '../common/rpc-client';
 import { DEFAULT_LEASE_NAME } from './leader-election';
 import { Operator } from './operator';
@@ -16,13 +16,17 @@ const USAGE = `usage: kvstore-operator [--namespace NS (default: all namespaces)
 
 Reconciles KVCluster resources (kvstore.io/v1alpha1) into storage node StatefulSets, gateways and
 partition maps. Finds the API server with KUBECONFIG, ~/.kube/config or the in-cluster service
-account. Serves /healthz, /readyz and /metrics on --metrics-listen.`;
+account. Serves /healthz, /readyz and /metrics on --metrics-listen.
+
+${ENV_HELP}`;
 
 /** Where a pod's service account says it runs; the Lease goes there unless told otherwise. */
 const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const args = parseServerArgs({
+    argv: process.argv.slice(2),
+    env: process.env,
     options: {
       namespace: { type: 'string' },
       'leader-elect': { type: 'string', default: 'true' },
@@ -30,28 +34,28 @@ async function main(): Promise<void> {
       'lease-name': { type: 'string', default: DEFAULT_LEASE_NAME },
       'metrics-listen': { type: 'string', default: '0.0.0.0:8080' },
       'managed-redis-url': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
-  if (values.help) {
+  const { values } = args;
+  if (args.help) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const leaderElect = booleanOption('leader-elect', values['leader-elect']);
+  const leaderElect = args.boolean('leader-elect') ?? true;
   let metricsListen;
   try {
     metricsListen = splitAddress(values['metrics-listen']);
   } catch (err) {
-    throw new UsageError(`--metrics-listen takes HOST:PORT (${(err as Error).message})`);
+    throw new UsageError(`${args.where('metrics-listen')} takes HOST:PORT (${(err as Error).message})`);
   }
   if (values['managed-redis-url'] !== undefined && !/^rediss?:\/\/\S+$/.test(values['managed-redis-url'])) {
-    throw new UsageError('--managed-redis-url must be a redis:// or rediss:// URL');
+    throw new UsageError(`${args.where('managed-redis-url')} must be a redis:// or rediss:// URL`);
   }
   const leaseNamespace = values['lease-namespace'] ?? podNamespace();
   // Unique even when two instances share a host name (tests, a restarted pod seen twice).
   const identity = `${process.env.POD_NAME ?? os.hostname()}_${randomBytes(4).toString('hex')}`;
   const log = createLogger('operator', { identity });
+  warnUnknownEnv(log, 'kvstore-operator', args);
 
   let kubeConfig;
   try {
@@ -101,12 +105,6 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-}
-
-function booleanOption(name: string, raw: string): boolean {
-  if (raw === 'true') return true;
-  if (raw === 'false') return false;
-  throw new UsageError(`--${name} takes true or false, got ${JSON.stringify(raw)}`);
 }
 
 function podNamespace(): string {
