@@ -1,6 +1,5 @@
 import type { MoveProgress, RebalanceProgress } from './rebalance-progress';
-import type { NodeStatus } from './rpc-client';
-import type { IncomingMoveState, IncomingMoveStatus, RepairStatus } from './rpc-protocol';
+import type { IncomingMoveState, IncomingMoveStatus, NodeStatus, RepairStatus } from './rpc-protocol';
 
 /**
  * The JSON bodies of the public REST API's admin replies (docs/design.md, "Public API"),

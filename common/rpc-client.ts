@@ -6,6 +6,7 @@ import { encodeFrame, FrameDecoder, writeFrames } from './rpc-frame';
 import {
   fromWireClock,
   toWireClock,
+  type NodeStatus,
   type ReplyByOp,
   type RpcAuthFrame,
   type RpcErrorBody,
@@ -56,7 +57,8 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
-export type NodeStatus = 'up' | 'down' | 'unknown';
+// Defined with the protocol so that common/rest-replies (and the client package) need no RPC code.
+export type { NodeStatus } from './rpc-protocol';
 
 /**
  * One multiplexed connection to a node. Requests issued in the same tick are

@@ -1,5 +1,8 @@
 import type { ClockStamp } from './hlc';
 
+/** A node as its callers last saw it (the gateway's /v1/cluster reports it). */
+export type NodeStatus = 'up' | 'down' | 'unknown';
+
 /**
  * The contract between gateway (and later peers) and a storage node, shared by
  * both ends. Every request carries the sender's map epoch and clock; every reply
