@@ -52,7 +52,10 @@ REDIS_PACKAGES=redis-server
 BASE_REF="localhost/kvstore-node-base:$NODE_VERSION-$DEBIAN_SUITE"
 PAUSE_REF=localhost/kvstore-pause:1
 REDIS_REF=localhost/kvstore-redis:7
-KVSTORE_TAG="${KVSTORE_IMAGE_TAG:-$(sed -n 's/^  "version": "\([^"]*\)",$/\1/p' "$repo/package.json")}"
+# The version the image labels itself with; its tag unless KVSTORE_IMAGE_TAG says otherwise.
+KVSTORE_VERSION="$(sed -n "s/^export const KVSTORE_VERSION = '\([^']*\)';$/\1/p" "$repo/common/version.ts")"
+[ -n "$KVSTORE_VERSION" ] || die "no KVSTORE_VERSION in common/version.ts"
+KVSTORE_TAG="${KVSTORE_IMAGE_TAG:-$KVSTORE_VERSION}"
 KVSTORE_LABEL="${KVSTORE_IMAGE_LABEL:-}"
 
 cache_root="${KVSTORE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kvstore-k8s}"
@@ -270,12 +273,13 @@ kvstore_ref() { echo "docker.io/library/kvstore:$KVSTORE_TAG"; }
 # What the Dockerfile copies (less what .dockerignore drops): a change rebuilds the image.
 kvstore_key() {
   {
-    echo "$(base_key) $KVSTORE_TAG $KVSTORE_LABEL"
+    echo "$(base_key) $KVSTORE_TAG $KVSTORE_VERSION $KVSTORE_LABEL"
     declare -f build_kvstore
     cd "$repo"
-    sha256sum Dockerfile .dockerignore package.json package-lock.json tsconfig.json tsconfig.build.json
-    find common node gateway operator crds client local bench -type f ! -name '*.test.ts' \
-      ! -path 'bench/results/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    sha256sum Dockerfile .dockerignore package.json package-lock.json tsconfig.json tsconfig.build.json \
+      packages/*/package.json packages/server/tsconfig.json
+    find common node gateway operator crds client local -type f ! -name '*.test.ts' -print0 |
+      LC_ALL=C sort -z | xargs -0 sha256sum
   } | hash16
 }
 
@@ -310,13 +314,15 @@ build_kvstore() {
   fi
   touch "$images/stamps/.kvstore-failed"
   run kvstore bh bud --isolation chroot --network host --pull=never --layers --force-rm "${fresh[@]}" \
-    "${mounts[@]}" --build-arg BASE_IMAGE="$BASE_REF" "${label[@]}" --tag "$name" -f "$repo/Dockerfile" "$repo"
+    "${mounts[@]}" --build-arg BASE_IMAGE="$BASE_REF" \
+    --build-arg KVSTORE_VERSION="$KVSTORE_VERSION" "${label[@]}" --tag "$name" -f "$repo/Dockerfile" "$repo"
   # Smoke test as the image's user: the native modules load and every entry point starts.
   ctr="$(bh from --pull=never --name kvstore-images-kvstore "$name")"
   run kvstore bh run "$ctr" -- sh -ec '
     [ "$(id -u):$(id -g)" = 1000:1000 ]
     node -e "require(\"lmdb\"); require(\"msgpackr\"); require(\"@node-rs/xxhash\")"
-    for m in node gateway operator; do node "dist/$m/main.js" --help >/dev/null; done'
+    for m in node gateway operator; do node "dist/$m/main.js" --help >/dev/null; done
+    [ ! -e dist/bench ] && [ ! -e node_modules/typescript ]'
   bh rm "$ctr" >/dev/null
   rm -f "$images/stamps/.kvstore-failed"
   id="$(export_image kvstore "$name")"

@@ -17,6 +17,7 @@ import {
 import type { PartitionMap } from '../../common/partition-map';
 import { rebalanceCounts } from '../../common/rebalance-plan';
 import type { KVClusterStatus } from '../../crds/kvcluster-spec';
+import { KVSTORE_VERSION } from '../../common/version';
 import {
   eventually,
   runTool,
@@ -42,7 +43,7 @@ const CHART = path.join(repoRoot, 'charts', 'kvstore');
 const NS = 'journey';
 const RELEASE_NS = 'kvstore-system';
 const RF = 3;
-const IMAGE = `kvstore:${(JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version}`;
+const IMAGE = `kvstore:${KVSTORE_VERSION}`;
 /** the second build the rollout step makes: same sources, another label, another tag */
 const ROLLOUT_IMAGE = `${IMAGE}-rollout`;
 const NODE_RPC_PORT = 7001;
@@ -308,6 +309,59 @@ describe('the journey on a real node: kubelet, containerd, kube-proxy, CoreDNS',
       expect(op.spec?.serviceAccountName).toBe('kvstore-operator');
       expect(containerId(op)).toMatch(/^[0-9a-f]{64}$/);
       await kubectlOk(['create', 'namespace', NS]);
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  test(
+    'our image holds the server package alone (no bench, kvctl, tests or dev tools) and OCI labels naming its version',
+    async () => {
+      // Looked at from inside the operator's container, as `docker run --entrypoint node` would.
+      const inside = JSON.parse(
+        await kubectlOk([
+          '-n',
+          RELEASE_NS,
+          'exec',
+          'deploy/kvstore-operator',
+          '--',
+          'node',
+          '-e',
+          `const fs = require('fs');
+           const unwanted = ['dist/bench', 'dist/kvctl', 'dist/verify', 'dist/e2e', 'node_modules/commander',
+             'node_modules/typescript', 'node_modules/jest', 'node_modules/@kvstore'];
+           console.log(JSON.stringify({
+             name: require('/app/package.json').name,
+             version: require('/app/package.json').version,
+             unwanted: unwanted.filter((p) => fs.existsSync('/app/' + p)),
+             tests: fs.readdirSync('/app/dist', { recursive: true }).filter((f) => /\\.test\\.js$/.test(f)),
+             servers: ['node', 'gateway', 'operator', 'local'].filter((m) => fs.existsSync('/app/dist/' + m + '/main.js')),
+           }));`,
+        ]),
+      ) as { name: string; version: string; unwanted: string[]; tests: string[]; servers: string[] };
+      expect(inside).toEqual({
+        name: '@kvstore/server',
+        version: KVSTORE_VERSION,
+        unwanted: [],
+        tests: [],
+        servers: ['node', 'gateway', 'operator', 'local'],
+      });
+      const image = JSON.parse(
+        await runToolOk(plane(), 'crictl', [
+          '--runtime-endpoint',
+          `unix://${node().containerdSocket}`,
+          'inspecti',
+          '-o',
+          'json',
+          `docker.io/library/${IMAGE}`,
+        ]),
+      ) as { info?: { imageSpec?: { config?: { Labels?: Record<string, string> } } } };
+      const labels = image.info?.imageSpec?.config?.Labels ?? {};
+      expect(labels).toMatchObject({
+        'org.opencontainers.image.title': 'kvstore',
+        'org.opencontainers.image.version': KVSTORE_VERSION,
+        'org.opencontainers.image.licenses': 'Apache-2.0',
+      });
+      expect(labels['org.opencontainers.image.source']).toMatch(/^https:\/\//);
     },
     STEP_TIMEOUT_MS,
   );
