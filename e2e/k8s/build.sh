@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane for the e2e tests from Go modules:
 # kube-apiserver, kube-controller-manager and kubectl (k8s.io/kubernetes), etcd
-# (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v3); then the node side:
+# (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v3) and helm-docs; then the node side:
 # kubelet, kube-proxy and kube-scheduler (k8s.io/kubernetes), a minimal coredns
 # (coredns/main.go), crictl (sigs.k8s.io/cri-tools) and the storage provisioner
 # (github.com/rancher/local-path-provisioner). There is no Docker on
@@ -27,6 +27,7 @@ modversion() { (cd "$1" && go list -m -f '{{.Version}}' "$2"); }
 KUBERNETES_VERSION="$(modversion "$here" k8s.io/kubernetes)"
 ETCD_VERSION="$(modversion "$here" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(modversion "$here/helm" helm.sh/helm/v3)"
+HELM_DOCS_VERSION="$(modversion "$here/helm-docs" github.com/norwoodj/helm-docs)"
 COREDNS_VERSION="$(modversion "$here/coredns" github.com/coredns/coredns)"
 CRICTL_VERSION="$(modversion "$here/cri-tools" sigs.k8s.io/cri-tools)"
 LOCAL_PATH_VERSION="$(modversion "$here/local-path" github.com/rancher/local-path-provisioner)"
@@ -97,6 +98,8 @@ build kube-controller-manager "$KUBERNETES_VERSION" "$here" "$k8s_ldflags" k8s.i
 build kubectl "$KUBERNETES_VERSION" "$here" "$k8s_ldflags" k8s.io/kubernetes/cmd/kubectl
 build etcd "$ETCD_VERSION" "$here" "-s -w" go.etcd.io/etcd/server/v3
 build helm "$HELM_VERSION" "$here/helm" "$helm_ldflags" helm.sh/helm/v3/cmd/helm
+# The chart README from values.yaml comments (npm run chart:docs; helm.test.ts checks its drift).
+build helm-docs "$HELM_DOCS_VERSION" "$here/helm-docs" "-s -w" github.com/norwoodj/helm-docs/cmd/helm-docs
 # The node side, for the suites that run a real kubelet. Upstream links the kubelet
 # against libc; the only cgo in its dependencies is the standard library's (net's
 # resolver, os/user), so the static one behaves the same here.

@@ -5,6 +5,7 @@ import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
 import { parseKVClusterSpec } from '../../crds/kvcluster-spec';
 import { desiredResources, resourceList } from '../../operator/specs/desired-resources';
+import { adminTokenSecretName } from '../../operator/specs/names';
 import {
   runTool,
   startControlPlane,
@@ -681,6 +682,120 @@ describe('the kvstore Helm chart', () => {
         });
       }
       expect(await failedCreates()).toBe('');
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "the chart's README is what helm-docs makes of values.yaml and its comments, every value described",
+    () => {
+      const generated = spawnSync('bash', [path.join(repoRoot, 'e2e', 'k8s', 'chart-docs.sh'), '--dry-run'], {
+        encoding: 'utf8',
+        env: { ...process.env, KVSTORE_HELM_DOCS: path.join(plane().binDir, 'helm-docs') },
+      });
+      expect(generated.stderr).toBe('');
+      expect(generated.status).toBe(0);
+      const committed = fs.readFileSync(path.join(CHART, 'README.md'), 'utf8');
+      if (generated.stdout !== committed) {
+        throw new Error('charts/kvstore/README.md is out of date with values.yaml: run `npm run chart:docs`');
+      }
+      // A value without a `# --` comment gets an empty description cell.
+      const rows = committed
+        .split('\n')
+        .filter((line) => /^\| [a-zA-Z]/.test(line) && !line.startsWith('| Key '));
+      expect(rows.length).toBeGreaterThan(50);
+      expect(rows.filter((row) => /\|\s*\|$/.test(row))).toEqual([]);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "every object the chart renders, with the defaults and with every optional feature on, passes the API server's schema (server-side dry run, unknown fields refused)",
+    async () => {
+      // A release of its own, so every object is one the API server would create, not one installed above.
+      const schemaNs = 'kvstore-schema';
+      await ok('kubectl', ['create', 'namespace', schemaNs]);
+      for (const values of [[], EVERYTHING_ON]) {
+        const objects = await render(values, 'kvs', schemaNs);
+        const applied = await kubectl(
+          ['create', '--dry-run=server', '--validate=strict', '-f', '-'],
+          objects.map((o) => JSON.stringify(o)).join('\n---\n'),
+        );
+        expect(applied.stderr).toBe('');
+        expect(applied.code).toBe(0);
+        expect(applied.stdout.trim().split('\n')).toHaveLength(objects.length);
+      }
+      // The check is real: a misspelt field in a rendered object is refused.
+      const [first] = await render([], 'kvs', schemaNs);
+      const typo = await kubectl(
+        ['create', '--dry-run=server', '--validate=strict', '-f', '-'],
+        JSON.stringify({ ...first, spce: {} }),
+      );
+      expect(typo.code).not.toBe(0);
+      expect(typo.stderr).toMatch(/unknown field "spce"/);
+      await ok('kubectl', ['delete', 'namespace', schemaNs, '--wait=false']);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    'the NOTES a user reads after helm install name the real Service, port and token Secret, and a CLI they can install',
+    async () => {
+      const kvctlPackage = JSON.parse(
+        fs.readFileSync(path.join(repoRoot, 'packages', 'kvctl', 'package.json'), 'utf8'),
+      ) as { name: string; bin: Record<string, string> };
+      expect(Object.keys(kvctlPackage.bin)).toEqual(['kvctl']);
+
+      // The chart's own cluster (the install above): the names come from what the operator will make of it.
+      const notes = await ok('helm', ['get', 'notes', RELEASE, '--namespace', NS]);
+      const cluster = JSON.parse(
+        await ok('kubectl', ['get', '-n', NS, 'kvcluster', RELEASE, '-o', 'json']),
+      ) as {
+        metadata: { name: string; namespace: string; uid: string };
+        spec: unknown;
+      };
+      const spec = parseKVClusterSpec(cluster.spec);
+      const made = desiredResources(cluster.metadata, spec, {
+        nodeReplicas: spec.replicas,
+        serviceMonitorAvailable: true,
+      });
+      const service = made.gatewayService;
+      const port = service.spec?.ports?.[0]?.port;
+      expect(port).toBe(spec.gateway.port);
+      expect(notes).toContain(`port-forward service/${service.metadata?.name} 3000:${port}`);
+      expect(notes).toContain(`http://${service.metadata?.name}.${NS}:${port}/v1/cluster`);
+      expect(notes).toContain(`get secret ${adminTokenSecretName(RELEASE)} -o jsonpath='{.data.token}'`);
+      expect(notes).toContain(`npm install -g ${kvctlPackage.name}`);
+      expect(notes).toContain('kvctl --url http://127.0.0.1:3000 --token "$TOKEN" cluster');
+      expect(notes).not.toMatch(/npx|NAME|NAMESPACE/);
+
+      // Without a chart-made cluster the NOTES point at the example, whose name they use.
+      const example = YAML.parse(fs.readFileSync(path.join(CHART, 'examples', 'kvcluster.yaml'), 'utf8')) as {
+        metadata: { name: string };
+      };
+      const plain = await ok('helm', ['install', 'kvn', CHART, '--namespace', NS, '--dry-run=server']);
+      const plainNotes = plain.slice(plain.indexOf('NOTES:'));
+      expect(plainNotes).toContain(`kubectl apply -n ${NS} -f charts/kvstore/examples/kvcluster.yaml`);
+      expect(plainNotes).toContain(`port-forward service/${example.metadata.name} 3000:80`);
+      expect(plainNotes).toContain(`get secret ${adminTokenSecretName(example.metadata.name)}`);
+      expect(plainNotes).not.toMatch(/npx/);
+
+      // And with authentication off they ask for no token.
+      const open = await ok('helm', [
+        'install',
+        'kvo',
+        CHART,
+        '--namespace',
+        NS,
+        '--dry-run=server',
+        '--set',
+        'cluster.enabled=true',
+        '--set',
+        'cluster.auth.disabled=true',
+      ]);
+      const openNotes = open.slice(open.indexOf('NOTES:'));
+      expect(openNotes).toContain('kvctl --url http://127.0.0.1:3000 cluster');
+      expect(openNotes).not.toMatch(/TOKEN/);
     },
     TEST_TIMEOUT_MS,
   );
