@@ -35,6 +35,7 @@ const CODE_BY_STATUS: Readonly<Record<number, string>> = {
   413: 'payload_too_large',
   415: 'unsupported_media_type',
   429: 'rate_limited',
+  501: 'not_implemented',
   502: 'unavailable',
   503: 'unavailable',
   504: 'timeout',

@@ -11,6 +11,7 @@ export type ApiErrorCode =
   | 'rate_limited'
   | 'unavailable'
   | 'not_ready'
+  | 'not_implemented'
   | 'internal';
 
 /** An error meant for the client: the status and a JSON body `{ error: { code, message } }`. */

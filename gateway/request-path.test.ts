@@ -168,6 +168,50 @@ describe('with every replica up', () => {
     expect(names(got)).toHaveLength(3);
   });
 
+  it('refuses a precondition it does not evaluate with 501 naming the header, and writes nothing', async () => {
+    expect((await request('PUT', '/v1/kv/rp-cond', { body: 'kept' })).status).toBe(200);
+    const etag = (await request('GET', '/v1/kv/rp-cond')).headers.get('etag') as string;
+    const refused: Array<[string, string, Record<string, string>, string, string?]> = [
+      ['PUT', '/v1/kv/rp-cond', { 'If-Match': etag }, 'If-Match', 'overwritten'],
+      ['PUT', '/v1/kv/rp-cond', { 'If-None-Match': '*' }, 'If-None-Match', 'overwritten'],
+      [
+        'PUT',
+        '/v1/kv/rp-cond',
+        { 'If-Unmodified-Since': new Date().toUTCString() },
+        'If-Unmodified-Since',
+        'x',
+      ],
+      ['DELETE', '/v1/kv/rp-cond', { 'If-Match': etag }, 'If-Match'],
+      ['DELETE', '/delete?key=rp-cond', { 'If-Match': etag }, 'If-Match'],
+      ['GET', '/v1/kv/rp-cond', { 'If-Match': '"0-0-x"' }, 'If-Match'],
+    ];
+    for (const [method, target, headers, name, body] of refused) {
+      const res = await request(method, target, { headers, body });
+      const reply = (await res.json()) as { error: { code: string; message: string } };
+      expect([method, target, res.status, reply.error.code]).toEqual([
+        method,
+        target,
+        501,
+        'not_implemented',
+      ]);
+      expect(reply.error.message).toContain(name);
+    }
+    // Through express too (a compressed body) and the original design's /put.
+    const gz = await request('PUT', '/v1/kv/rp-cond', {
+      body: gzipSync(Buffer.from('overwritten')),
+      headers: { 'Content-Encoding': 'gzip', 'If-Match': etag },
+    });
+    expect(gz.status).toBe(501);
+    const legacy = await request('POST', '/put', {
+      body: JSON.stringify({ key: 'rp-cond', value: 'overwritten' }),
+      headers: { 'Content-Type': 'application/json', 'If-None-Match': '*' },
+    });
+    expect(legacy.status).toBe(501);
+    expect(await stored('rp-cond')).toBe('kept');
+    const after = await request('GET', '/v1/kv/rp-cond');
+    expect(after.headers.get('etag')).toBe(etag);
+  });
+
   it("serves the original design's routes with the same operations", async () => {
     const put = await request('POST', '/put', {
       body: JSON.stringify({ key: 'rp-legacy', value: 'v1' }),

@@ -1,6 +1,7 @@
 import type { Principal } from '../../common/api-keys';
 import type { Consistency } from '../../common/consistency';
 import { formatVersion, type Version } from '../../common/hlc';
+import { ApiError } from '../api-error';
 import { jsonResult, type ApiRequest, type ApiResult } from '../api-request';
 import type { Authoriser } from '../authoriser';
 import type { Coordinator } from '../coordinator';
@@ -43,4 +44,26 @@ export function requestConsistency(req: ApiRequest): Consistency {
 /** The answer to a write on /v1/kv: the key and the version it was written at. */
 export function writtenResult(key: Buffer, version: Version): ApiResult {
   return jsonResult(200, { key: key.toString('utf8'), version: formatVersion(version) });
+}
+
+/**
+ * Preconditions kvstore does not evaluate yet (compare-and-set is its own piece of work). RFC 9110
+ * (section 13.2.1) forbids performing a method as if an unevaluated precondition had passed, so a
+ * write or delete carrying one is refused with 501, naming the header, before its body is read.
+ * If-Modified-Since is ignored on writes by the RFC itself, and GET's If-None-Match is evaluated (304).
+ */
+const WRITE_PRECONDITIONS = ['if-match', 'if-none-match', 'if-unmodified-since'] as const;
+/** On a read, If-Match and If-Unmodified-Since would turn a mismatch into 412: refused the same way. */
+const READ_PRECONDITIONS = ['if-match', 'if-unmodified-since'] as const;
+
+export function refuseUnevaluatedPreconditions(req: ApiRequest, kind: 'read' | 'write'): void {
+  for (const name of kind === 'write' ? WRITE_PRECONDITIONS : READ_PRECONDITIONS) {
+    if (req.headers[name] !== undefined) {
+      throw new ApiError(
+        501,
+        'not_implemented',
+        `${name.replace(/(^|-)[a-z]/g, (c) => c.toUpperCase())} is not supported yet: the ${kind} was not performed (kvstore does not evaluate preconditions on ${kind}s)`,
+      );
+    }
+  }
 }

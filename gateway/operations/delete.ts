@@ -4,6 +4,7 @@ import { parseKey } from '../request-input';
 import {
   authoriseKey,
   kvPathKey,
+  refuseUnevaluatedPreconditions,
   requestConsistency,
   writtenResult,
   type Operation,
@@ -25,6 +26,7 @@ export const legacyDelete: Operation = async (ops, req, principal) => {
 
 function deleteKey(ops: OperationDeps, req: ApiRequest, principal: Principal, key: Buffer) {
   authoriseKey(ops, req, principal, key);
+  refuseUnevaluatedPreconditions(req, 'write');
   const consistency = requestConsistency(req);
   return ops.coordinator.delete(key, { consistency, rid: req.rid });
 }

@@ -4,7 +4,14 @@ import type { KvRecord } from '../../common/record';
 import { ApiError } from '../api-error';
 import { jsonResult, type ApiRequest } from '../api-request';
 import { parseKey } from '../request-input';
-import { authoriseKey, kvPathKey, requestConsistency, type Operation, type OperationDeps } from './context';
+import {
+  authoriseKey,
+  kvPathKey,
+  refuseUnevaluatedPreconditions,
+  requestConsistency,
+  type Operation,
+  type OperationDeps,
+} from './context';
 
 /** GET /v1/kv/{key}: the value's bytes, its version as the ETag; 404 when the key has none. */
 export const getValue: Operation = async (ops, req, principal) => {
@@ -31,6 +38,7 @@ async function readRecord(
   key: Buffer,
 ): Promise<KvRecord> {
   authoriseKey(ops, req, principal, key);
+  refuseUnevaluatedPreconditions(req, 'read');
   const consistency = requestConsistency(req);
   const rec = await ops.coordinator.get(key, { consistency, rid: req.rid });
   if (!rec) throw new ApiError(404, 'not_found', 'key not found');

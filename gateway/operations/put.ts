@@ -5,6 +5,7 @@ import { parseKey, parseTtl } from '../request-input';
 import {
   authoriseKey,
   kvPathKey,
+  refuseUnevaluatedPreconditions,
   requestConsistency,
   writtenResult,
   type Operation,
@@ -18,6 +19,7 @@ import {
 export const putValue: Operation = async (ops, req, principal) => {
   const key = kvPathKey(ops, req);
   authoriseKey(ops, req, principal, key);
+  refuseUnevaluatedPreconditions(req, 'write');
   const consistency = requestConsistency(req);
   const ttlSeconds = parseTtl(req.query('ttl'));
   const value = await req.readBody();
@@ -41,6 +43,7 @@ export async function legacyPut(
   const { key: rawKey, value: rawValue } = body as { key?: unknown; value?: unknown };
   const key = parseKey(rawKey, ops.limits);
   authoriseKey(ops, req, principal, key);
+  refuseUnevaluatedPreconditions(req, 'write');
   if (typeof rawValue !== 'string') throw new ApiError(400, 'bad_request', 'value must be a string');
   const value = Buffer.from(rawValue, 'utf8');
   if (value.length > ops.limits.maxValueBytes) {
