@@ -8,6 +8,7 @@ import {
   newerRecord,
   recordDigest,
   supersedes,
+  withoutContentType,
   type KvRecord,
 } from './record';
 
@@ -32,6 +33,26 @@ describe('record codec', () => {
     );
   });
 
+  it('holds a content type after the expiry, under flag 4', () => {
+    const rec: KvRecord = {
+      version: v(1000, 2, 'g1'),
+      value: Buffer.from('hi'),
+      tombstone: false,
+      contentType: 'a/b',
+    };
+    // flags 4 | ... | u8 3 "a/b" | value "hi"
+    expect(encodeRecord(rec).toString('hex')).toBe(
+      '01' + '04' + '408f400000000000' + '00000002' + '02' + '6731' + '03' + '612f62' + '6869',
+    );
+    expect(decodeRecord(encodeRecord(rec)).contentType).toBe('a/b');
+    for (const bad of ['', ' leading space', 'caf\u00e9', 'tab\there', 'x'.repeat(256)]) {
+      expect(() => encodeRecord({ ...rec, contentType: bad })).toThrow(CorruptDataError);
+    }
+    // A zero length or an overrun is corrupt, not an empty type.
+    const zero = Buffer.from('01' + '04' + '408f400000000000' + '00000002' + '02' + '6731' + '00', 'hex');
+    expect(() => decodeRecord(zero)).toThrow(CorruptDataError);
+  });
+
   it('round-trips any record', () => {
     const arbRecord = fc.record(
       {
@@ -43,6 +64,7 @@ describe('record codec', () => {
         value: fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
         tombstone: fc.boolean(),
         expiresAt: fc.integer({ min: 0, max: 2 ** 50 }),
+        contentType: fc.stringMatching(/^[\x21-\x7e][\x20-\x7e]{0,254}$/),
       },
       { requiredKeys: ['version', 'value', 'tombstone'] },
     );
@@ -57,6 +79,11 @@ describe('record codec', () => {
         expect(decodeRecord(digest)).toEqual({ ...rec, value: Buffer.alloc(0) });
         expect(digest.buffer).toBe(encoded.buffer);
         expect(encodeRecord({ ...rec, value: Buffer.alloc(0) }).equals(digest)).toBe(true);
+        // For a peer that predates content types: the same record without one, nothing else changed.
+        const plain: KvRecord = { ...rec };
+        delete (plain as { contentType?: string }).contentType;
+        expect(withoutContentType(encoded).equals(encodeRecord(plain))).toBe(true);
+        if (rec.contentType === undefined) expect(withoutContentType(encoded)).toBe(encoded);
       }),
       { seed: 1, numRuns: 1000 },
     );

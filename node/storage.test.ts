@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Storage, storageKey } from './storage';
+import { MAX_NUMBERED_CONTENT_TYPES, Storage, storageKey } from './storage';
 import { encodeRecord, recordDigest, type KvRecord } from '../common/record';
 
 function tmpDir(): string {
@@ -267,6 +267,51 @@ describe('Storage ranges and hooks', () => {
     });
     expect([...numbers2.getRange()].length).toBe(1 + 2 * (writers.length + 1));
     await check.close();
+  });
+
+  it('stores a content type as a number of its own, kept across reopen; past the bound it is spelt out', async () => {
+    const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    const wall = Date.now();
+    const typed = (i: number, contentType: string): KvRecord => ({
+      version: { wall, logical: i, writer: 'g1' },
+      value: Buffer.alloc(100, i),
+      tombstone: false,
+      contentType,
+    });
+    await Promise.all(
+      ['application/json', 'text/plain; charset=utf-8', 'application/json'].map((t, i) =>
+        s.applyRecord(1, Buffer.from(`k${i}`), typed(i, t)),
+      ),
+    );
+    // The bound: one more type than a node numbers, each in a transaction of its own.
+    for (let i = 0; i < MAX_NUMBERED_CONTENT_TYPES; i++) {
+      await s.applyRecord(2, Buffer.from(`t${i}`), typed(i, `x-test/t${i}`));
+    }
+    await s.close();
+
+    const { open } = await import('lmdb');
+    const raw = open({ path: dir, maxDbs: 8 });
+    const data = raw.openDB<Buffer, Buffer>({ name: 'data', keyEncoding: 'binary', encoding: 'binary' });
+    const header = (p: number, k: string): number =>
+      (data.getBinary(storageKey(p, Buffer.from(k))) as Buffer).length - 100;
+    // 9 bytes of header and one for the type's number, the same number for the same type.
+    expect([header(1, 'k0'), header(1, 'k1'), header(1, 'k2')]).toEqual([10, 10, 10]);
+    // Types 3 .. 4096 got numbers (two bytes from the 128th name on); the one past the bound did not.
+    const last = `t${MAX_NUMBERED_CONTENT_TYPES - 1}`;
+    expect(header(2, 't200')).toBe(12); // 9, a second byte for logical 200, two for type number 204
+    expect(header(2, last)).toBe(
+      encodeRecord(typed(MAX_NUMBERED_CONTENT_TYPES - 1, `x-test/${last}`)).length - 100,
+    );
+    await raw.close();
+
+    const again = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });
+    expect(again.get(1, Buffer.from('k1'))).toEqual(typed(1, 'text/plain; charset=utf-8'));
+    expect(again.getEncoded(1, Buffer.from('k0'))?.equals(encodeRecord(typed(0, 'application/json')))).toBe(
+      true,
+    );
+    expect(again.get(2, Buffer.from(last))?.contentType).toBe(`x-test/${last}`);
+    expect(again.get(2, Buffer.from('t5'))?.contentType).toBe('x-test/t5');
+    await again.close();
   });
 
   it('reads, replaces, purges and drops records stored in the wire form (before the compact form existed)', async () => {

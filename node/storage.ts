@@ -14,10 +14,14 @@ import {
   decodeStoredRecord,
   encodeStoredRecord,
   storedDigest,
+  contentTypeName,
   storedToWire,
 } from './stored-record';
 import { TransactionBudget } from './transaction-budget';
 import { WriterIds } from './writer-ids';
+
+/** Content types a node numbers for compact storage; records of others spell theirs out. */
+export const MAX_NUMBERED_CONTENT_TYPES = 4096;
 
 /**
  * The node's embedded database: LMDB on the node's volume. Keys are
@@ -234,7 +238,8 @@ export class Storage {
   private async commit(batch: readonly DecodedWrite[]): Promise<boolean[]> {
     if (!this.budget.tryAcquire(batch.length)) await this.budget.acquire(batch.length);
     const changes: AppliedChange[] = [];
-    // Writer numbers given or looked up on disk inside the transaction: memory learns them after commit.
+    // Writer and content type numbers given or looked up on disk inside the transaction: memory learns
+    // them after commit.
     const numbered = new Map<string, number>();
     let applied: boolean[];
     try {
@@ -243,16 +248,31 @@ export class Storage {
           const currentRaw = this.fast(key);
           const current = currentRaw ? decodeStoredHeader(currentRaw, this.writers) : undefined;
           if (!supersedes(rec, current)) return false;
-          const writer = rec.version.writer;
-          let writerId = this.writers.known(writer) ?? numbered.get(writer);
-          if (writerId === undefined) {
-            writerId = this.writers.idInTransaction(writer);
-            numbered.set(writer, writerId);
-          }
-          this.data.putSync(
-            key,
-            encodeStoredRecord(rec, writerId, w.record.subarray(valueOffset)) ?? w.record,
-          );
+          const numberOf = (name: string): number => {
+            let id = this.writers.known(name) ?? numbered.get(name);
+            if (id === undefined) {
+              id = this.writers.idInTransaction(name);
+              numbered.set(name, id);
+            }
+            return id;
+          };
+          const type = rec.contentType === undefined ? undefined : contentTypeName(rec.contentType);
+          // Past MAX_NUMBERED_CONTENT_TYPES a new type is not numbered (clients choose types, and every
+          // number stays in memory): such a record is stored in its wire form, which spells it out.
+          const numberable =
+            type === undefined ||
+            this.writers.known(type) !== undefined ||
+            numbered.has(type) ||
+            this.writers.contentTypes < MAX_NUMBERED_CONTENT_TYPES;
+          const stored = numberable
+            ? encodeStoredRecord(
+                rec,
+                numberOf(rec.version.writer),
+                w.record.subarray(valueOffset),
+                type === undefined ? undefined : numberOf(type),
+              )
+            : undefined;
+          this.data.putSync(key, stored ?? w.record);
           changes.push({ partition, key: userKey, previous: current, next: rec });
           return true;
         }),

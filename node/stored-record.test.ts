@@ -6,18 +6,28 @@ import {
   decodeStoredRecord,
   encodeStoredRecord,
   storedDigest,
+  contentTypeName,
   storedToWire,
   type WriterNames,
 } from './stored-record';
 
-/** A fixed numbering: writer n is `w${n}` (the real one is node/writer-ids.ts, on disk). */
+/**
+ * A fixed numbering (the real one is node/writer-ids.ts, on disk): writer n is `w${n}`, and from
+ * TYPES on, n is the content type `type/${n}` (interned after a space, as contentTypeName does).
+ */
+const TYPES = 2 ** 31;
+const nameOf = (id: number): string | undefined =>
+  id >= TYPES ? contentTypeName(`type/${id}`) : id >= 1 ? `w${id}` : undefined;
 const names: WriterNames = {
-  nameOf: (id) => (id >= 1 ? `w${id}` : undefined),
-  bytesOf: (id) => (id >= 1 ? Buffer.from(`w${id}`) : undefined),
+  nameOf,
+  bytesOf: (id) => {
+    const name = nameOf(id);
+    return name === undefined ? undefined : Buffer.from(name);
+  },
 };
 
-function stored(rec: KvRecord, writerId: number): Buffer {
-  const out = encodeStoredRecord(rec, writerId, rec.value);
+function stored(rec: KvRecord, writerId: number, typeId?: number): Buffer {
+  const out = encodeStoredRecord(rec, writerId, rec.value, typeId);
   if (!out) throw new Error('expected the compact form');
   return out;
 }
@@ -28,21 +38,23 @@ const arbRecord = (walls: fc.Arbitrary<number>) =>
       {
         wall: walls,
         logical: fc.integer({ min: 0, max: 0xffffffff }),
-        writerId: fc.integer({ min: 1, max: 0xffffffff }),
+        writerId: fc.integer({ min: 1, max: TYPES - 1 }),
+        typeId: fc.integer({ min: TYPES, max: 0xffffffff }),
         value: fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
         tombstone: fc.boolean(),
         expiresAt: walls,
       },
       { requiredKeys: ['wall', 'logical', 'writerId', 'value', 'tombstone'] },
     )
-    .map(({ wall, logical, writerId, value, tombstone, expiresAt }) => {
+    .map(({ wall, logical, writerId, typeId, value, tombstone, expiresAt }) => {
       const rec: KvRecord = {
         version: { wall, logical, writer: `w${writerId}` },
         value: tombstone ? Buffer.alloc(0) : value,
         tombstone,
         ...(expiresAt === undefined ? {} : { expiresAt }),
+        ...(typeId === undefined ? {} : { contentType: `type/${typeId}` }),
       };
-      return { rec, writerId };
+      return { rec, writerId, typeId };
     });
 
 describe('stored record codec', () => {
@@ -69,12 +81,23 @@ describe('stored record codec', () => {
     };
     expect(stored(gateway, 1).length).toBe(109);
     expect(encodeRecord(gateway).length).toBe(123);
+    // A content type costs its number (one byte for the first 127 a node sees), where the wire spells it out.
+    const typed: KvRecord = { ...gateway, contentType: 'application/json' };
+    expect(stored(typed, 1, 3).length).toBe(110);
+    expect(stored(typed, 1, 3).toString('hex', 0, 1)).toBe('24');
+    expect(encodeRecord(typed).length).toBe(123 + 1 + 'application/json'.length);
+    // The number names a content type, not a writer: a writer's name there is corrupt data.
+    const wrong = stored({ ...gateway, contentType: 'w1' }, 1, 1);
+    expect(() => decodeStoredRecord(wrong, names)).toThrow(/unknown content type number 1/);
+    // A header says it has a content type exactly when it is given one's number.
+    expect(() => encodeStoredRecord(typed, 1, typed.value)).toThrow(CorruptDataError);
+    expect(() => encodeStoredRecord(gateway, 1, gateway.value, 3)).toThrow(CorruptDataError);
   });
 
   it('converts any record to its wire form, digest and value exactly', () => {
     fc.assert(
-      fc.property(arbRecord(fc.integer({ min: 0, max: 2 ** 48 - 1 })), ({ rec, writerId }) => {
-        const b = stored(rec, writerId);
+      fc.property(arbRecord(fc.integer({ min: 0, max: 2 ** 48 - 1 })), ({ rec, writerId, typeId }) => {
+        const b = stored(rec, writerId, typeId);
         const wire = encodeRecord(rec);
         expect(storedToWire(b, names).equals(wire)).toBe(true);
         expect(storedDigest(b, names).equals(recordDigest(wire))).toBe(true);
@@ -93,8 +116,8 @@ describe('stored record codec', () => {
       fc.double({ min: 0, max: 2 ** 40, noNaN: true }).filter((d) => !Number.isInteger(d)),
     );
     fc.assert(
-      fc.property(arbRecord(odd), ({ rec, writerId }) => {
-        expect(encodeStoredRecord(rec, writerId, rec.value)).toBeUndefined();
+      fc.property(arbRecord(odd), ({ rec, writerId, typeId }) => {
+        expect(encodeStoredRecord(rec, writerId, rec.value, typeId)).toBeUndefined();
         // Storage keeps the wire bytes then (and records written before the compact form existed).
         const wire = encodeRecord(rec);
         expect(storedToWire(wire, names).equals(wire)).toBe(true);
@@ -113,7 +136,8 @@ describe('stored record codec', () => {
     const bad: Buffer[] = [
       Buffer.alloc(0),
       Buffer.from([0x99]),
-      Buffer.from([0x24, ...good.subarray(1)]), // unknown flag
+      Buffer.from([0x28, ...good.subarray(1)]), // unknown flag
+      Buffer.from([0x24, ...good.subarray(1, 9)]), // content type flag, its number runs off the end
       good.subarray(0, 8), // too short
       Buffer.from('20000000000005ffffffffff01', 'hex'), // logical varint of six bytes
       Buffer.from('200000000000058080808010' + '01', 'hex'), // logical above 32 bits

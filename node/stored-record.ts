@@ -11,8 +11,11 @@ import {
  * How a record sits on the node's disk. The wire format (common/record.ts, format 1) spends 23 B
  * of header on a 100 B value: an f64 wall clock, a u32 logical counter and the writer id spelled
  * out (a gateway pod name in Kubernetes: ~30 B). On disk the same header is 9 B:
- *   u8 (0x20 | flags) | u48 wall ms | varint logical | varint writer number | [u48 expiresAt ms] | value
- * where the writer number is this node's own interning of the writer id (WriterNames). The value
+ *   u8 (0x20 | flags) | u48 wall ms | varint logical | varint writer number | [u48 expiresAt ms] |
+ *   [varint content type number] | value
+ * where the writer and content type numbers are this node's own interning of the writer id and the
+ * content type (WriterNames; a content type is interned as its text after a space, which no writer id
+ * holds, so one table numbers both). Flags: 1 tombstone, 2 expiry, 4 content type. The value
  * bytes are the wire record's, so a record converts between the two without parsing the value.
  * A record whose times are not whole milliseconds in u48 range is stored in its wire format
  * unchanged, and records written before this format existed are read as they are: both formats
@@ -22,7 +25,13 @@ const FORMAT_COMPACT = 0x20;
 const FORMAT_MASK = 0xf0;
 const FLAG_TOMBSTONE = 1;
 const FLAG_EXPIRY = 2;
+const FLAG_CONTENT_TYPE = 4;
 const FORMAT_WIRE = 1;
+
+/** A content type's name in the node's table of numbered names: no writer id starts with a space. */
+export function contentTypeName(type: string): string {
+  return ` ${type}`;
+}
 const MAX_U48 = 2 ** 48;
 
 /** The node's table of writer numbers (node/writer-ids.ts): numbers to writer ids, as text and as bytes. */
@@ -71,23 +80,41 @@ function readVarint(b: Buffer, o: number): { n: number; o: number } {
 }
 
 /**
- * The on-disk form of a record given as its header and value, with `writerId` the writer's number;
- * undefined when the compact form cannot hold its times (the wire form is stored then).
+ * The on-disk form of a record given as its header and value, with `writerId` the writer's number
+ * and `typeId` its content type's (when it has one); undefined when the compact form cannot hold its
+ * times (the wire form is stored then).
  */
 export function encodeStoredRecord(
   header: RecordHeader,
   writerId: number,
   value: Uint8Array,
+  typeId?: number,
 ): Buffer | undefined {
   const { wall, logical } = header.version;
   const hasExpiry = header.expiresAt !== undefined;
   if (!isU48(wall) || (hasExpiry && !isU48(header.expiresAt as number))) return undefined;
-  if (!Number.isInteger(writerId) || writerId < 0 || writerId > 0xffffffff) {
-    throw new CorruptDataError(`writer number ${writerId} cannot be stored`);
+  checkNumber(writerId, 'writer');
+  const hasType = header.contentType !== undefined;
+  if (hasType !== (typeId !== undefined)) {
+    throw new CorruptDataError(
+      'a stored record has a content type number exactly when it has a content type',
+    );
   }
-  const size = 1 + 6 + varintSize(logical) + varintSize(writerId) + (hasExpiry ? 6 : 0) + value.length;
+  if (hasType) checkNumber(typeId as number, 'content type');
+  const size =
+    1 +
+    6 +
+    varintSize(logical) +
+    varintSize(writerId) +
+    (hasExpiry ? 6 : 0) +
+    (hasType ? varintSize(typeId as number) : 0) +
+    value.length;
   const out = Buffer.allocUnsafe(size);
-  out[0] = FORMAT_COMPACT | (header.tombstone ? FLAG_TOMBSTONE : 0) | (hasExpiry ? FLAG_EXPIRY : 0);
+  out[0] =
+    FORMAT_COMPACT |
+    (header.tombstone ? FLAG_TOMBSTONE : 0) |
+    (hasExpiry ? FLAG_EXPIRY : 0) |
+    (hasType ? FLAG_CONTENT_TYPE : 0);
   out.writeUIntBE(wall, 1, 6);
   let o = writeVarint(out, 7, logical);
   o = writeVarint(out, o, writerId);
@@ -95,8 +122,15 @@ export function encodeStoredRecord(
     out.writeUIntBE(header.expiresAt as number, o, 6);
     o += 6;
   }
+  if (hasType) o = writeVarint(out, o, typeId as number);
   out.set(value, o);
   return out;
+}
+
+function checkNumber(n: number, what: string): void {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) {
+    throw new CorruptDataError(`${what} number ${n} cannot be stored`);
+  }
 }
 
 /**
@@ -112,7 +146,7 @@ export function decodeStoredLayout(
   if ((buf[0] & FORMAT_MASK) !== FORMAT_COMPACT)
     throw new CorruptDataError(`unknown stored record format ${buf[0]}`);
   const flags = buf[0] & ~FORMAT_MASK;
-  if (flags & ~(FLAG_TOMBSTONE | FLAG_EXPIRY))
+  if (flags & ~(FLAG_TOMBSTONE | FLAG_EXPIRY | FLAG_CONTENT_TYPE))
     throw new CorruptDataError(`unknown stored record flags ${flags}`);
   if (buf.length < 9) throw new CorruptDataError(`stored record of ${buf.length} bytes is too short`);
   const wall = buf.readUIntBE(1, 6);
@@ -124,12 +158,28 @@ export function decodeStoredLayout(
     throw new CorruptDataError(`stored record names unknown writer number ${writerId.n}`);
   const version = { wall, logical: logical.n, writer };
   const tombstone = (flags & FLAG_TOMBSTONE) !== 0;
-  if ((flags & FLAG_EXPIRY) === 0)
-    return { header: { version, tombstone }, valueOffset: o, writerId: writerId.n };
-  if (o + 6 > buf.length) throw new CorruptDataError('stored record header overruns its buffer');
-  const expiresAt = buf.readUIntBE(o, 6);
-  o += 6;
-  return { header: { version, tombstone, expiresAt }, valueOffset: o, writerId: writerId.n };
+  let expiresAt: number | undefined;
+  if (flags & FLAG_EXPIRY) {
+    if (o + 6 > buf.length) throw new CorruptDataError('stored record header overruns its buffer');
+    expiresAt = buf.readUIntBE(o, 6);
+    o += 6;
+  }
+  let contentType: string | undefined;
+  if (flags & FLAG_CONTENT_TYPE) {
+    const typeId = readVarint(buf, o);
+    o = typeId.o;
+    const name = names.nameOf(typeId.n);
+    if (name === undefined || !name.startsWith(' '))
+      throw new CorruptDataError(`stored record names unknown content type number ${typeId.n}`);
+    contentType = name.slice(1);
+  }
+  const header: RecordHeader = {
+    version,
+    tombstone,
+    ...(expiresAt === undefined ? {} : { expiresAt }),
+    ...(contentType === undefined ? {} : { contentType }),
+  };
+  return { header, valueOffset: o, writerId: writerId.n };
 }
 
 export function decodeStoredHeader(buf: Buffer, names: WriterNames): RecordHeader {

@@ -3,14 +3,15 @@ import { CorruptDataError } from '../common/errors';
 import type { WriterNames } from './stored-record';
 
 /*
- * This node's numbering of writer ids (gateway names, node names), so that a stored record names
- * its writer in one or two bytes (node/stored-record.ts). Kept in its own sub-database of the
+ * This node's numbering of writer ids (gateway names, node names) and content types (interned as
+ * the type after a space, node/stored-record.ts contentTypeName), so that a stored record names its
+ * writer and its content type in one or two bytes each (node/stored-record.ts). Kept in its own sub-database of the
  * node's LMDB environment:
  *   [0x00]             -> u32 last number given
  *   [0x01][u32 number] -> writer id
  *   [0x02][writer id]  -> u32 number
  * A number is given inside the write transaction of the first record that needs it, so it is on
- * disk exactly when that record is. Writers are few (one per gateway process that ever wrote), so
+ * disk exactly when that record is. Writers are few (one per gateway process that ever wrote) and so are content types, so
  * every entry is held in memory; what memory holds is always committed.
  */
 const LAST_KEY = Buffer.from([0x00]);
@@ -31,6 +32,8 @@ function nameKey(name: string): Buffer {
 export class WriterIds implements WriterNames {
   private readonly ids = new Map<string, number>();
   private readonly names = new Map<number, { name: string; bytes: Buffer }>();
+  /** Names held that start with a space: content types (node/stored-record.ts contentTypeName). */
+  private spaced = 0;
   /** Numbers given by a transaction that memory has not learnt yet (`remember`, `forget`). */
   private readonly unsettled = new Set<number>();
 
@@ -43,7 +46,13 @@ export class WriterIds implements WriterNames {
       const name = value.toString('utf8');
       this.ids.set(name, id);
       this.names.set(id, { name, bytes: Buffer.from(name, 'utf8') });
+      if (name.startsWith(' ')) this.spaced++;
     }
+  }
+
+  /** How many content types are numbered (committed): the node bounds them (node/storage.ts). */
+  get contentTypes(): number {
+    return this.spaced;
   }
 
   /** The writer's number if it is committed; undefined when `idInTransaction` must be asked. */
@@ -74,6 +83,7 @@ export class WriterIds implements WriterNames {
 
   /** After commit: the numbers a transaction used are kept in memory. */
   remember(writer: string, id: number): void {
+    if (!this.ids.has(writer) && writer.startsWith(' ')) this.spaced++;
     this.ids.set(writer, id);
     this.names.set(id, { name: writer, bytes: Buffer.from(writer, 'utf8') });
     this.unsettled.delete(id);
