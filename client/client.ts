@@ -178,16 +178,21 @@ export class KeyValueStoreClient {
     if (entry.version === undefined) {
       throw new KvClientError('bad_response', 'the response has no ETag carrying the version', entry.ctx);
     }
-    return { value: entry.value, version: entry.version };
+    return { value: entry.value, version: entry.version, contentType: entry.contentType };
   }
 
-  /** Stores the value's bytes as sent and returns the version the write got. Never retried here. */
+  /**
+   * Stores the value's bytes as sent, with `contentType` (default application/octet-stream) kept
+   * beside them, and returns the version the write got. Never retried here.
+   */
   async putEntry(key: string, value: string | Uint8Array, opts: PutOptions = {}): Promise<WriteResult> {
     const path = `/v1/kv/${encodeKey(key)}`;
     const body = toBody(value);
     const query: Record<string, string> = {};
     if (opts.ttlSeconds !== undefined) query.ttl = String(checkPositiveInt('ttlSeconds', opts.ttlSeconds));
-    const answer = await this.send({ method: 'PUT', path, query, body, opts });
+    const contentType =
+      opts.contentType === undefined ? undefined : checkHeader('content-type', opts.contentType);
+    const answer = await this.send({ method: 'PUT', path, query, body, contentType, opts });
     return writeResult(this.json(answer), answer.ctx);
   }
 
@@ -273,12 +278,22 @@ export class KeyValueStoreClient {
   private async read(
     key: string,
     opts: RequestOptions = {},
-  ): Promise<{ value: Buffer; version: string | undefined; ctx: Answer['ctx'] } | null> {
+  ): Promise<{
+    value: Buffer;
+    version: string | undefined;
+    contentType: string;
+    ctx: Answer['ctx'];
+  } | null> {
     const answer = await this.send({ method: 'GET', path: `/v1/kv/${encodeKey(key)}`, opts });
     // Only the gateway's own not_found means absent: a 404 page from a proxy or a wrong URL must not read as null.
     if (answer.res.status === 404 && errorBody(answer.body)?.code === 'not_found') return null;
     this.throwIfError(answer);
-    return { value: answer.body, version: parseEtag(answer.res.headers.get('etag')), ctx: answer.ctx };
+    return {
+      value: answer.body,
+      version: parseEtag(answer.res.headers.get('etag')),
+      contentType: answer.res.headers.get('content-type') ?? 'application/octet-stream',
+      ctx: answer.ctx,
+    };
   }
 
   /** Throws the server's error for a non-2xx answer. */

@@ -32,12 +32,16 @@ export interface RequestOptions {
 export interface PutOptions extends RequestOptions {
   /** The record expires after this many whole seconds. */
   ttlSeconds?: number;
+  /** Stored with the value and given back on reads (`Entry.contentType`). Default application/octet-stream. */
+  contentType?: string;
 }
 
 export interface Entry {
   value: Buffer;
   /** Opaque; compare for equality only. */
   version: string;
+  /** The Content-Type the value was written with (application/octet-stream when none was given). */
+  contentType: string;
 }
 
 export interface WriteResult {

@@ -4,6 +4,13 @@ import type { HybridLogicalClock } from './hlc';
 import type { Logger } from './logger';
 import { encodeFrame, FrameDecoder, writeFrames } from './rpc-frame';
 import {
+  announcedFormat,
+  needsFormat2,
+  RECORD_FORMAT,
+  requestForFormat,
+  type RecordFormat,
+} from './record-format';
+import {
   fromWireClock,
   toWireClock,
   type NodeStatus,
@@ -75,6 +82,10 @@ export class RpcClient {
   private lastStatus: NodeStatus = 'unknown';
   private closed = false;
   private readonly authFrame: Buffer | undefined;
+  /** What the node on the current connection reads (its replies say); undefined until one arrives. */
+  private peerFormat: RecordFormat | undefined;
+  /** An `info` call asking the node its format, while one is out. */
+  private probe: Promise<void> | undefined;
 
   constructor(private readonly opts: RpcClientOptions) {
     const auth: RpcAuthFrame | undefined = opts.token === undefined ? undefined : { auth: opts.token };
@@ -100,6 +111,32 @@ export class RpcClient {
 
   call<Op extends RpcOp>(body: Extract<RpcRequestBody, { op: Op }>, rid?: string): Promise<ReplyByOp[Op]> {
     if (this.closed) return Promise.reject(new RpcError('unavailable', this.opts.nodeId, 'client closed'));
+    // Records with content types go only to a node known to read them: the first such write on a
+    // connection waits for one round trip that asks (a node of an older release would refuse them).
+    if (this.peerFormat === undefined && needsFormat2(body)) {
+      return this.learnFormat().then(() => this.send(body, rid));
+    }
+    return this.send(body, rid);
+  }
+
+  private learnFormat(): Promise<void> {
+    this.probe ??= this.send({ op: 'info' }).then(
+      () => {
+        this.probe = undefined;
+      },
+      () => {
+        // Unreachable or slow: the write goes as a format-1 node could read it (and fails the same way).
+        this.probe = undefined;
+      },
+    );
+    return this.probe;
+  }
+
+  private send<Op extends RpcOp>(
+    body: Extract<RpcRequestBody, { op: Op }>,
+    rid?: string,
+  ): Promise<ReplyByOp[Op]> {
+    if (this.closed) return Promise.reject(new RpcError('unavailable', this.opts.nodeId, 'client closed'));
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
     const frame = encodeFrame({
@@ -107,7 +144,8 @@ export class RpcClient {
       epoch: this.opts.epoch(),
       clock: toWireClock(this.opts.clock.stamp()),
       ...(rid ? { rid } : {}),
-      body,
+      rf: RECORD_FORMAT,
+      body: requestForFormat(body, this.peerFormat ?? 1),
     });
     return new Promise<ReplyByOp[Op]>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -212,6 +250,8 @@ export class RpcClient {
         failConnect('connection closed');
         if (this.socket === socket) {
           this.socket = undefined;
+          // The next connection may reach another release of the node (a rolling upgrade): ask again.
+          this.peerFormat = undefined;
           if (!this.closed) this.lastStatus = 'down';
           this.failAll(
             new RpcError('unavailable', this.opts.nodeId, `connection to ${this.opts.nodeId} closed`),
@@ -231,6 +271,7 @@ export class RpcClient {
         this.opts.log?.warn({ err, node: this.opts.nodeId }, 'ignoring clock of a node far ahead of ours');
       }
     }
+    this.peerFormat = announcedFormat(reply?.rf);
     const p = this.pending.get(reply?.id);
     if (!p) return; // timed out already
     this.pending.delete(reply.id);
@@ -257,6 +298,7 @@ export class RpcClient {
   private dropConnection(err: RpcError): void {
     const socket = this.socket;
     this.socket = undefined;
+    this.peerFormat = undefined;
     socket?.destroy();
     this.outbox = [];
     this.failAll(err);

@@ -168,6 +168,8 @@ export interface RpcRequestFrame {
   readonly clock: [number, number];
   /** request id of the public request this serves, for log correlation */
   readonly rid?: string;
+  /** the record format the sender reads (common/record-format.ts); absent from format-1 senders */
+  readonly rf?: number;
   readonly body: RpcRequestBody;
 }
 
@@ -214,7 +216,8 @@ export type RpcReply =
   | { readonly clock: [number, number]; readonly ok: true; readonly body: unknown }
   | { readonly clock: [number, number]; readonly ok: false; readonly error: RpcErrorBody };
 
-export type RpcReplyFrame = RpcReply & { readonly id: number };
+/** `rf`: the record format the node reads (common/record-format.ts); absent from format-1 nodes. */
+export type RpcReplyFrame = RpcReply & { readonly id: number; readonly rf?: number };
 
 export function toWireClock(c: ClockStamp): [number, number] {
   return [c.wall, c.logical];

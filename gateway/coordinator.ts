@@ -81,11 +81,19 @@ export class Coordinator {
   /** rotates ties between equally busy replicas, so reads spread over all of them */
   private rotation = 0;
 
-  put(key: Buffer, value: Buffer, opts: OpOptions & { ttlSeconds?: number }): Promise<Version> {
+  put(
+    key: Buffer,
+    value: Buffer,
+    opts: OpOptions & { ttlSeconds?: number; contentType?: string },
+  ): Promise<Version> {
     const version = this.clock.now();
-    const base = { version, value, tombstone: false };
-    const rec: KvRecord =
-      opts.ttlSeconds === undefined ? base : { ...base, expiresAt: version.wall + opts.ttlSeconds * 1000 };
+    const rec: KvRecord = {
+      version,
+      value,
+      tombstone: false,
+      ...(opts.ttlSeconds === undefined ? {} : { expiresAt: version.wall + opts.ttlSeconds * 1000 }),
+      ...(opts.contentType === undefined ? {} : { contentType: opts.contentType }),
+    };
     return this.write(key, rec, opts, 'put');
   }
 

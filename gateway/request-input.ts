@@ -1,4 +1,5 @@
 import { CONSISTENCY_LEVELS, type Consistency } from '../common/consistency';
+import { isValidContentType, MAX_CONTENT_TYPE_BYTES } from '../common/record';
 import { ApiError } from './api-error';
 
 /**
@@ -60,6 +61,31 @@ export function parseTtl(raw: unknown): number | undefined {
     throw new ApiError(400, 'bad_request', `ttl must be between 1 and ${MAX_TTL_SECONDS} seconds`);
   }
   return ttl;
+}
+
+/** A media type as RFC 9110 (8.3.1) writes it: type/subtype and parameters, tokens or quoted strings. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const QUOTED = '"(?:[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\[\\x20-\\x7e])*"';
+const MEDIA_TYPE_RE = new RegExp(`^${TOKEN}/${TOKEN}(?: *; *(?:${TOKEN}=(?:${TOKEN}|${QUOTED}))?)*$`);
+
+/** What a value without a stored content type is served as, so it is not stored. */
+export const DEFAULT_CONTENT_TYPE = 'application/octet-stream';
+
+/**
+ * The Content-Type of a PUT, kept with the record as sent (trimmed): undefined when absent or the
+ * default. 400 unless it is a media type of at most MAX_CONTENT_TYPE_BYTES printable ASCII bytes.
+ */
+export function parseContentType(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  const type = raw.trim();
+  if (!isValidContentType(type) || !MEDIA_TYPE_RE.test(type)) {
+    throw new ApiError(
+      400,
+      'bad_request',
+      `Content-Type must be a media type (type/subtype[; name=value]) of at most ${MAX_CONTENT_TYPE_BYTES} printable ASCII bytes`,
+    );
+  }
+  return type.toLowerCase() === DEFAULT_CONTENT_TYPE ? undefined : type;
 }
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -122,7 +122,8 @@ describe('with every replica up', () => {
     const got = await request('GET', '/v1/kv/rp-a');
     expect(got.status).toBe(200);
     expect(got.headers.get('etag')).toBe(`"${version}"`);
-    expect(got.headers.get('content-type')).toBe('application/octet-stream');
+    // What fetch sent with the string body, kept with the value.
+    expect(got.headers.get('content-type')).toBe('text/plain;charset=UTF-8');
     expect(got.headers.get('x-content-type-options')).toBe('nosniff');
     expect(got.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     expect(await got.text()).toBe('one');
@@ -166,6 +167,90 @@ describe('with every replica up', () => {
       [...r.headers.keys()].filter((n) => /^(x-frame|content-sec|strict)/.test(n));
     expect(names(stale)).toEqual(names(got));
     expect(names(got)).toHaveLength(3);
+  });
+
+  it('keeps the Content-Type a PUT sent and answers GET and HEAD with it; refuses a malformed one, storing nothing', async () => {
+    const json = await request('PUT', '/v1/kv/rp-ct', {
+      body: '{"a":1}',
+      headers: { 'Content-Type': 'application/json; charset=utf-8' },
+    });
+    expect(json.status).toBe(200);
+    const got = await request('GET', '/v1/kv/rp-ct');
+    expect([got.headers.get('content-type'), await got.text()]).toEqual([
+      'application/json; charset=utf-8',
+      '{"a":1}',
+    ]);
+    const head = await request('HEAD', '/v1/kv/rp-ct');
+    expect(head.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    // Through express (a compressed body) as well.
+    const gz = await request('PUT', '/v1/kv/rp-ct-gz', {
+      body: gzipSync(Buffer.from('<p/>')),
+      headers: { 'Content-Encoding': 'gzip', 'Content-Type': 'text/html' },
+    });
+    expect(gz.status).toBe(200);
+    expect((await request('GET', '/v1/kv/rp-ct-gz')).headers.get('content-type')).toBe('text/html');
+    // Bytes sent without one are served as bytes.
+    const bare = await request('PUT', '/v1/kv/rp-ct-bare', { body: Buffer.from([1, 2, 3]) });
+    expect(bare.status).toBe(200);
+    expect((await request('GET', '/v1/kv/rp-ct-bare')).headers.get('content-type')).toBe(
+      'application/octet-stream',
+    );
+    for (const bad of [
+      'json',
+      'text/',
+      'a/b; =x',
+      'a/b; c="unterminated',
+      'a/b; c=d e',
+      `a/${'b'.repeat(260)}`,
+    ]) {
+      const res = await request('PUT', '/v1/kv/rp-ct', {
+        body: 'overwritten',
+        headers: { 'Content-Type': bad },
+      });
+      const reply = (await res.json()) as { error: { code: string; message: string } };
+      expect([bad, res.status, reply.error.code]).toEqual([bad, 400, 'bad_request']);
+      expect(reply.error.message).toMatch(/Content-Type/);
+    }
+    expect(await stored('rp-ct')).toBe('{"a":1}');
+  });
+
+  it("the original design's /put takes any JSON value and /get gives the same value back", async () => {
+    const values: unknown[] = [
+      'text',
+      42,
+      -1.5,
+      true,
+      null,
+      [1, 'two', { three: 3 }],
+      { a: { b: [null] } },
+      '',
+    ];
+    for (const [i, value] of values.entries()) {
+      const put = await request('POST', '/put', {
+        body: JSON.stringify({ key: `rp-json-${i}`, value }),
+        headers: { 'Content-Type': 'application/json' },
+      });
+      expect([i, put.status]).toEqual([i, 200]);
+      const got = await request('GET', `/get?key=rp-json-${i}`);
+      expect(await got.json()).toEqual({ key: `rp-json-${i}`, value });
+    }
+    // A string is its UTF-8 bytes, as before; anything else its JSON text, typed so.
+    const text = await request('GET', '/v1/kv/rp-json-0');
+    expect([text.headers.get('content-type'), await text.text()]).toEqual([
+      'text/plain; charset=utf-8',
+      'text',
+    ]);
+    const object = await request('GET', '/v1/kv/rp-json-6');
+    expect([object.headers.get('content-type'), await object.text()]).toEqual([
+      'application/json',
+      '{"a":{"b":[null]}}',
+    ]);
+    const missing = await request('POST', '/put', {
+      body: JSON.stringify({ key: 'rp-json-missing' }),
+      headers: { 'Content-Type': 'application/json' },
+    });
+    expect(missing.status).toBe(400);
+    expect(await stored('rp-json-missing')).toBeUndefined();
   });
 
   it('refuses a precondition it does not evaluate with 501 naming the header, and writes nothing', async () => {

@@ -2,10 +2,12 @@ import net from 'node:net';
 import { errorMessage } from '../common/errors';
 import { InternalTokenVerifier } from '../common/internal-token';
 import type { Logger } from '../common/logger';
+import { announcedFormat, RECORD_FORMAT, replyForFormat } from '../common/record-format';
 import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES, writeFrames } from '../common/rpc-frame';
 import {
   isAuthFrame,
   MAX_AUTH_FRAME_BYTES,
+  type RpcOp,
   type RpcReply,
   type RpcReplyFrame,
   type RpcRequestFrame,
@@ -184,8 +186,14 @@ export class RpcServer {
       this.log.error({ err, rid: req?.rid }, 'rpc handler failed');
       reply = { ok: false, clock: [0, 0], error: { code: 'internal', message: errorMessage(err) } };
     }
+    // A caller of an older release gets records it can read (common/record-format.ts), and every
+    // caller learns what this node reads.
+    if (reply.ok) {
+      const op = (req?.body as { op?: RpcOp } | undefined)?.op;
+      reply = { ...reply, body: replyForFormat(op, reply.body, announcedFormat(req?.rf)) };
+    }
     try {
-      send(encodeFrame({ id, ...reply }));
+      send(encodeFrame({ id, rf: RECORD_FORMAT, ...reply }));
     } catch (err) {
       this.log.error({ err, rid: req?.rid }, 'cannot encode rpc reply');
       send(

@@ -1,7 +1,7 @@
 import type { Principal } from '../../common/api-keys';
 import { ApiError } from '../api-error';
 import { jsonResult, type ApiRequest, type ApiResult } from '../api-request';
-import { parseKey, parseTtl } from '../request-input';
+import { parseContentType, parseKey, parseTtl } from '../request-input';
 import {
   authoriseKey,
   kvPathKey,
@@ -13,7 +13,7 @@ import {
 } from './context';
 
 /**
- * PUT /v1/kv/{key}[?ttl=S]: the body is the value. The key is in the path, so its prefix is checked, and
+ * PUT /v1/kv/{key}[?ttl=S]: the body is the value, its Content-Type kept with it. The key is in the path, so its prefix is checked, and
  * the headers and query parsed, before the body is read: a refused request reads none.
  */
 export const putValue: Operation = async (ops, req, principal) => {
@@ -22,14 +22,27 @@ export const putValue: Operation = async (ops, req, principal) => {
   refuseUnevaluatedPreconditions(req, 'write');
   const consistency = requestConsistency(req);
   const ttlSeconds = parseTtl(req.query('ttl'));
+  const contentType = parseContentType(req.headers['content-type']);
   const value = await req.readBody();
-  const version = await ops.coordinator.put(key, value, { consistency, ttlSeconds, rid: req.rid });
+  const version = await ops.coordinator.put(key, value, {
+    consistency,
+    ttlSeconds,
+    contentType,
+    rid: req.rid,
+  });
   return writtenResult(key, version);
 };
 
+/** How the original design's routes store a JSON value that is not a string. */
+export const JSON_CONTENT_TYPE = 'application/json';
+/** ... and a string: its UTF-8 bytes, as they always were. */
+export const TEXT_CONTENT_TYPE = 'text/plain; charset=utf-8';
+
 /**
- * POST /put, the original design's write: `body` is the request's JSON, decoded by the transport (express's
- * JSON parser), which must be `{ "key": string, "value": string }`; the answer `{ success: true }`.
+ * POST /put, the original design's write: `body` is the request's JSON, decoded by the transport
+ * (express's JSON parser), which must be `{ "key": string, "value": any JSON value }`; the answer
+ * `{ success: true }`. A string is stored as its UTF-8 bytes (text/plain), anything else as its JSON
+ * text (application/json), so GET /get gives back the value that was put.
  */
 export async function legacyPut(
   ops: OperationDeps,
@@ -38,14 +51,19 @@ export async function legacyPut(
   body: unknown,
 ): Promise<ApiResult> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new ApiError(400, 'bad_request', 'body must be a JSON object { "key": string, "value": string }');
+    throw new ApiError(
+      400,
+      'bad_request',
+      'body must be a JSON object { "key": string, "value": any JSON value }',
+    );
   }
   const { key: rawKey, value: rawValue } = body as { key?: unknown; value?: unknown };
   const key = parseKey(rawKey, ops.limits);
   authoriseKey(ops, req, principal, key);
   refuseUnevaluatedPreconditions(req, 'write');
-  if (typeof rawValue !== 'string') throw new ApiError(400, 'bad_request', 'value must be a string');
-  const value = Buffer.from(rawValue, 'utf8');
+  if (rawValue === undefined) throw new ApiError(400, 'bad_request', 'value is required (any JSON value)');
+  const text = typeof rawValue === 'string';
+  const value = Buffer.from(text ? rawValue : JSON.stringify(rawValue), 'utf8');
   if (value.length > ops.limits.maxValueBytes) {
     throw new ApiError(
       413,
@@ -54,6 +72,7 @@ export async function legacyPut(
     );
   }
   const consistency = requestConsistency(req);
-  await ops.coordinator.put(key, value, { consistency, rid: req.rid });
+  const contentType = text ? TEXT_CONTENT_TYPE : JSON_CONTENT_TYPE;
+  await ops.coordinator.put(key, value, { consistency, contentType, rid: req.rid });
   return jsonResult(200, { success: true });
 }
