@@ -93,6 +93,31 @@ describe('resolveRead', () => {
     expect(resolveRead([['a', full(expired)]], NOW)).toEqual({ kind: 'value', record: expired });
   });
 
+  it('keeps the content type of a write that a replica of an older release stored without it', () => {
+    const untyped = live(v(2), 'new');
+    const typed: KvRecord = { ...untyped, contentType: 'application/json' };
+    // The value from the old replica, the type from a digest of the same version.
+    expect(
+      resolveRead(
+        [
+          ['old', full(untyped)],
+          ['new', digest(typed)],
+        ],
+        NOW,
+      ),
+    ).toEqual({ kind: 'value', record: typed });
+    // An older version's type is not the newest write's.
+    expect(
+      resolveRead(
+        [
+          ['old', full(untyped)],
+          ['new', digest({ ...typed, version: v(1) })],
+        ],
+        NOW,
+      ),
+    ).toEqual({ kind: 'value', record: untyped });
+  });
+
   it('breaks version ties by writer, as the merge rule does', () => {
     const fromG2 = live(v(7, 0, 'g2'), 'two');
     expect(

@@ -40,10 +40,20 @@ export function resolveRead(
   if (!newest) return { kind: 'value', record: undefined };
   const top = answers.filter(([, a]) => a.rec && compareVersions(a.rec.version, newest) === 0);
   const full = top.find(([, a]) => !a.digest || a.rec?.tombstone);
-  if (full) return { kind: 'value', record: full[1].rec };
+  if (full) return { kind: 'value', record: withKnownContentType(full[1].rec as KvRecord, top) };
   const expiresAt = top[0][1].rec?.expiresAt;
   if (expiresAt !== undefined && expiresAt <= nowMs) return { kind: 'expired', version: newest };
   return { kind: 'fetch', version: newest, from: top.map(([node]) => node) };
+}
+
+/**
+ * The same write on every replica, but one of an older release stored it without its content type
+ * (common/record-format.ts): the type another replica answered, digests included, is the write's.
+ */
+function withKnownContentType(record: KvRecord, top: ReadonlyArray<readonly [string, ReadAnswer]>): KvRecord {
+  if (record.contentType !== undefined) return record;
+  const contentType = top.find(([, a]) => a.rec?.contentType !== undefined)?.[1].rec?.contentType;
+  return contentType === undefined ? record : { ...record, contentType };
 }
 
 /** Replicas that answered with no record or an older one than `winner`: the ones read repair writes to. */
