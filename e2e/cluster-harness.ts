@@ -103,7 +103,7 @@ export interface ExtraGateway {
 }
 
 /**
- * Starts one more gateway (dist/gateway/main.js) on a free port for `tc`'s cluster, with its metadata
+ * Starts one more gateway (dist/gateway/main.js, or `main` of another release) on a free port for `tc`'s cluster, with its metadata
  * flags and internal token, plus `args` (auth and rate-limit flags: `--no-auth` unless given one),
  * and waits until it is ready.
  */
@@ -111,6 +111,7 @@ export async function startExtraGateway(
   tc: TestCluster,
   args: readonly string[] = [],
   id = 'gw-second',
+  main = path.resolve(__dirname, '..', 'dist', 'gateway', 'main.js'),
 ): Promise<ExtraGateway> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -122,7 +123,7 @@ export async function startExtraGateway(
     child = spawn(
       process.execPath,
       [
-        path.resolve(__dirname, '..', 'dist', 'gateway', 'main.js'),
+        main,
         ...['--id', id, '--cluster', tc.cluster.cluster, '--port', String(port)],
         ...tc.cluster.metadataArgs,
         // The launcher's nodes serve only callers holding the cluster's internal token.

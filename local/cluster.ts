@@ -63,6 +63,11 @@ export interface LocalClusterOptions {
   readonly authFile?: string;
   /** extra flags for every node process */
   readonly nodeArgs?: readonly string[];
+  /**
+   * per node id, the node program to run instead of this release's dist/node/main.js: a node of
+   * another release beside this one's, as in a rolling upgrade (e2e/mixed-release.test.ts)
+   */
+  readonly nodeMain?: Readonly<Record<string, string>>;
   readonly log?: Logger;
   readonly startTimeoutMs?: number;
   /** environment for every process (e.g. LOG_LEVEL); of the launcher's own, only child-env.ts's allow-list */
@@ -373,7 +378,7 @@ export class LocalCluster {
     this.processes.add({
       name: id,
       args: [
-        NODE_MAIN,
+        this.opts.nodeMain?.[id] ?? NODE_MAIN,
         '--id',
         id,
         '--cluster',
