@@ -11,7 +11,7 @@ import { FileMetadataStore } from '../common/file-metadata-store';
 import { partitionOf } from '../common/hash';
 import { HybridLogicalClock } from '../common/hlc';
 import type { PartitionMap } from '../common/partition-map';
-import { encodeRecord } from '../common/record';
+import { decodeRecord, encodeRecord, isValidContentType } from '../common/record';
 import { RpcClient } from '../common/rpc-client';
 import type { RecordWrite } from '../common/rpc-protocol';
 import { keyName } from './keys';
@@ -40,7 +40,7 @@ import { cpuSeconds, rssMiB } from './process-stats';
  * 3. Disk: the data directory (du), data.mdb alone, and LMDB's data tree,
  *    against the raw data (key bytes + value bytes).
  */
-const USAGE = `usage: npm run bench:startup -- [--keys N] [--value-bytes B] [--runs R]
+const USAGE = `usage: npm run bench:startup -- [--keys N] [--value-bytes B] [--content-type T] [--runs R]
        [--order random|sorted] [--partitions P] [--batch N] [--in-flight N]
        [--ready-timeout S] [--out FILE.json] [--work-dir DIR] [--keep] [--data-dir DIR]
   --data-dir: a node data directory kept between runs: preloaded when missing, reused (and
@@ -62,6 +62,8 @@ export type KeyOrder = 'random' | 'sorted';
 export interface StartupBenchOptions {
   readonly keys: number;
   readonly valueBytes: number;
+  /** every record carries this content type, as a PUT with that Content-Type stores it */
+  readonly contentType?: string;
   readonly runs: number;
   readonly order: KeyOrder;
   readonly partitions: number;
@@ -217,7 +219,7 @@ const fmt = (n: number | undefined, digits = 0): string =>
 export function markdown(r: StartupReport): string {
   const mib = (b: number): string => fmt(b / MiB, 1);
   const lines = [
-    `keys ${fmt(r.options.keys)}, values ${r.options.valueBytes} B, ${r.options.partitions} partitions, preload order ${r.options.order}`,
+    `keys ${fmt(r.options.keys)}, values ${r.options.valueBytes} B${r.options.contentType === undefined ? '' : ` (${r.options.contentType})`}, ${r.options.partitions} partitions, preload order ${r.options.order}`,
     '',
     '| keys | value B | raw MiB | disk MiB (du dir) | data.mdb MiB | data tree MiB | disk / raw |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -373,7 +375,12 @@ async function preload(
           items.push({
             p: partitionOf(k, o.partitions),
             k,
-            r: encodeRecord({ version: clock.now(), value, tombstone: false }),
+            r: encodeRecord({
+              version: clock.now(),
+              value,
+              tombstone: false,
+              ...(o.contentType === undefined ? {} : { contentType: o.contentType }),
+            }),
           });
         }
         const reply = await client.call({ op: 'write', items });
@@ -420,8 +427,18 @@ async function readOneKey(s: NodeSetup, o: StartupBenchOptions): Promise<number>
   try {
     const k = Buffer.from(keyName(0), 'latin1');
     const reply = await client.call({ op: 'read', items: [{ p: partitionOf(k, o.partitions), k }] });
-    if (!reply.records?.[0]) throw new StartupBenchError('preload', `the node does not have ${keyName(0)}`);
-    return performance.now();
+    const raw = reply.records?.[0];
+    if (!raw) throw new StartupBenchError('preload', `the node does not have ${keyName(0)}`);
+    const done = performance.now();
+    // The disk figures are those of records that carry the content type asked for.
+    const stored = decodeRecord(raw).contentType;
+    if (stored !== o.contentType) {
+      throw new StartupBenchError(
+        'preload',
+        `${keyName(0)} has content type ${stored}, not ${o.contentType}`,
+      );
+    }
+    return done;
   } finally {
     client.close();
   }
@@ -596,6 +613,7 @@ export async function runStartupBench(
       options: {
         keys: o.keys,
         valueBytes: o.valueBytes,
+        ...(o.contentType === undefined ? {} : { contentType: o.contentType }),
         runs: o.runs,
         order: o.order,
         partitions: o.partitions,
@@ -638,6 +656,7 @@ export function parseStartupArgs(argv: readonly string[]): StartupBenchOptions |
     options: {
       keys: { type: 'string' },
       'value-bytes': { type: 'string' },
+      'content-type': { type: 'string' },
       runs: { type: 'string' },
       order: { type: 'string', default: 'random' },
       partitions: { type: 'string' },
@@ -659,10 +678,15 @@ export function parseStartupArgs(argv: readonly string[]): StartupBenchOptions |
   if (values.order !== 'random' && values.order !== 'sorted') {
     throw new UsageError(`--order takes random or sorted, got ${JSON.stringify(values.order)}`);
   }
+  const contentType = values['content-type'];
+  if (contentType !== undefined && !isValidContentType(contentType)) {
+    throw new UsageError(`--content-type takes a media type, got ${JSON.stringify(contentType)}`);
+  }
   return {
     // key names have 7 digits (bench/keys.ts)
     keys: intOption('keys', values.keys, 1_000_000, 1, 9_999_999),
     valueBytes: intOption('value-bytes', values['value-bytes'], 100, 1, 1024 * 1024),
+    ...(contentType === undefined ? {} : { contentType }),
     runs: intOption('runs', values.runs, 3, 1, 100),
     order: values.order,
     partitions: intOption('partitions', values.partitions, 256, 1, 65535),

@@ -50,6 +50,30 @@ describe('KeyValueStoreClient', () => {
     expect(await kv.health()).toBe(true);
   });
 
+  it('stores a content type with the value and gives it back', async () => {
+    const kv = new KeyValueStoreClient(tc.url);
+    await kv.putEntry('client/doc', JSON.stringify({ a: 1 }), { contentType: 'application/json' });
+    expect(await kv.getEntry('client/doc')).toMatchObject({ contentType: 'application/json' });
+    await kv.putEntry('client/raw', Buffer.from([1, 2]));
+    expect((await kv.getEntry('client/raw'))?.contentType).toBe('application/octet-stream');
+    await expect(kv.putEntry('client/doc', 'x', { contentType: 'not a type' })).rejects.toMatchObject({
+      code: 'bad_request',
+    });
+    expect((await kv.getEntry('client/doc'))?.value.toString()).toBe('{"a":1}');
+    // kvctl put --content-type, the built binary.
+    await run(process.execPath, [
+      KVCTL,
+      '--url',
+      tc.url,
+      'put',
+      'client/csv',
+      'a,b',
+      '--content-type',
+      'text/csv',
+    ]);
+    expect(await kv.getEntry('client/csv')).toMatchObject({ contentType: 'text/csv' });
+  });
+
   it('surfaces server errors as typed KvClientError', async () => {
     const kv = new KeyValueStoreClient(tc.url);
     const err = await kv.put('x'.repeat(2000), 'v').catch((e: unknown) => e);

@@ -50,13 +50,14 @@ kvctl put -- -key -value
 ${EXIT_STATUSES}`;
 
 export const PUT_USAGE = `usage: kvctl put [--url URL] [--consistency L] [--token T] [--ca FILE] [-o json|table]
-                 <key> <value> [--ttl SECONDS]
+                 <key> <value> [--ttl SECONDS] [--content-type TYPE]
 
 Stores <value> under <key> and prints the version the gateway gave it. A value of '-' is read from
 stdin, as bytes (echo -n data | kvctl put k -). With -o json: {"key", "version"}.
 
 options:
-  --ttl SECONDS   the value expires after SECONDS
+  --ttl SECONDS          the value expires after SECONDS
+  --content-type TYPE    kept with the value and given back by GET (default application/octet-stream)
 
 ${EXIT_STATUSES}`;
 

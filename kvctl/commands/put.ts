@@ -5,12 +5,13 @@ import { EXIT_OK, type KvctlIo } from '../io';
 import { globalValues, kvctlCommand, type CommandSetup } from '../options';
 import { PUT_USAGE } from '../usage';
 
-/** `kvctl put <key> <value> [--ttl SECONDS]`: stores a value ('-' reads it from stdin as bytes), prints its version. */
+/** `kvctl put <key> <value> [--ttl SECONDS] [--content-type TYPE]`: stores a value ('-' reads it from stdin as bytes), prints its version. */
 
 export interface PutArgs extends DataTarget {
   readonly key: string;
   readonly value: string;
   readonly ttlSeconds?: number;
+  readonly contentType?: string;
 }
 
 export function putCommand(setup: CommandSetup<PutArgs>): Command {
@@ -18,13 +19,15 @@ export function putCommand(setup: CommandSetup<PutArgs>): Command {
     .argument('<key>')
     .argument('<value>')
     .option('--ttl <seconds>', 'the value expires after SECONDS')
-    .action((key: string, value: string, opts: { ttl?: string }, cmd: Command) => {
+    .option('--content-type <type>', 'kept with the value and given back by GET')
+    .action((key: string, value: string, opts: { ttl?: string; contentType?: string }, cmd: Command) => {
       const ttlSeconds = opts.ttl === undefined ? undefined : ttlOption(opts.ttl);
       setup.accept({
         ...dataTarget(globalValues(cmd), setup.env),
         key,
         value,
         ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+        ...(opts.contentType !== undefined ? { contentType: opts.contentType } : {}),
       });
     });
 }
@@ -39,7 +42,10 @@ function ttlOption(raw: string): number {
 export function runPut(args: PutArgs, io: KvctlIo): Promise<number> {
   return withGatewayClient(args, io, async (client) => {
     const value = args.value === '-' ? await readAll(io.stdin ?? process.stdin) : args.value;
-    const res = await client.putEntry(args.key, value, { ttlSeconds: args.ttlSeconds });
+    const res = await client.putEntry(args.key, value, {
+      ...(args.ttlSeconds !== undefined ? { ttlSeconds: args.ttlSeconds } : {}),
+      ...(args.contentType !== undefined ? { contentType: args.contentType } : {}),
+    });
     io.stdout.write(
       args.json ? `${JSON.stringify({ key: args.key, version: res.version })}\n` : `${res.version}\n`,
     );
