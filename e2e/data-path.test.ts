@@ -262,12 +262,12 @@ describe('bad input', () => {
       'bad_request',
     ],
     [
-      'non-string value on /put',
+      '/put without a value',
       () =>
         fetch(`${url}/put`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: '{"key":"control/a","value":5}',
+          body: '{"key":"control/a"}',
         }),
       400,
       'bad_request',

@@ -75,10 +75,16 @@ export const DEFAULT_CONTENT_TYPE = 'application/octet-stream';
  * The Content-Type of a PUT, kept with the record as sent (trimmed): undefined when absent or the
  * default. 400 unless it is a media type of at most MAX_CONTENT_TYPE_BYTES printable ASCII bytes.
  */
+/** `raw` (trimmed) is a media type a record can keep. */
+export function isAcceptedContentType(raw: string): boolean {
+  const type = raw.trim();
+  return isValidContentType(type) && MEDIA_TYPE_RE.test(type);
+}
+
 export function parseContentType(raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
   const type = raw.trim();
-  if (!isValidContentType(type) || !MEDIA_TYPE_RE.test(type)) {
+  if (!isAcceptedContentType(type)) {
     throw new ApiError(
       400,
       'bad_request',
