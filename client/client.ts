@@ -17,12 +17,21 @@ import {
   parseClusterInfo,
   parseRebalanceStatus,
   parseRepairReport,
+  parseBatchReply,
   parseScaleResult,
   writeResult,
 } from './reply-parsers';
 import { checkIdentity } from './server-identity';
 import { transportError } from './transport-errors';
-import type { ClientOptions, Entry, PutOptions, RequestOptions, WriteResult } from './types';
+import type {
+  BatchOperation,
+  BatchResult,
+  ClientOptions,
+  Entry,
+  PutOptions,
+  RequestOptions,
+  WriteResult,
+} from './types';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Fallback codes when an error body is not the gateway's JSON (a proxy, a load balancer). */
@@ -196,6 +205,33 @@ export class KeyValueStoreClient {
     return writeResult(this.json(answer), answer.ctx);
   }
 
+  /**
+   * Many operations in one request (POST /v1/batch, at most 1000): not atomic, each answered on its
+   * own, in order (`status` 200, 404 for a get of an absent key, or the operation's error). Throws
+   * only when the batch as a whole is refused (malformed, too large, rate limited, unauthorised).
+   */
+  async batch(operations: readonly BatchOperation[], opts: RequestOptions = {}): Promise<BatchResult[]> {
+    const wire = operations.map((o) => {
+      if (o.op !== 'put') return { op: o.op, key: o.key };
+      return {
+        op: 'put',
+        key: o.key,
+        value: Buffer.from(toBody(o.value)).toString('base64'),
+        ...(o.ttlSeconds === undefined ? {} : { ttl: checkPositiveInt('ttlSeconds', o.ttlSeconds) }),
+        ...(o.contentType === undefined ? {} : { contentType: o.contentType }),
+      };
+    });
+    const body = Buffer.from(JSON.stringify({ operations: wire }), 'utf8');
+    const answer = await this.send({
+      method: 'POST',
+      path: '/v1/batch',
+      body,
+      contentType: 'application/json',
+      opts,
+    });
+    return parseBatchReply(this.json(answer), operations.length, answer.ctx);
+  }
+
   /** Writes a tombstone and returns its version; an absent key is not an error. */
   async deleteEntry(key: string, opts: RequestOptions = {}): Promise<WriteResult> {
     const answer = await this.send({ method: 'DELETE', path: `/v1/kv/${encodeKey(key)}`, opts });
@@ -334,7 +370,8 @@ export class KeyValueStoreClient {
   }: Call): Promise<Answer> {
     const consistency = checkConsistency(opts.consistency) ?? this.consistency;
     const headers: Record<string, string> = { ...this.headers };
-    if (consistency !== undefined && path.startsWith('/v1/kv/')) headers['x-consistency'] = consistency;
+    if (consistency !== undefined && (path.startsWith('/v1/kv/') || path === '/v1/batch'))
+      headers['x-consistency'] = consistency;
     if (opts.requestId !== undefined) headers['x-request-id'] = checkHeader('x-request-id', opts.requestId);
     if (body !== undefined) headers['content-type'] = contentType ?? 'application/octet-stream';
 

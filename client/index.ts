@@ -16,4 +16,12 @@ export type {
   RebalanceStatus,
   ScaleResult,
 } from '../common/rest-replies';
-export type { ClientOptions, Entry, PutOptions, RequestOptions, WriteResult } from './types';
+export type {
+  BatchOperation,
+  BatchResult,
+  ClientOptions,
+  Entry,
+  PutOptions,
+  RequestOptions,
+  WriteResult,
+} from './types';

@@ -12,7 +12,7 @@ import type {
   ScaleResult,
 } from '../common/rest-replies';
 import { KvClientError, type ErrorContext } from './client-error';
-import type { WriteResult } from './types';
+import type { BatchResult, WriteResult } from './types';
 
 /**
  * Checks the gateway's (and the launcher's) JSON replies against their definitions in
@@ -281,4 +281,32 @@ export function parseScaleResult(body: unknown, ctx?: ErrorContext): ScaleResult
     throw new KvClientError('bad_response', 'unexpected response: scale result lacks addedNodes', ctx);
   }
   return { ...status, addedNodes: [...added] };
+}
+
+/** `POST /v1/batch`: one result per operation sent, each checked, values decoded from base64. */
+export function parseBatchReply(body: unknown, sent: number, ctx: ErrorContext): BatchResult[] {
+  const bad = (what: string): KvClientError =>
+    new KvClientError('bad_response', `unexpected batch response: ${what}`, ctx);
+  if (!isRecord(body) || !Array.isArray(body.results)) throw bad('expected { "results": [...] }');
+  if (body.results.length !== sent) throw bad(`${body.results.length} results for ${sent} operations`);
+  return body.results.map((r: unknown, i): BatchResult => {
+    if (!isRecord(r) || typeof r.status !== 'number') throw bad(`results[${i}] has no status`);
+    const out: Mutable<BatchResult> = { status: r.status };
+    for (const f of ['key', 'version', 'contentType'] as const) {
+      const v = r[f];
+      if (v !== undefined && typeof v !== 'string') throw bad(`results[${i}].${f} is not a string`);
+      if (typeof v === 'string') out[f] = v;
+    }
+    if (r.value !== undefined) {
+      if (typeof r.value !== 'string') throw bad(`results[${i}].value is not base64`);
+      out.value = Buffer.from(r.value, 'base64');
+    }
+    if (r.error !== undefined) {
+      const e = r.error;
+      if (!isRecord(e) || typeof e.code !== 'string' || typeof e.message !== 'string')
+        throw bad(`results[${i}].error is not { code, message }`);
+      out.error = { code: e.code, message: e.message };
+    }
+    return out;
+  });
 }

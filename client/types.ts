@@ -48,3 +48,26 @@ export interface WriteResult {
   key: string;
   version: string;
 }
+
+/** One operation of `batch()`: a value is bytes or text (its UTF-8 bytes). */
+export type BatchOperation =
+  | { readonly op: 'get'; readonly key: string }
+  | {
+      readonly op: 'put';
+      readonly key: string;
+      readonly value: string | Uint8Array;
+      readonly ttlSeconds?: number;
+      readonly contentType?: string;
+    }
+  | { readonly op: 'delete'; readonly key: string };
+
+/** One operation's result, at its index: `status` 200 (done), 404 (a get of an absent key) or its error's. */
+export interface BatchResult {
+  status: number;
+  key?: string;
+  version?: string;
+  /** a get's value */
+  value?: Buffer;
+  contentType?: string;
+  error?: { code: string; message: string };
+}

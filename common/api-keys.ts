@@ -237,6 +237,8 @@ export function requiredAccess(method: string | undefined, pathname: string): Ac
   const reading = method === 'GET' || method === 'HEAD';
   if (path === '/healthz' || path === '/readyz' || path === '/metrics') return reading ? 'open' : 'any';
   if (path === '/v1/cluster') return 'any';
+  // A batch needs a key that may read; each write in it is checked against the key's role on its own.
+  if (path === '/v1/batch') return method === 'POST' ? 'read' : 'any';
   if (path === '/v1/admin' || path.startsWith('/v1/admin/')) return 'admin';
   const data =
     path === '/v1/kv' ||

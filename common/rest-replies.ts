@@ -99,3 +99,20 @@ export type RebalanceStatus = RebalanceProgress;
 export interface ScaleResult extends RebalanceStatus {
   readonly addedNodes: readonly string[];
 }
+
+/** One operation's answer in `POST /v1/batch`'s reply, at the operation's index. */
+export interface BatchResultReply {
+  /** the HTTP status the operation alone would have had */
+  readonly status: number;
+  readonly key?: string;
+  readonly version?: string;
+  /** a get's value, base64 */
+  readonly value?: string;
+  readonly contentType?: string;
+  readonly error?: { readonly code: string; readonly message: string };
+}
+
+/** `POST /v1/batch` */
+export interface BatchReply {
+  readonly results: readonly BatchResultReply[];
+}

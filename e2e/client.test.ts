@@ -18,6 +18,21 @@ const KVCTL = path.resolve(__dirname, '..', 'dist', 'kvctl', 'main.js');
 
 let tc: TestCluster;
 
+/** The built kvctl with `input` on its stdin: its exit code and output. */
+function kvctlWithInput(
+  args: string[],
+  input: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(process.execPath, [KVCTL, '--url', tc.url, ...args], (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+      if (err && typeof err.code !== 'number') reject(err);
+      else resolve({ code, stdout, stderr });
+    });
+    child.stdin?.end(input);
+  });
+}
+
 beforeAll(async () => {
   tc = await startTestCluster();
 });
@@ -72,6 +87,55 @@ describe('KeyValueStoreClient', () => {
       'text/csv',
     ]);
     expect(await kv.getEntry('client/csv')).toMatchObject({ contentType: 'text/csv' });
+  });
+
+  it('runs a batch: results in order, values as bytes, each operation its own status', async () => {
+    const kv = new KeyValueStoreClient({ url: tc.url, consistency: 'all' });
+    const results = await kv.batch([
+      { op: 'put', key: 'client/b1', value: 'one', contentType: 'text/plain' },
+      { op: 'put', key: 'client/b2', value: Buffer.from([0, 1, 2]), ttlSeconds: 600 },
+      { op: 'get', key: 'client/b1' },
+      { op: 'get', key: 'client/none' },
+      { op: 'put', key: '', value: 'x' },
+    ]);
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 404, 400]);
+    expect(results[2]).toMatchObject({ key: 'client/b1', contentType: 'text/plain' });
+    expect(results[2]?.value?.toString()).toBe('one');
+    expect(results[4]?.error?.message).toMatch(/^operations\[4\]: /);
+    expect((await kv.getBytes('client/b2'))?.equals(Buffer.from([0, 1, 2]))).toBe(true);
+  });
+
+  it('kvctl batch reads JSON lines, prints one result a line, exits 3 when one failed', async () => {
+    const lines = [
+      { op: 'put', key: 'cli/b1', value: 'text', contentType: 'text/plain' },
+      { op: 'put', key: 'cli/b2', valueBase64: Buffer.from([9, 9]).toString('base64') },
+      { op: 'get', key: 'cli/b1' },
+      { op: 'get', key: 'cli/absent' },
+    ];
+    const input = lines.map((l) => JSON.stringify(l)).join('\n');
+    const ok = await kvctlWithInput(['batch', '-o', 'json'], input);
+    expect(ok.code).toBe(0);
+    const out = ok.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { index: number; status: number; valueBase64?: string });
+    expect(out.map((r) => [r.index, r.status])).toEqual([
+      [0, 200],
+      [1, 200],
+      [2, 200],
+      [3, 404],
+    ]);
+    expect(Buffer.from(out[2]?.valueBase64 ?? '', 'base64').toString()).toBe('text');
+    const failing = await kvctlWithInput(['batch', '-'], `${JSON.stringify({ op: 'delete', key: '' })}\n`);
+    expect(failing.code).toBe(3);
+    expect(failing.stdout).toMatch(/^0\t400\t\tbad_request: operations\[0\]/);
+    // A bad line is a usage error, and nothing is sent.
+    const bad = await kvctlWithInput(
+      ['batch'],
+      `${JSON.stringify({ op: 'put', key: 'cli/b3', value: 'x' })}\nnot json\n`,
+    );
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringMatching(/line 2: not JSON/)]);
+    expect(await new KeyValueStoreClient(tc.url).get('cli/b3')).toBeNull();
   });
 
   it('surfaces server errors as typed KvClientError', async () => {

@@ -11,11 +11,12 @@ import { isUnexpected, renderError, toApiError } from './error-render';
 import type { GatewayDeps } from './gateway-deps';
 import { writeResult } from './http-response';
 import type { Operation, OperationDeps } from './operations/context';
+import { batch } from './operations/batch';
 import { deleteValue, legacyDelete } from './operations/delete';
 import { getValue, legacyGet } from './operations/get';
 import { legacyPut, putValue } from './operations/put';
 import { GATEWAY_IDENTITY } from './identity-header';
-import { acceptRequestId } from './request-input';
+import { acceptRequestId, DEFAULT_MAX_BATCH_BYTES } from './request-input';
 import type { RequestObserver } from './request-observer';
 import { securityHeaders } from './security-headers';
 
@@ -215,6 +216,14 @@ export function createExpressAdapter(
   app.put(kvPath, serve('put', putValue));
   app.delete(kvPath, serve('delete', deleteValue));
   app.all(kvPath, methodNotAllowed('GET, HEAD, PUT, DELETE'));
+
+  // POST /v1/batch: JSON, values in base64 (4/3 of their size), the whole batch within maxBatchBytes.
+  const batchBody = express.json({ limit: limits.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES, strict: true });
+  app.post('/v1/batch', batchBody, async (req, res) => {
+    const { api, principal } = claim(res, 'batch');
+    sendResult(res, await batch(ops, api, principal, req.body));
+  });
+  app.all('/v1/batch', methodNotAllowed('POST'));
 
   // The original design's routes, served byte for byte as its client expects.
   app.get('/get', serve('get', legacyGet));

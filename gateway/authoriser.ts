@@ -33,6 +33,13 @@ export interface Authoriser {
   check(req: RequestOrigin, access: Exclude<Access, 'open'>, rid: string): Promise<Principal>;
   /** 403 unless the principal's prefix covers this key. */
   checkKey(principal: Principal, key: Buffer, req: RequestOrigin, rid: string): void;
+  /** 403 unless the principal's role covers `access` (one operation of a batch). */
+  checkAccess(principal: Principal, access: Exclude<Access, 'open'>, req: RequestOrigin, rid: string): void;
+  /**
+   * Counts `points` more requests of this sender against the rate limits (a batch's operations
+   * beyond the one counted at the door); 429 when that passes a limit.
+   */
+  admit(principal: Principal, points: number, req: RequestOrigin): Promise<void>;
 }
 
 const AUTH_MESSAGES: Record<'missing' | 'invalid', string> = {
@@ -95,6 +102,19 @@ export function createAuthoriser(
         throw refuse(req, rid, f.reason, principal?.keyId, f.message);
       }
       return principal;
+    },
+    checkAccess(principal, access, req, rid) {
+      if (roleAllows(principal.role, access)) return;
+      throw refuse(
+        req,
+        rid,
+        'role',
+        principal.keyId,
+        `key ${JSON.stringify(principal.keyId)} has role ${principal.role}; this operation needs ${ROLE_NEEDED[access]}`,
+      );
+    },
+    async admit(principal, points, req) {
+      if (admission && points > 0) await admission(req.remoteAddress ?? '', principal.keyId, points);
     },
     checkKey(principal, key, req, rid) {
       if (prefixAllows(principal, key)) return;

@@ -9,6 +9,7 @@ import { ApiError } from './api-error';
 import type { GatewayMetrics } from './metrics';
 import { gather, gatherStaged, type ExtraReason, type Outcome } from './quorum';
 import { resolveRead, staleReplicas, type ReadAnswer } from './read-resolution';
+import { RpcCoalescer } from './rpc-coalescer';
 import { requiredAcks, type Consistency } from '../common/consistency';
 
 export interface MapSource {
@@ -23,6 +24,29 @@ export interface MapSource {
 export interface OpOptions {
   readonly consistency: Consistency;
   readonly rid?: string;
+}
+
+/** One operation of a batch (POST /v1/batch), its input checked. */
+export type BatchItem =
+  | { readonly op: 'get'; readonly key: Buffer }
+  | {
+      readonly op: 'put';
+      readonly key: Buffer;
+      readonly value: Buffer;
+      readonly ttlSeconds?: number;
+      readonly contentType?: string;
+    }
+  | { readonly op: 'delete'; readonly key: Buffer };
+
+/** What one operation of a batch came to: the record read (undefined: absent), the version written, or why not. */
+export type BatchOutcome =
+  | { readonly ok: true; readonly op: 'get'; readonly record: KvRecord | undefined }
+  | { readonly ok: true; readonly op: 'put' | 'delete'; readonly version: Version }
+  | { readonly ok: false; readonly error: ApiError };
+
+/** How the single-key paths send when they serve a batch: through its coalescer, reads in full. */
+interface Via {
+  readonly via?: RpcCoalescer;
 }
 
 export interface CoordinatorOptions {
@@ -84,7 +108,7 @@ export class Coordinator {
   put(
     key: Buffer,
     value: Buffer,
-    opts: OpOptions & { ttlSeconds?: number; contentType?: string },
+    opts: OpOptions & Via & { ttlSeconds?: number; contentType?: string },
   ): Promise<Version> {
     const version = this.clock.now();
     const rec: KvRecord = {
@@ -97,7 +121,7 @@ export class Coordinator {
     return this.write(key, rec, opts, 'put');
   }
 
-  delete(key: Buffer, opts: OpOptions): Promise<Version> {
+  delete(key: Buffer, opts: OpOptions & Via): Promise<Version> {
     return this.write(
       key,
       { version: this.clock.now(), value: Buffer.alloc(0), tombstone: true },
@@ -107,12 +131,65 @@ export class Coordinator {
   }
 
   /** The newest live record among R replicas, or undefined for absent, deleted or expired keys. */
-  async get(key: Buffer, opts: OpOptions): Promise<KvRecord | undefined> {
+  async get(key: Buffer, opts: OpOptions & Via): Promise<KvRecord | undefined> {
     const rec = await this.withRetry((map) => this.readOnce(map, key, opts));
     return isLive(rec, this.now()) ? rec : undefined;
   }
 
-  private async write(key: Buffer, rec: KvRecord, opts: OpOptions, op: 'put' | 'delete'): Promise<Version> {
+  /**
+   * Many keys at once (POST /v1/batch), not atomically: each operation runs the single-key path, and
+   * their replica calls go out grouped by node (RpcCoalescer), one write RPC and one read RPC per
+   * node for each round (a round: the operations not waiting on an earlier one on their key). Reads
+   * are asked in full, so every read of a node fits one RPC. Each operation's outcome is its own, in
+   * order; an error that is not the client's to see is thrown.
+   */
+  async batch(items: readonly BatchItem[], opts: OpOptions): Promise<BatchOutcome[]> {
+    const via = new RpcCoalescer((node) => this.client(node), opts.rid);
+    const o = { ...opts, via };
+    // Operations on one key take effect in the order given (a put, then a get of it, reads the put);
+    // operations on different keys run together, their calls grouped by node.
+    const lastOnKey = new Map<string, Promise<unknown>>();
+    return Promise.all(
+      items.map(async (item): Promise<BatchOutcome> => {
+        const name = item.key.toString('latin1');
+        const before = lastOnKey.get(name);
+        const run = before ? before.then(() => this.runBatchItem(item, o)) : this.runBatchItem(item, o);
+        lastOnKey.set(name, run);
+        return run;
+      }),
+    );
+  }
+
+  private async runBatchItem(item: BatchItem, o: OpOptions & Via): Promise<BatchOutcome> {
+    try {
+      switch (item.op) {
+        case 'get':
+          return { ok: true, op: 'get', record: await this.get(item.key, o) };
+        case 'put':
+          return {
+            ok: true,
+            op: 'put',
+            version: await this.put(item.key, item.value, {
+              ...o,
+              ...(item.ttlSeconds === undefined ? {} : { ttlSeconds: item.ttlSeconds }),
+              ...(item.contentType === undefined ? {} : { contentType: item.contentType }),
+            }),
+          };
+        case 'delete':
+          return { ok: true, op: 'delete', version: await this.delete(item.key, o) };
+      }
+    } catch (err) {
+      if (err instanceof ApiError) return { ok: false, error: err };
+      throw err;
+    }
+  }
+
+  private async write(
+    key: Buffer,
+    rec: KvRecord,
+    opts: OpOptions & Via,
+    op: 'put' | 'delete',
+  ): Promise<Version> {
     const encoded = encodeRecord(rec);
     // The same version on a retry makes the retry idempotent on replicas that already took it.
     await this.withRetry((map) => this.writeOnce(map, key, encoded, opts, op));
@@ -146,7 +223,7 @@ export class Coordinator {
     map: PartitionMap,
     key: Buffer,
     encoded: Buffer,
-    opts: OpOptions,
+    opts: OpOptions & Via,
     op: 'put' | 'delete',
   ): Promise<Attempt<undefined>> {
     const p = partitionOf(key, map.partitionCount);
@@ -158,8 +235,11 @@ export class Coordinator {
     const need = requiredAcks(opts.consistency, replicas.length) + pending.length;
     const targets = pending.length === 0 ? replicas : [...replicas, ...pending];
     const items = [{ p, k: key, r: encoded }];
+    const via = opts.via;
     const send = (node: string): Promise<unknown> =>
-      this.call(node, 'write', () => this.client(node).call({ op: 'write', items }, opts.rid));
+      this.call(node, 'write', () =>
+        via ? via.write(node, items) : this.client(node).call({ op: 'write', items }, opts.rid),
+      );
     const { quorum, all } = gather(targets, need, send);
     // Hints go out once every replica has answered or failed, off the client's path,
     // whether the write met its level or not (a 503 write may still be on some replicas).
@@ -174,7 +254,7 @@ export class Coordinator {
   private async readOnce(
     map: PartitionMap,
     key: Buffer,
-    opts: OpOptions,
+    opts: OpOptions & Via,
   ): Promise<Attempt<KvRecord | undefined>> {
     const p = partitionOf(key, map.partitionCount);
     const replicas = replicasOf(map, p);
@@ -184,10 +264,11 @@ export class Coordinator {
     // full read is in flight or answered, so a failed full read is replaced by another.
     let fullReads = 0;
     const ask = async (node: string): Promise<ReadAnswer> => {
-      const digest = fullReads > 0;
+      // In a batch every replica is read in full: one read RPC per node carries all the batch's keys.
+      const digest = !opts.via && fullReads > 0;
       if (!digest) fullReads++;
       try {
-        return { rec: await this.readFrom(node, p, key, digest, opts.rid), digest };
+        return { rec: await this.readFrom(node, p, key, digest, opts.rid, opts.via), digest };
       } catch (err) {
         if (!digest) fullReads--;
         throw err;
@@ -229,10 +310,13 @@ export class Coordinator {
     key: Buffer,
     digest: boolean,
     rid: string | undefined,
+    via?: RpcCoalescer,
   ): Promise<KvRecord | undefined> {
     const items = [{ p, k: key }];
     const body = digest ? { op: 'read' as const, items, digest } : { op: 'read' as const, items };
-    const reply = await this.call(node, 'read', () => this.client(node).call(body, rid));
+    const reply = await this.call(node, 'read', () =>
+      via && !digest ? via.read(node, items) : this.client(node).call(body, rid),
+    );
     const raw = reply.records?.[0];
     return raw ? decodeRecord(raw) : undefined;
   }

@@ -24,9 +24,10 @@ export interface GatewayDeps {
    * The rate limiter's seam: called for every request that needs a key, once its key id is known (undefined
    * when the token is missing or unknown) and before a 401/403 is answered, so floods of bad tokens are limited
    * by address. Throwing ApiError(429, 'rate_limited', message, { retryAfterMs }) refuses the request with that
-   * Retry-After; nothing else has happened yet (no body read, no replica asked).
+   * Retry-After; nothing else has happened yet (no body read, no replica asked). `points` (default 1): a batch
+   * counts its operations beyond the first with a second call, before any of them runs.
    */
-  readonly admission?: (address: string, keyId: string | undefined) => Promise<void>;
+  readonly admission?: (address: string, keyId: string | undefined, points?: number) => Promise<void>;
   /** True once the gateway is shutting down: /readyz answers 503 so load balancers stop sending it requests. */
   readonly draining?: () => boolean;
 }

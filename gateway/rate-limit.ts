@@ -196,16 +196,16 @@ export class RequestRateLimiter {
   }
 
   /**
-   * Counts one request of `address` (and of `keyId`, when the request carried an API key) and
-   * says whether it may go on. Never rejects because of Redis: the memory limits answer then.
+   * Counts one request of `address` (and of `keyId`, when the request carried an API key), or
+   * `points` of them (the operations of a batch beyond its first), and says whether it may go on. Never rejects because of Redis: the memory limits answer then.
    */
-  async check(address: string, keyId: string | undefined): Promise<RateLimitDecision> {
+  async check(address: string, keyId: string | undefined, points = 1): Promise<RateLimitDecision> {
     if (this.closed) throw new KvError('rate_limit_closed', 'check() after close(): a bug in the caller');
     const pending: Array<Promise<RateLimitDecision>> = [];
     // Both buckets count every request, refused ones too: a client hammering past its limit
     // does not earn the next window's allowance by being refused.
-    if (this.address) pending.push(this.consume(this.address, address));
-    if (this.key && keyId !== undefined) pending.push(this.consume(this.key, keyId));
+    if (this.address) pending.push(this.consume(this.address, address, points));
+    if (this.key && keyId !== undefined) pending.push(this.consume(this.key, keyId, points));
     const decisions = await Promise.all(pending);
     let refused: Extract<RateLimitDecision, { allowed: false }> | undefined;
     for (const d of decisions) {
@@ -235,7 +235,7 @@ export class RequestRateLimiter {
     }
   }
 
-  private async consume(limiters: ScopeLimiters, id: string): Promise<RateLimitDecision> {
+  private async consume(limiters: ScopeLimiters, id: string, points: number): Promise<RateLimitDecision> {
     const { redis, memory, scope } = limiters;
     if (redis && Date.now() >= this.redisRetryAt) {
       const failuresBefore = this.redisFailures;
@@ -244,7 +244,7 @@ export class RequestRateLimiter {
         if (this.redisFailures === failuresBefore) this.setBackend('redis');
       };
       try {
-        const res = await redis.consume(id);
+        const res = await redis.consume(id, points);
         answered();
         return this.decide(scope, res, true);
       } catch (err) {
@@ -256,7 +256,7 @@ export class RequestRateLimiter {
       }
     }
     try {
-      return this.decide(scope, await memory.consume(id), true);
+      return this.decide(scope, await memory.consume(id, points), true);
     } catch (err) {
       if (err instanceof RateLimiterRes) return this.decide(scope, err, false);
       // RateLimiterMemory rejects only with RateLimiterRes: anything else is a bug.
@@ -329,9 +329,9 @@ export function clientAddress(remoteAddress: string | undefined): string {
  */
 export function rateLimitAdmission(
   limiter: RequestRateLimiter,
-): (remoteAddress: string | undefined, keyId: string | undefined) => Promise<void> {
-  return async (remoteAddress, keyId) => {
-    const decision = await limiter.check(clientAddress(remoteAddress), keyId);
+): (remoteAddress: string | undefined, keyId: string | undefined, points?: number) => Promise<void> {
+  return async (remoteAddress, keyId, points = 1) => {
+    const decision = await limiter.check(clientAddress(remoteAddress), keyId, points);
     if (decision.allowed) return;
     const what = decision.scope === 'key' ? 'this API key' : 'this client address';
     throw new ApiError(

@@ -10,7 +10,12 @@ import { ApiError } from './api-error';
 export interface InputLimits {
   readonly maxKeyBytes: number;
   readonly maxValueBytes: number;
+  /** the JSON body of POST /v1/batch (DEFAULT_MAX_BATCH_BYTES when absent) */
+  readonly maxBatchBytes?: number;
 }
+
+/** A batch body's limit by default: 16 MiB, a dozen 1 MiB values in base64 or 1000 small ones many times over. */
+export const DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024;
 
 export const DEFAULT_LIMITS: InputLimits = { maxKeyBytes: 1024, maxValueBytes: 1024 * 1024 };
 /** Ten years: anything longer is almost certainly a unit mistake (ms for s). */

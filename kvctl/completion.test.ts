@@ -57,6 +57,7 @@ const COMMANDS = [
   'put',
   'get',
   'delete',
+  'batch',
   'cluster',
   'status',
   'verify',

@@ -9,7 +9,15 @@ import { IDENTITY_HEADER, identity, KVSTORE_VERSION } from '../common/version';
 import { EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, palette, terminalEscapes } from './io';
 import { AUTH_USAGE } from './commands/auth';
 import { COMPLETION_USAGE } from './commands/completion';
-import { CLUSTER_USAGE, DELETE_USAGE, EXIT_STATUSES, GET_USAGE, PUT_USAGE, USAGE } from './usage';
+import {
+  BATCH_USAGE,
+  CLUSTER_USAGE,
+  DELETE_USAGE,
+  EXIT_STATUSES,
+  GET_USAGE,
+  PUT_USAGE,
+  USAGE,
+} from './usage';
 
 /** Runs kvctl in-process with buffers for its streams. Every case here fails or finishes before any request. */
 async function run(argv: string[], env: Record<string, string | undefined> = {}) {
@@ -36,6 +44,7 @@ describe('kvctl help', () => {
     [['help', 'get'], GET_USAGE],
     [['put', '--help'], PUT_USAGE],
     [['delete', '-h'], DELETE_USAGE],
+    [['batch', '--help'], BATCH_USAGE],
     [['help', 'cluster'], CLUSTER_USAGE],
     [['completion', '--help'], COMPLETION_USAGE],
     [['auth', 'create-key', '--help'], AUTH_USAGE],

@@ -5,6 +5,7 @@ import { KVSTORE_VERSION } from '../common/version';
 import { authCommand, runAuth, type CreateKeyArgs } from './commands/auth';
 import { clusterCommand, runCluster, type ClusterArgs } from './commands/cluster';
 import { completionCommand, runCompletion, type CompletionArgs } from './commands/completion';
+import { batchCommand, runBatch, type BatchArgs } from './commands/batch';
 import { deleteCommand, runDelete } from './commands/delete';
 import { getCommand, runGet, type KeyArgs } from './commands/get';
 import { putCommand, runPut, type PutArgs } from './commands/put';
@@ -27,6 +28,7 @@ export interface CommandArgs {
   put: PutArgs;
   get: KeyArgs;
   delete: KeyArgs;
+  batch: BatchArgs;
   cluster: ClusterArgs;
   status: StatusArgs;
   verify: VerifyArgs;
@@ -67,6 +69,7 @@ function buildProgram(env: Env, sink: HelpSink, accept: (inv: Invocation) => voi
   program.addCommand(putCommand(setup((args) => ({ command: 'put', args }))));
   program.addCommand(getCommand(setup((args) => ({ command: 'get', args }))));
   program.addCommand(deleteCommand(setup((args) => ({ command: 'delete', args }))));
+  program.addCommand(batchCommand(setup((args) => ({ command: 'batch', args }))));
   program.addCommand(clusterCommand(setup((args) => ({ command: 'cluster', args }))));
   program.addCommand(statusCommand(setup((args) => ({ command: 'status', args }))));
   program.addCommand(verifyCommand(setup((args) => ({ command: 'verify', args }))));
@@ -130,6 +133,8 @@ function run(inv: Invocation, io: KvctlIo, opts: RunOptions): Promise<number> | 
       return runGet(inv.args, io);
     case 'delete':
       return runDelete(inv.args, io);
+    case 'batch':
+      return runBatch(inv.args, io);
     case 'cluster':
       return runCluster(inv.args, io);
     case 'status':

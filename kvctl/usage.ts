@@ -19,6 +19,7 @@ commands:
   put <key> <value> [--ttl SECONDS]  store a value ('-' reads it from stdin as bytes); prints the version
   get <key>                          write the value's bytes to stdout; exit 1 when the key is absent
   delete <key>                       delete a key (absent is fine); prints the version
+  batch [FILE]                       run get/put/delete operations given as JSON lines, 1000 a request
   cluster                            show the partition map: nodes, replicas, moves in progress
   status [--watch]                   nodes with state, keys, bytes; under-replicated partitions; moves;
                                      exit 1 when the cluster is degraded
@@ -65,6 +66,20 @@ export const GET_USAGE = `usage: kvctl get [--url URL] [--consistency L] [--toke
 
 Writes the value's bytes to stdout, exactly (a newline is added only on a terminal). With -o json:
 {"key", "version", "value"}, or "valueBase64" for a value that is not UTF-8 text.
+
+${EXIT_STATUSES}`;
+
+export const BATCH_USAGE = `usage: kvctl batch [--url URL] [--consistency L] [--token T] [--ca FILE] [-o json|table] [FILE]
+
+Runs the operations in FILE (or stdin: '-' or none), one JSON object a line:
+  {"op":"put","key":"a","value":"text","ttl":60,"contentType":"text/plain"}
+  {"op":"put","key":"b","valueBase64":"AAEC"}
+  {"op":"get","key":"a"}
+  {"op":"delete","key":"b"}
+1000 to a request (POST /v1/batch; not atomic). Prints one result a line, in order: index, status,
+key and the value (gets), version (writes) or error. With -o json: one JSON object a line
+({"index", "status", "key", "version", "valueBase64", "contentType", "error"}). Exit 3 when any
+operation failed (a get of an absent key is not a failure).
 
 ${EXIT_STATUSES}`;
 
