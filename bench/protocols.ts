@@ -104,7 +104,8 @@ const CRLFCRLF = Buffer.from('\r\n\r\n');
 export class HttpReplyParser implements ReplyParser {
   private buf: Buffer | undefined;
 
-  constructor(private readonly classify: (status: number) => Outcome) {}
+  /** `classify` may read the body (latin1) too: a batch's reply says how each operation went. */
+  constructor(private readonly classify: (status: number, body: string) => Outcome) {}
 
   push(chunk: Buffer): Outcome | undefined {
     const buf = concat(this.buf, chunk);
@@ -131,7 +132,7 @@ export class HttpReplyParser implements ReplyParser {
     }
     if (buf.length > end) throw new ProtocolError('bytes after the reply with no request outstanding');
     this.buf = undefined;
-    return this.classify(status);
+    return this.classify(status, this.classify.length > 1 ? buf.toString('latin1', bodyStart, end) : '');
   }
 }
 

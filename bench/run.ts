@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption, runMain, UsageError } from '../common/cli-options';
+import { batchTable, runBatchLoads, type BatchRow } from './batch-load';
 import { DISTRIBUTIONS, type Distribution } from './keys';
 import { preload, runLoad, WORKLOADS, type Workload } from './load';
 import {
@@ -29,7 +30,9 @@ import { runRedisBenchmark } from './redis-benchmark';
  */
 const USAGE = `usage: npm run bench -- [--duration S] [--warmup S] [--keys N] [--value-size B] [--concurrency C]
        [--systems minimal,redis,etcd,kvstore-rf1,kvstore-rf3] [--workloads get,put,mixed]
-       [--distributions uniform,zipfian] [--wrk] [--profile] [--out FILE.json] [--work-dir DIR]
+       [--distributions uniform,zipfian] [--batch-sizes 16,100] [--wrk] [--profile] [--out FILE.json] [--work-dir DIR]
+  --batch-sizes: batches of these sizes, get and put: kvstore's POST /v1/batch, etcd's Txn, Redis pipelines
+    ('' for none)
   --wrk: also drive each system with a tool we did not write: wrk (HTTP systems), redis-benchmark (Redis)`;
 
 const SYSTEMS = ['minimal', 'redis', 'etcd', 'kvstore-rf1', 'kvstore-rf3'] as const;
@@ -44,6 +47,7 @@ export interface BenchOptions {
   readonly systems: readonly SystemName[];
   readonly workloads: readonly Workload[];
   readonly distributions: readonly Distribution[];
+  readonly batchSizes: readonly number[];
   readonly wrk: boolean;
   readonly profile: boolean;
   readonly out: string;
@@ -57,6 +61,7 @@ export interface BenchReport {
   readonly options: Omit<BenchOptions, 'workDir' | 'out'>;
   readonly systems: Record<string, string>;
   readonly results: ResultRow[];
+  readonly batches: BatchRow[];
   readonly ratios: Record<string, ReturnType<typeof ratios>>;
   readonly profiles?: string;
 }
@@ -73,6 +78,14 @@ function list<T extends string>(flag: string, raw: string, allowed: readonly T[]
   return items as T[];
 }
 
+function batchSizes(raw: string): number[] {
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => intOption('batch-sizes', s, 0, 1, 1000));
+}
+
 export function parseBenchArgs(argv: readonly string[]): BenchOptions | undefined {
   const { values } = parseArgs({
     args: [...argv],
@@ -85,6 +98,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | undefine
       systems: { type: 'string', default: SYSTEMS.join(',') },
       workloads: { type: 'string', default: WORKLOADS.join(',') },
       distributions: { type: 'string', default: 'uniform' },
+      'batch-sizes': { type: 'string', default: '16,100' },
       wrk: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       out: { type: 'string', default: path.join('bench', 'results', 'latest.json') },
@@ -106,6 +120,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | undefine
     systems: list('systems', values.systems, SYSTEMS),
     workloads: list('workloads', values.workloads, WORKLOADS),
     distributions: list('distributions', values.distributions, DISTRIBUTIONS),
+    batchSizes: batchSizes(values['batch-sizes']),
     wrk: values.wrk,
     profile: values.profile,
     out: values.out,
@@ -214,6 +229,7 @@ export async function runBench(
   say: Say = (l) => process.stdout.write(`${l}\n`),
 ): Promise<BenchReport> {
   const results: ResultRow[] = [];
+  const batches: BatchRow[] = [];
   const described: Record<string, string> = {};
   const profileDir = path.join(o.workDir, 'profiles');
   for (const name of o.systems) {
@@ -277,6 +293,8 @@ export async function runBench(
           }
         }
       }
+      // Keys are preloaded: every get of a batch finds its key.
+      batches.push(...(await runBatchLoads(sys, { ...o, sizes: o.batchSizes }, say)));
     } finally {
       await sys.stop();
     }
@@ -307,6 +325,7 @@ export async function runBench(
     systems: o.systems,
     workloads: o.workloads,
     distributions: o.distributions,
+    batchSizes: o.batchSizes,
     wrk: o.wrk,
     profile: o.profile,
   };
@@ -317,6 +336,7 @@ export async function runBench(
     options,
     systems: described,
     results,
+    batches,
     ratios: rs,
     ...(profiles ? { profiles } : {}),
   };
@@ -332,6 +352,16 @@ export function markdown(r: BenchReport): string {
     '',
     table(r.results),
     '',
+    ...(r.batches.length
+      ? [
+          '### Batches',
+          '',
+          'Latency is of a whole batch: each of its operations waits that long.',
+          '',
+          batchTable(r.batches),
+          '',
+        ]
+      : []),
     '### CPU per operation',
     '',
     cpuTable(r.results),
