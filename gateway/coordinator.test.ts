@@ -383,7 +383,15 @@ describe('three nodes, RF 3', () => {
     const read = await bench.cutOff(gw.id, [other], () => gw.coordinator.get(key, { consistency: 'quorum' }));
     expect(read).toEqual(newer);
     await bench.expectHoldings(key, { [fresh]: show(newer), [stale]: show(newer) });
+    // The stale replica may hold the repair before its reply reaches the gateway and is counted.
+    await waitFor(
+      'the repair counted',
+      async () => (await total(gw.metrics.readRepairs, {})) > 0,
+      10_000,
+      10,
+    );
     expect(await total(gw.metrics.readRepairs, { outcome: 'ok' })).toBe(1);
+    expect(await total(gw.metrics.readRepairs, { outcome: 'failed' })).toBe(0);
     // Read repair fixes what the read saw; the replica it did not reach is anti-entropy's to fix.
     expect(show(await bench.held(other, key))).toBe(show(record('old', old)));
   });
