@@ -48,7 +48,7 @@ export function requestForFormat(body: RpcRequestBody, format: RecordFormat): Rp
 
 type Keyed = { readonly k: Buffer; readonly r: Buffer };
 
-function keyedForFormat1(items: readonly Keyed[]): Keyed[] {
+function keyedForFormat1<T extends Keyed>(items: readonly T[]): T[] {
   return items.map((i) => (hasContentType(i.r) ? { ...i, r: withoutContentType(i.r) } : i));
 }
 
@@ -67,6 +67,10 @@ export function replyForFormat(op: RpcOp | undefined, body: unknown, format: Rec
     }
     case 'bucket': {
       const reply = body as ReplyByOp['bucket'];
+      return { ...reply, items: keyedForFormat1(reply.items) };
+    }
+    case 'range': {
+      const reply = body as ReplyByOp['range'];
       return { ...reply, items: keyedForFormat1(reply.items) };
     }
     default:

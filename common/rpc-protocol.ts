@@ -60,6 +60,22 @@ export type RpcRequestBody =
       readonly after?: Buffer;
       readonly limit: number;
       readonly maxBytes: number;
+    }
+  /**
+   * listing (GET /v1/kv): the records of `partitions` whose keys lie in [start, end) (end absent: to
+   * the end of the key space) and come after `after` (exclusive), merged into one key order, at most
+   * `limit` records and about `maxBytes` bytes (at least one). Tombstones and expired records are
+   * included: the gateway resolves each key across replicas. `digest`: records without their values.
+   */
+  | {
+      readonly op: 'range';
+      readonly partitions: readonly number[];
+      readonly start: Buffer;
+      readonly end?: Buffer;
+      readonly after?: Buffer;
+      readonly limit: number;
+      readonly maxBytes: number;
+      readonly digest?: boolean;
     };
 
 export type RpcOp = RpcRequestBody['op'];
@@ -114,6 +130,16 @@ export interface ScanReply {
   readonly more: boolean;
 }
 
+export interface RangeReply {
+  /** in key order; p: the key's partition */
+  readonly items: { readonly p: number; readonly k: Buffer; readonly r: Buffer }[];
+  /**
+   * true when the reply stopped at its limit: every record of the partitions asked up to the last
+   * item's key is in `items`, and there may be more after it. false: all of the range is in `items`.
+   */
+  readonly more: boolean;
+}
+
 export interface InfoReply {
   readonly nodeId: string;
   readonly epoch: number;
@@ -160,6 +186,7 @@ export interface ReplyByOp {
   bucket: BucketReply;
   repair: RepairStatus;
   scan: ScanReply;
+  range: RangeReply;
 }
 
 export interface RpcRequestFrame {

@@ -15,6 +15,7 @@ import {
   type RpcReply,
   type RepairStatus,
   type RpcRequestFrame,
+  type RangeReply,
   type ScanReply,
   type WriteReply,
 } from '../common/rpc-protocol';
@@ -71,6 +72,7 @@ const METRIC_OPS: Readonly<Record<RpcOp, true>> = {
   bucket: true,
   repair: true,
   scan: true,
+  range: true,
 };
 
 /**
@@ -165,6 +167,10 @@ export class NodeRequestHandler {
               checkRange(req.body.maxBytes, 'maxBytes', MAX_SCAN_BYTES),
             ),
           );
+        case 'range':
+          if (!this.state.ready())
+            return this.fail({ code: 'not_ready', message: `${this.state.nodeId} is not ready` });
+          return this.ok(this.range(req.body));
         default:
           return this.fail({
             code: 'bad_request',
@@ -211,6 +217,25 @@ export class NodeRequestHandler {
       bytes += key.length + raw.length;
     }
     return { items, more: items.length < batch.length || batch.length === limit };
+  }
+
+  /** A page of a listing: the records of the partitions asked, in key order (Storage.range). */
+  private range(body: Extract<RpcRequestFrame['body'], { op: 'range' }>): RangeReply {
+    if (!Array.isArray(body.partitions) || body.partitions.length === 0 || body.partitions.length > 65536) {
+      throw new BadRequest('partitions must be an array of 1..65536');
+    }
+    const partitions = body.partitions.map(checkPartition);
+    const start = checkKeyBound(body.start, 'start', true);
+    const end = body.end === undefined ? undefined : checkKeyBound(body.end, 'end', false);
+    const after = body.after === undefined ? undefined : checkKeyBound(body.after, 'after', false);
+    if (end !== undefined && Buffer.compare(start, end) >= 0) throw new BadRequest('end must be after start');
+    const { items, more } = this.storage.range(partitions, end === undefined ? { start } : { start, end }, {
+      ...(after === undefined ? {} : { after }),
+      limit: checkRange(body.limit, 'limit', MAX_ITEMS),
+      maxBytes: checkRange(body.maxBytes, 'maxBytes', MAX_SCAN_BYTES),
+      digest: checkDigestFlag(body.digest),
+    });
+    return { items, more };
   }
 
   private info(): InfoReply {
@@ -280,6 +305,14 @@ function checkDigestFlag(digest: unknown): boolean {
 
 function checkKeyRefs(items: unknown): KeyRef[] {
   return checkItems(items).map(checkKeyRef);
+}
+
+/** Key bytes bounding a range; only `start` may be empty (the beginning of the key space). */
+function checkKeyBound(v: unknown, name: string, mayBeEmpty: boolean): Buffer {
+  if (!Buffer.isBuffer(v) || (!mayBeEmpty && v.length === 0)) {
+    throw new BadRequest(`${name} must be ${mayBeEmpty ? '' : 'non-empty '}key bytes`);
+  }
+  return v;
 }
 
 function checkInt(v: unknown, name: string): number {

@@ -1,4 +1,6 @@
+import { Heap } from 'heap-js';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import type { KeyRange } from '../common/key-range';
 import { KvError } from '../common/errors';
 import { compareVersions } from '../common/hlc';
 import {
@@ -49,10 +51,14 @@ export interface StoredWrite {
   readonly record: Buffer;
 }
 
-export function storageKey(partition: number, key: Uint8Array): Buffer {
+function checkPartition(partition: number): void {
   if (!Number.isInteger(partition) || partition < 0 || partition >= MAX_PARTITIONS) {
     throw new StorageError('bad_partition', `partition ${partition} out of range`, { partition });
   }
+}
+
+export function storageKey(partition: number, key: Uint8Array): Buffer {
+  checkPartition(partition);
   if (key.length === 0 || key.length > MAX_STORED_KEY_BYTES) {
     throw new StorageError('bad_key', `key of ${key.length} bytes cannot be stored`, { bytes: key.length });
   }
@@ -93,6 +99,24 @@ export type RemoveListener = (
   partition: number,
   removed: readonly { key: Buffer; record: KvRecord }[],
 ) => void;
+
+/** One record of a listing: its partition, key and wire-form record (or digest). */
+export interface RangeItem {
+  readonly p: number;
+  readonly k: Buffer;
+  readonly r: Buffer;
+}
+
+interface RangeCursor {
+  readonly p: number;
+  readonly it: Iterator<{ key: Buffer; value: Buffer }>;
+  /** `after`, while the cursor may still be on it */
+  skip: Buffer | undefined;
+  key: Buffer;
+  raw: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
 
 export interface ScannedRecord {
   readonly key: Buffer;
@@ -343,6 +367,69 @@ export class Storage {
       out.push({ key: Buffer.from(key.subarray(2)), raw: storedToWire(value, this.writers) });
     }
     return out;
+  }
+
+  /**
+   * The records of `partitions` whose keys lie in `range` and come after `after`, in one key order
+   * (each partition is a contiguous LMDB range already in key order: a k-way merge of them), at most
+   * `limit` records and about `maxBytes` bytes (at least one). `more`: it stopped at a limit.
+   * Tombstones and expired records are included. `digest`: records without their values.
+   */
+  range(
+    partitions: readonly number[],
+    range: KeyRange,
+    opts: { after?: Buffer; limit: number; maxBytes: number; digest?: boolean },
+  ): { items: RangeItem[]; more: boolean } {
+    // From `after` itself, skipped when found (after + 0x00 could pass LMDB's key length limit).
+    const skip =
+      opts.after !== undefined && Buffer.compare(opts.after, range.start) >= 0 ? opts.after : undefined;
+    const from = skip ?? range.start;
+    const convert = opts.digest ? storedDigest : storedToWire;
+    const heap = new Heap<RangeCursor>((a, b) => Buffer.compare(a.key, b.key));
+    const cursors: RangeCursor[] = [];
+    try {
+      for (const p of new Set(partitions)) {
+        checkPartition(p);
+        const start = Buffer.concat([partitionStart(p), from]);
+        const end =
+          range.end === undefined ? partitionStart(p + 1) : Buffer.concat([partitionStart(p), range.end]);
+        if (Buffer.compare(start, end) >= 0) continue;
+        const it = this.data.getRange({ start, end })[Symbol.iterator]();
+        const cursor: RangeCursor = { p, it, skip, key: EMPTY, raw: EMPTY };
+        cursors.push(cursor);
+        if (this.advance(cursor, convert)) heap.push(cursor);
+      }
+      const items: RangeItem[] = [];
+      let bytes = 0;
+      while (heap.length > 0) {
+        if (items.length >= opts.limit) return { items, more: true };
+        const top = heap.peek() as RangeCursor;
+        if (items.length > 0 && bytes + top.key.length + top.raw.length > opts.maxBytes) {
+          return { items, more: true };
+        }
+        items.push({ p: top.p, k: top.key, r: top.raw });
+        bytes += top.key.length + top.raw.length;
+        if (this.advance(top, convert)) heap.replace(top);
+        else heap.pop();
+      }
+      return { items, more: false };
+    } finally {
+      // Each open iterator holds an LMDB cursor and its read transaction.
+      for (const c of cursors) c.it.return?.();
+    }
+  }
+
+  /** Moves a cursor to its partition's next record, copied out of LMDB's buffers; false at its end. */
+  private advance(c: RangeCursor, convert: (buf: Buffer, names: WriterIds) => Buffer): boolean {
+    let next = c.it.next();
+    if (!next.done && c.skip !== undefined) {
+      if (c.skip.equals(next.value.key.subarray(2))) next = c.it.next();
+      c.skip = undefined;
+    }
+    if (next.done) return false;
+    c.key = Buffer.from(next.value.key.subarray(2));
+    c.raw = convert(next.value.value, this.writers);
+    return true;
   }
 
   /**
