@@ -127,7 +127,7 @@ describe('Storage.range (real LMDB on disk): one key order across partitions', (
         fc.option(keyArb, { nil: undefined }),
         fc.option(keyArb, { nil: undefined }),
         fc.integer({ min: 1, max: 7 }),
-        async (keys, partitions, bound, after) => {
+        async (keys, partitions, bound, after, pageLimit) => {
           await s.close();
           fs.rmSync(dir, { recursive: true, force: true });
           dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kv-range-'));
@@ -146,11 +146,11 @@ describe('Storage.range (real LMDB on disk): one key order across partitions', (
           expect(got.more).toBe(false);
           // Paged by any limit, resuming after the last key of each page: every record exactly once.
           const paged: Held[] = [];
-          let cursor = afterKey;
+          let cursor: Buffer | undefined = afterKey;
           for (let page = 0; page < 100; page++) {
             const r = s.range(partitions, range, {
               ...(cursor === undefined ? {} : { after: cursor }),
-              limit: 3,
+              limit: pageLimit,
               maxBytes: 1 << 20,
             });
             paged.push(...r.items);
