@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { KvError } from './errors';
+import { prefixRange, rangeWithin, type KeyRange } from './key-range';
 
 /**
  * The gateway's API keys: the key file's format, its strict validation, and
@@ -217,6 +218,12 @@ export function prefixAllows(principal: Principal, key: Uint8Array): boolean {
   const p = principal.prefix;
   if (p === undefined) return true;
   return key.length >= p.length && Buffer.compare(p, key.subarray(0, p.length)) === 0;
+}
+
+/** Whether a principal may list `range`: all of it lies inside its prefix (a listing is refused, not clamped). */
+export function rangeAllowed(principal: Principal, range: KeyRange): boolean {
+  const p = principal.prefix;
+  return p === undefined || rangeWithin(range, prefixRange(p));
 }
 
 /**

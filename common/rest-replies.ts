@@ -116,3 +116,18 @@ export interface BatchResultReply {
 export interface BatchReply {
   readonly results: readonly BatchResultReply[];
 }
+
+/** One key of a listing (`GET /v1/kv`); value and contentType unless keys_only. */
+export interface ListEntryReply {
+  readonly key: string;
+  readonly version: string;
+  /** base64 */
+  readonly value?: string;
+  readonly contentType?: string;
+}
+
+/** `GET /v1/kv`: a page of a listing; `cursor` is present while it goes on (pass it back for the next page). */
+export interface ListReply {
+  readonly items: readonly ListEntryReply[];
+  readonly cursor?: string;
+}

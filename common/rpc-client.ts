@@ -42,6 +42,16 @@ export class RpcError extends KvError {
   }
 }
 
+/**
+ * The epoch a replica that refused a request as stale says it holds; undefined for other
+ * errors. A node that omits it (it always sends it) still means "newer than yours": 0 makes the
+ * caller reload without a floor.
+ */
+export function staleEpochOf(err: unknown): number | undefined {
+  if (!(err instanceof RpcError) || err.remote?.code !== 'stale_epoch') return undefined;
+  return typeof err.remote.epoch === 'number' ? err.remote.epoch : 0;
+}
+
 export interface RpcClientOptions {
   readonly nodeId: string;
   readonly address: string;

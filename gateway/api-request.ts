@@ -8,7 +8,7 @@ import type { ConsistencyLabel } from './metrics';
 
 /** The `op` label of the request metrics and logs. */
 export type OpLabel =
-  'get' | 'put' | 'delete' | 'health' | 'metrics' | 'cluster' | 'admin_repair' | 'batch' | 'other';
+  'get' | 'put' | 'delete' | 'health' | 'metrics' | 'cluster' | 'admin_repair' | 'batch' | 'list' | 'other';
 
 /** What the request is recorded under (request-observer.ts); filled in as the request is understood. */
 export interface RequestLabels {

@@ -14,6 +14,7 @@ import type { Operation, OperationDeps } from './operations/context';
 import { batch } from './operations/batch';
 import { deleteValue, legacyDelete } from './operations/delete';
 import { getValue, legacyGet } from './operations/get';
+import { listKeys } from './operations/list';
 import { legacyPut, putValue } from './operations/put';
 import { GATEWAY_IDENTITY } from './identity-header';
 import { acceptRequestId, DEFAULT_MAX_BATCH_BYTES } from './request-input';
@@ -212,6 +213,9 @@ export function createExpressAdapter(
 
   // What the lean adapter hands over on /v1/kv: HEAD, conditional GETs, compressed bodies, other methods.
   const kvPath = /^\/v1\/kv(?:\/.*)?$/;
+  // GET /v1/kv, with no key: a listing (?prefix, ?start&end).
+  app.get('/v1/kv', serve('list', listKeys));
+  app.all('/v1/kv', methodNotAllowed('GET, HEAD'));
   app.get(kvPath, serve('get', getValue));
   app.put(kvPath, serve('put', putValue));
   app.delete(kvPath, serve('delete', deleteValue));

@@ -3,12 +3,14 @@ import { ApiError } from './api-error';
 import {
   authenticate,
   prefixAllows,
+  rangeAllowed,
   roleAllows,
   UNAUTHENTICATED_ADMIN,
   type Access,
   type AuthFailureReason,
   type Principal,
 } from '../common/api-keys';
+import type { KeyRange } from '../common/key-range';
 import type { GatewayDeps } from './gateway-deps';
 
 /** The challenge a 401 carries (RFC 6750). */
@@ -33,6 +35,8 @@ export interface Authoriser {
   check(req: RequestOrigin, access: Exclude<Access, 'open'>, rid: string): Promise<Principal>;
   /** 403 unless the principal's prefix covers this key. */
   checkKey(principal: Principal, key: Buffer, req: RequestOrigin, rid: string): void;
+  /** 403 unless all of `range` lies inside the principal's prefix (a listing). */
+  checkRange(principal: Principal, range: KeyRange, req: RequestOrigin, rid: string): void;
   /** 403 unless the principal's role covers `access` (one operation of a batch). */
   checkAccess(principal: Principal, access: Exclude<Access, 'open'>, req: RequestOrigin, rid: string): void;
   /**
@@ -115,6 +119,17 @@ export function createAuthoriser(
     },
     async admit(principal, points, req) {
       if (admission && points > 0) await admission(req.remoteAddress ?? '', principal.keyId, points);
+    },
+    checkRange(principal, range, req, rid) {
+      if (rangeAllowed(principal, range)) return;
+      const prefix = principal.prefix?.toString('utf8') ?? '';
+      throw refuse(
+        req,
+        rid,
+        'prefix',
+        principal.keyId,
+        `key ${JSON.stringify(principal.keyId)} may only list keys that start with ${JSON.stringify(prefix)}; this listing reaches outside it (list with prefix=${JSON.stringify(prefix)} or a range inside it)`,
+      );
     },
     checkKey(principal, key, req, rid) {
       if (prefixAllows(principal, key)) return;

@@ -4,12 +4,14 @@ import type { Logger } from '../common/logger';
 import { pendingReplicasOf, replicasOf, type PartitionMap } from '../common/partition-map';
 import type { PeerPool } from '../common/peer-pool';
 import { decodeRecord, encodeRecord, isLive, newerRecord, type KvRecord } from '../common/record';
-import { RpcError } from '../common/rpc-client';
+import { RpcError, staleEpochOf } from '../common/rpc-client';
 import { ApiError } from './api-error';
 import type { GatewayMetrics } from './metrics';
 import { gather, gatherStaged, type ExtraReason, type Outcome } from './quorum';
 import { resolveRead, staleReplicas, type ReadAnswer } from './read-resolution';
 import { RpcCoalescer } from './rpc-coalescer';
+import { RangeReader, type ListOptions, type ListPage } from './range-reader';
+import type { KeyRange } from '../common/key-range';
 import { requiredAcks, type Consistency } from '../common/consistency';
 
 export interface MapSource {
@@ -97,6 +99,23 @@ export class Coordinator {
       failed: metrics.readExtraRequests.labels('failed'),
       slow: metrics.readExtraRequests.labels('slow'),
     };
+    this.ranges = new RangeReader({
+      current: () => this.maps.current(),
+      refresh: (epoch) => this.refreshTo(epoch),
+      order: (replicas) => this.readOrder(replicas),
+      range: (node, body, rid) => this.call(node, 'range', () => this.client(node).call(body, rid)),
+      write: (node, body, rid) => this.call(node, 'write', () => this.client(node).call(body, rid)),
+      metrics,
+      log,
+      now: this.now,
+    });
+  }
+
+  private readonly ranges: RangeReader;
+
+  /** A page of a listing of `range` (gateway/range-reader.ts). */
+  list(range: KeyRange, opts: ListOptions): Promise<ListPage> {
+    return this.ranges.list(range, opts);
   }
 
   private readonly now: () => number;
@@ -465,7 +484,7 @@ export class Coordinator {
     return { done: false, staleEpoch, error, report };
   }
 
-  private async call<T>(node: string, op: 'read' | 'write', fn: () => Promise<T>): Promise<T> {
+  private async call<T>(node: string, op: 'read' | 'write' | 'range', fn: () => Promise<T>): Promise<T> {
     try {
       const v = await fn();
       this.metrics.replicaRequests.inc({ node, op, outcome: 'ok' });
@@ -525,14 +544,4 @@ export class Coordinator {
     if (!map) throw new ApiError(503, 'not_ready', 'the gateway has no partition map yet');
     return map;
   }
-}
-
-/**
- * The epoch a replica that refused a request as stale says it holds; undefined for other
- * errors. A node that omits it (it always sends it) still means "newer than yours": 0 makes the
- * caller reload without a floor.
- */
-function staleEpochOf(err: unknown): number | undefined {
-  if (!(err instanceof RpcError) || err.remote?.code !== 'stale_epoch') return undefined;
-  return typeof err.remote.epoch === 'number' ? err.remote.epoch : 0;
 }
