@@ -482,8 +482,35 @@ const keyQueryArb = (name: string): fc.Arbitrary<string> =>
     fc.constantFrom('', '?', `?${name}`, `?${name}=`, `?${name}[]=a`, `?${name}[x]=a`, `?other=1`),
   );
 
+/** A listing's query (GET /v1/kv): its parameters with hostile values, repeated, unknown or misspelt. */
+const listQueryArb: fc.Arbitrary<string> = fc
+  .array(
+    fc.oneof(
+      fc.tuple(fc.constantFrom('prefix', 'start', 'end'), keyCharsArb).map(([n, v]) => `${n}=${v}`),
+      fc
+        .tuple(
+          fc.constantFrom('limit'),
+          fc.constantFrom('0', '1', '2', '10000', '10001', '-1', '1e3', '', 'x', '007'),
+        )
+        .map(([n, v]) => `${n}=${v}`),
+      fc
+        .tuple(
+          fc.constantFrom('cursor'),
+          fc.oneof(
+            keyCharsArb.map((k) => `k1.${Buffer.from(k).toString('base64url')}`),
+            fc.constantFrom('', 'k1.', 'k1.%%', 'k1.AA', 'k2.YQ', 'k1.YQ==', 'k1.____'),
+          ),
+        )
+        .map(([n, v]) => `${n}=${v}`),
+      fc.constantFrom('keys_only', 'keys_only=true', 'keys_only=no', 'prefix[]=a', 'start[x]=b', 'recurse'),
+    ),
+    { maxLength: 5 },
+  )
+  .map((parts) => (parts.length === 0 ? '' : `?${parts.join('&')}`));
+
 /** Request targets: the real routes with hostile keys and queries, and some that are not routes at all. */
 export const targetArb: fc.Arbitrary<string> = fc.oneof(
+  { weight: 3, arbitrary: listQueryArb.map((q) => `/v1/kv${q}`) },
   { weight: 10, arbitrary: fc.tuple(keyCharsArb, queryArb).map(([k, q]) => `/v1/kv/${k}${q}`) },
   { weight: 2, arbitrary: fc.tuple(longKeyArb, queryArb).map(([k, q]) => `/v1/kv/${k}${q}`) },
   { weight: 3, arbitrary: keyQueryArb('key').map((q) => `/get${q}`) },
