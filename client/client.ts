@@ -18,6 +18,7 @@ import {
   parseRebalanceStatus,
   parseRepairReport,
   parseBatchReply,
+  parseListReply,
   parseScaleResult,
   writeResult,
 } from './reply-parsers';
@@ -28,6 +29,9 @@ import type {
   BatchResult,
   ClientOptions,
   Entry,
+  ListedEntry,
+  ListOptions,
+  ListPage,
   PutOptions,
   RequestOptions,
   WriteResult,
@@ -230,6 +234,37 @@ export class KeyValueStoreClient {
       opts,
     });
     return parseBatchReply(this.json(answer), operations.length, answer.ctx);
+  }
+
+  /**
+   * Every key of a listing (`prefix`, or [start, end) in byte order), in key order, fetched a page
+   * at a time as the iteration goes (`pageSize` keys per request). Not a snapshot: a key unchanged
+   * throughout is listed exactly once; one written or deleted meanwhile may or may not be, never twice.
+   */
+  async *list(opts: ListOptions = {}): AsyncGenerator<ListedEntry, void, undefined> {
+    let cursor = opts.cursor;
+    for (;;) {
+      const page = await this.listPage({ ...opts, ...(cursor === undefined ? {} : { cursor }) });
+      yield* page.entries;
+      if (page.cursor === undefined) return;
+      cursor = page.cursor;
+    }
+  }
+
+  /** One page of a listing (GET /v1/kv); pass its `cursor` back for the next. */
+  async listPage(opts: ListOptions = {}): Promise<ListPage> {
+    const query: Record<string, string> = {};
+    for (const name of ['prefix', 'start', 'end', 'cursor'] as const) {
+      const v = opts[name];
+      if (v !== undefined) {
+        if (typeof v !== 'string') throw localError(`${name} must be a string`);
+        query[name] = v;
+      }
+    }
+    if (opts.pageSize !== undefined) query.limit = String(checkPositiveInt('pageSize', opts.pageSize));
+    if (opts.keysOnly) query.keys_only = 'true';
+    const answer = await this.send({ method: 'GET', path: '/v1/kv', query, opts });
+    return parseListReply(this.json(answer), answer.ctx);
   }
 
   /** Writes a tombstone and returns its version; an absent key is not an error. */

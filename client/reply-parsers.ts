@@ -12,7 +12,7 @@ import type {
   ScaleResult,
 } from '../common/rest-replies';
 import { KvClientError, type ErrorContext } from './client-error';
-import type { BatchResult, WriteResult } from './types';
+import type { BatchResult, ListedEntry, ListPage, WriteResult } from './types';
 
 /**
  * Checks the gateway's (and the launcher's) JSON replies against their definitions in
@@ -309,4 +309,28 @@ export function parseBatchReply(body: unknown, sent: number, ctx: ErrorContext):
     }
     return out;
   });
+}
+
+/** `GET /v1/kv`: a page of a listing, each entry checked, values decoded from base64. */
+export function parseListReply(body: unknown, ctx: ErrorContext): ListPage {
+  const bad = (what: string): KvClientError =>
+    new KvClientError('bad_response', `unexpected listing response: ${what}`, ctx);
+  if (!isRecord(body) || !Array.isArray(body.items)) throw bad('expected { "items": [...] }');
+  if (body.cursor !== undefined && typeof body.cursor !== 'string') throw bad('cursor is not a string');
+  const entries = body.items.map((r: unknown, i): ListedEntry => {
+    if (!isRecord(r) || typeof r.key !== 'string' || typeof r.version !== 'string') {
+      throw bad(`items[${i}] lacks key or version`);
+    }
+    const out: Mutable<ListedEntry> = { key: r.key, version: r.version };
+    if (r.value !== undefined) {
+      if (typeof r.value !== 'string') throw bad(`items[${i}].value is not base64`);
+      out.value = Buffer.from(r.value, 'base64');
+    }
+    if (r.contentType !== undefined) {
+      if (typeof r.contentType !== 'string') throw bad(`items[${i}].contentType is not a string`);
+      out.contentType = r.contentType;
+    }
+    return out;
+  });
+  return body.cursor === undefined ? { entries } : { entries, cursor: body.cursor };
 }

@@ -71,3 +71,33 @@ export interface BatchResult {
   contentType?: string;
   error?: { code: string; message: string };
 }
+
+/** What `list()` and `listPage()` read: keys with `prefix`, or in [start, end) (byte order); all keys when neither. */
+export interface ListOptions extends RequestOptions {
+  prefix?: string;
+  /** first key of the range (inclusive) */
+  start?: string;
+  /** end of the range (exclusive); absent: to the last key */
+  end?: string;
+  /** keys per request: 1 to 10 000, default 1000 */
+  pageSize?: number;
+  /** versions without values */
+  keysOnly?: boolean;
+  /** go on from where a page ended (`ListPage.cursor`) */
+  cursor?: string;
+}
+
+/** One key of a listing; value and contentType unless keysOnly. */
+export interface ListedEntry {
+  key: string;
+  /** the key's version, as getEntry() gives it */
+  version: string;
+  value?: Buffer;
+  contentType?: string;
+}
+
+/** One page of a listing; `cursor` while it goes on. */
+export interface ListPage {
+  entries: ListedEntry[];
+  cursor?: string;
+}

@@ -105,6 +105,80 @@ describe('KeyValueStoreClient', () => {
     expect((await kv.getBytes('client/b2'))?.equals(Buffer.from([0, 1, 2]))).toBe(true);
   });
 
+  it('lists keys in byte order as an async iterator, a page at a time, and one page with its cursor', async () => {
+    const kv = new KeyValueStoreClient({ url: tc.url, consistency: 'all' });
+    const keys = Array.from({ length: 25 }, (_, i) => `client/ls/${String(i).padStart(2, '0')}`);
+    const puts = keys.map((key) => ({
+      op: 'put' as const,
+      key,
+      value: `v${key}`,
+      contentType: 'text/plain',
+    }));
+    expect((await kv.batch(puts)).every((r) => r.status === 200)).toBe(true);
+    await kv.delete('client/ls/07');
+    const listed = [];
+    for await (const e of kv.list({ prefix: 'client/ls/', pageSize: 4 })) listed.push(e);
+    expect(listed.map((e) => e.key)).toEqual(keys.filter((k) => k !== 'client/ls/07'));
+    expect(listed[0]).toEqual({
+      key: keys[0],
+      version: (await kv.getEntry(keys[0]))?.version,
+      value: Buffer.from(`v${keys[0]}`),
+      contentType: 'text/plain',
+    });
+    const page = await kv.listPage({ start: keys[3], end: keys[6], keysOnly: true });
+    expect(page.entries.map((e) => [e.key, e.value])).toEqual([
+      [keys[3], undefined],
+      [keys[4], undefined],
+      [keys[5], undefined],
+    ]);
+    expect(page.cursor).toBeUndefined();
+    const first = await kv.listPage({ prefix: 'client/ls/', pageSize: 2 });
+    expect(first.cursor).toEqual(expect.any(String));
+    const second = await kv.listPage({ prefix: 'client/ls/', pageSize: 2, cursor: first.cursor });
+    expect(second.entries.map((e) => e.key)).toEqual(keys.slice(2, 4));
+    await expect(kv.listPage({ prefix: 'a', start: 'b' })).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('kvctl ls prints keys, values, or JSON lines, paged, up to --limit', async () => {
+    const kv = new KeyValueStoreClient({ url: tc.url, consistency: 'all' });
+    for (const [k, v] of [
+      ['cli/ls/a', 'alpha'],
+      ['cli/ls/b', 'beta'],
+      ['cli/ls/c', 'gamma'],
+    ])
+      await kv.put(k, v);
+    await kv.put('cli/ls/bin', Buffer.from([0xff, 0x00]));
+    const plain = await kvctlWithInput(['ls', 'cli/ls/'], '');
+    expect([plain.code, plain.stdout]).toEqual([0, 'cli/ls/a\ncli/ls/b\ncli/ls/bin\ncli/ls/c\n']);
+    const values = await kvctlWithInput(['ls', 'cli/ls/', '--values', '--limit', '3'], '');
+    expect(values.stdout).toBe('cli/ls/a\t"alpha"\ncli/ls/b\t"beta"\ncli/ls/bin\tbase64:/wA=\n');
+    const json = await kvctlWithInput(
+      ['ls', '--start', 'cli/ls/b', '--end', 'cli/ls/c', '--values', '-o', 'json'],
+      '',
+    );
+    expect(
+      json.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as unknown),
+    ).toEqual([
+      {
+        key: 'cli/ls/b',
+        version: expect.any(String),
+        value: 'beta',
+        contentType: 'application/octet-stream',
+      },
+      {
+        key: 'cli/ls/bin',
+        version: expect.any(String),
+        valueBase64: '/wA=',
+        contentType: 'application/octet-stream',
+      },
+    ]);
+    const both = await kvctlWithInput(['ls', 'cli/', '--start', 'a'], '');
+    expect([both.code, both.stderr]).toEqual([2, expect.stringMatching(/PREFIX or --start\/--end/)]);
+  });
+
   it('kvctl batch reads JSON lines, prints one result a line, exits 3 when one failed', async () => {
     const lines = [
       { op: 'put', key: 'cli/b1', value: 'text', contentType: 'text/plain' },

@@ -58,6 +58,7 @@ const COMMANDS = [
   'get',
   'delete',
   'batch',
+  'ls',
   'cluster',
   'status',
   'verify',

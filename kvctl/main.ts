@@ -6,6 +6,7 @@ import { authCommand, runAuth, type CreateKeyArgs } from './commands/auth';
 import { clusterCommand, runCluster, type ClusterArgs } from './commands/cluster';
 import { completionCommand, runCompletion, type CompletionArgs } from './commands/completion';
 import { batchCommand, runBatch, type BatchArgs } from './commands/batch';
+import { lsCommand, runLs, type LsArgs } from './commands/ls';
 import { deleteCommand, runDelete } from './commands/delete';
 import { getCommand, runGet, type KeyArgs } from './commands/get';
 import { putCommand, runPut, type PutArgs } from './commands/put';
@@ -29,6 +30,7 @@ export interface CommandArgs {
   get: KeyArgs;
   delete: KeyArgs;
   batch: BatchArgs;
+  ls: LsArgs;
   cluster: ClusterArgs;
   status: StatusArgs;
   verify: VerifyArgs;
@@ -70,6 +72,7 @@ function buildProgram(env: Env, sink: HelpSink, accept: (inv: Invocation) => voi
   program.addCommand(getCommand(setup((args) => ({ command: 'get', args }))));
   program.addCommand(deleteCommand(setup((args) => ({ command: 'delete', args }))));
   program.addCommand(batchCommand(setup((args) => ({ command: 'batch', args }))));
+  program.addCommand(lsCommand(setup((args) => ({ command: 'ls', args }))));
   program.addCommand(clusterCommand(setup((args) => ({ command: 'cluster', args }))));
   program.addCommand(statusCommand(setup((args) => ({ command: 'status', args }))));
   program.addCommand(verifyCommand(setup((args) => ({ command: 'verify', args }))));
@@ -135,6 +138,8 @@ function run(inv: Invocation, io: KvctlIo, opts: RunOptions): Promise<number> | 
       return runDelete(inv.args, io);
     case 'batch':
       return runBatch(inv.args, io);
+    case 'ls':
+      return runLs(inv.args, io);
     case 'cluster':
       return runCluster(inv.args, io);
     case 'status':

@@ -20,6 +20,7 @@ commands:
   get <key>                          write the value's bytes to stdout; exit 1 when the key is absent
   delete <key>                       delete a key (absent is fine); prints the version
   batch [FILE]                       run get/put/delete operations given as JSON lines, 1000 a request
+  ls [PREFIX] [--start A --end B]    list keys in byte order, a page at a time; --values, --limit N
   cluster                            show the partition map: nodes, replicas, moves in progress
   status [--watch]                   nodes with state, keys, bytes; under-replicated partitions; moves;
                                      exit 1 when the cluster is degraded
@@ -80,6 +81,24 @@ Runs the operations in FILE (or stdin: '-' or none), one JSON object a line:
 key and the value (gets), version (writes) or error. With -o json: one JSON object a line
 ({"index", "status", "key", "version", "valueBase64", "contentType", "error"}). Exit 3 when any
 operation failed (a get of an absent key is not a failure).
+
+${EXIT_STATUSES}`;
+
+export const LS_USAGE = `usage: kvctl ls [--url URL] [--consistency L] [--token T] [--ca FILE] [-o json|table]
+                [PREFIX] [--start KEY] [--end KEY] [--limit N] [--values]
+
+Lists the keys that start with PREFIX (all keys when none), or those from --start (inclusive) to
+--end (exclusive), in byte order, one a line, fetched 1000 to a request (GET /v1/kv) as they are
+printed. Deleted and expired keys are not listed. The listing is not a snapshot: a key unchanged
+throughout is listed exactly once; one written or deleted meanwhile may or may not be, never twice.
+With --values: key, a tab, and the value as a JSON string (or base64: for bytes that are not UTF-8).
+With -o json: one JSON object a line ({"key", "version", "value" or "valueBase64", "contentType"}).
+
+options:
+  --start KEY   list from KEY (inclusive)
+  --end KEY     list up to KEY (exclusive)
+  --limit N     print at most N keys
+  --values      print each value beside its key
 
 ${EXIT_STATUSES}`;
 

@@ -45,7 +45,7 @@ export function runGet(args: KeyArgs, io: KvctlIo): Promise<number> {
 }
 
 /** The value as JSON can carry it: text when it is UTF-8, else base64 (JSON strings are not bytes). */
-function jsonValue(value: Buffer): { value: string } | { valueBase64: string } {
+export function jsonValue(value: Buffer): { value: string } | { valueBase64: string } {
   const text = value.toString('utf8');
   return Buffer.from(text, 'utf8').equals(value)
     ? { value: text }
