@@ -208,7 +208,14 @@ describe('bad input', () => {
 
   it.each([
     ['empty key', () => fetch(`${url}/v1/kv/`, { method: 'PUT', body: 'x' }), 400, 'bad_request'],
-    ['no key at all', () => fetch(`${url}/v1/kv`), 400, 'bad_request'],
+    // GET /v1/kv with no key is a listing; a write there names no key.
+    [
+      'a write with no key at all',
+      () => fetch(`${url}/v1/kv`, { method: 'PUT', body: 'x' }),
+      405,
+      'method_not_allowed',
+    ],
+    ['a read of an empty key', () => fetch(`${url}/v1/kv/`), 400, 'bad_request'],
     [
       'invalid percent-encoding',
       () => fetch(`${url}/v1/kv/%E0%A4%A`, { method: 'PUT', body: 'x' }),
