@@ -9,7 +9,7 @@
 import type { Dispatcher } from 'undici';
 import type { Consistency } from '../common/consistency';
 import { IDENTITY_HEADER, type Component } from '../common/version';
-import type { ClusterInfo, RebalanceStatus, RepairReport, ScaleResult } from '../common/rest-replies';
+import type { ClusterInfo, RebalanceStatus, RepairReport, ScaleResult } from '../common/rest-api';
 import { KvClientError, localError } from './client-error';
 import { checkCa, checkConsistency, checkHeader, checkPositiveInt, encodeKey, toBody } from './input-checks';
 import {

@@ -15,7 +15,7 @@ export type {
   RebalanceMoveStatus,
   RebalanceStatus,
   ScaleResult,
-} from '../common/rest-replies';
+} from '../common/rest-api';
 export type {
   BatchOperation,
   BatchResult,

@@ -242,7 +242,8 @@ export function requiredAccess(method: string | undefined, pathname: string): Ac
   if (!path.startsWith('/')) return 'admin';
   if (!path.startsWith('/v1/kv/')) path = path.replace(/(.)\/+$/, '$1');
   const reading = method === 'GET' || method === 'HEAD';
-  if (path === '/healthz' || path === '/readyz' || path === '/metrics') return reading ? 'open' : 'any';
+  if (path === '/healthz' || path === '/readyz' || path === '/metrics' || path === '/openapi.json')
+    return reading ? 'open' : 'any';
   if (path === '/v1/cluster') return 'any';
   // A batch needs a key that may read; each write in it is checked against the key's role on its own.
   if (path === '/v1/batch') return method === 'POST' ? 'read' : 'any';

@@ -2,6 +2,8 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { z } from 'zod';
 import YAML from 'yaml';
+import { openApiDocument } from '../common/rest-openapi';
+import { KVSTORE_VERSION } from '../common/version';
 import { renderClientTypes } from './kvcluster-types-render';
 import {
   CLUSTER_NAME_MAX_LENGTH,
@@ -397,6 +399,11 @@ export const GENERATED_FILES: readonly GeneratedFile[] = [
   { path: 'charts/kvstore/crds/kvcluster.yaml', render: renderCrd },
   { path: 'charts/kvstore/values.schema.json', render: renderValuesSchema },
   { path: 'crds/kvcluster-types.ts', render: () => renderClientTypes(HEADER) },
+  // The REST API's contract, from common/rest-api.ts (the gateway serves the same at /openapi.json).
+  {
+    path: 'docs/openapi.json',
+    render: () => `${JSON.stringify(openApiDocument(KVSTORE_VERSION), null, 2)}\n`,
+  },
 ];
 
 /** The files' final contents: rendered, then formatted by prettier with the repository's config. */

@@ -65,6 +65,7 @@ describe('generated files', () => {
       'charts/kvstore/crds/kvcluster.yaml',
       'charts/kvstore/values.schema.json',
       'crds/kvcluster-types.ts',
+      'docs/openapi.json',
     ]);
   });
 });

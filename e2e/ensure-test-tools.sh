@@ -5,7 +5,8 @@
 # against a local cluster. The journey on a real node (e2e/k8s/node.sh) needs a
 # container runtime (containerd, runc, the CNI plugins, conntrack) and builds
 # its images daemonless (buildah, mmdebstrap). kvctl's zsh completion is
-# checked in a real zsh. This makes sure all of them
+# checked in a real zsh, and the REST contract by Schemathesis (PyPI, in a
+# virtualenv: python3 with venv). This makes sure all of them
 # exist; on a fresh Debian/Ubuntu machine as root it installs them. Then it
 # builds the real Kubernetes binaries (e2e/k8s/build.sh: once per machine into
 # the user's cache; instant when cached) and the images (e2e/k8s/images.sh:
@@ -13,6 +14,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 build_k8s() {
+  bash "$here/contract/schemathesis.sh" --version >/dev/null
   bash "$here/k8s/build.sh" >&2
   bash "$here/k8s/images.sh" build >&2
 }
@@ -28,6 +30,7 @@ command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v buildah >/dev/null 2>&1 || need+=(buildah)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v zsh >/dev/null 2>&1 || need+=(zsh)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
   build_k8s
   exit 0

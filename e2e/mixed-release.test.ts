@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { partitionOf } from '../common/hash';
 import { decodeRecord } from '../common/record';
-import type { RepairReport } from '../common/rest-replies';
+import type { RepairReport } from '../common/rest-api';
 import {
   nodeClient,
   startExtraGateway,

@@ -2,7 +2,7 @@ import { errorMessage } from '../common/errors';
 import type { PartitionMap } from '../common/partition-map';
 import type { PeerPool } from '../common/peer-pool';
 import { RpcError, type RpcClient } from '../common/rpc-client';
-import type { NodeRepairReport, RepairReport } from '../common/rest-replies';
+import type { NodeRepairReport, RepairReport } from '../common/rest-api';
 import type { IncomingMoveStatus, InfoReply, RepairStatus } from '../common/rpc-protocol';
 import { ApiError } from './api-error';
 import type { MapSource } from './coordinator';

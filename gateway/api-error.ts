@@ -1,18 +1,7 @@
 import { KvError } from '../common/errors';
+import type { ApiErrorCode } from '../common/rest-api';
 
-export type ApiErrorCode =
-  | 'bad_request'
-  | 'unauthorized'
-  | 'forbidden'
-  | 'not_found'
-  | 'method_not_allowed'
-  | 'payload_too_large'
-  | 'unsupported_media_type'
-  | 'rate_limited'
-  | 'unavailable'
-  | 'not_ready'
-  | 'not_implemented'
-  | 'internal';
+export type { ApiErrorCode };
 
 /** An error meant for the client: the status and a JSON body `{ error: { code, message } }`. */
 export class ApiError extends KvError {

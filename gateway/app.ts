@@ -1,4 +1,6 @@
-import type { ClusterReply } from '../common/rest-replies';
+import type { ClusterReply } from '../common/rest-api';
+import { openApiDocument } from '../common/rest-openapi';
+import { KVSTORE_VERSION } from '../common/version';
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
@@ -164,6 +166,14 @@ export function createExpressAdapter(
     res.send(await metrics.registry.metrics());
   });
 
+  // The document of this API, generated from common/rest-api.ts (docs/openapi.json is the same).
+  const openapi = JSON.stringify(openApiDocument(KVSTORE_VERSION));
+  app.get('/openapi.json', (_req, res) => {
+    claim(res, 'other');
+    res.setHeader('Content-Type', 'application/json; charset=utf-8');
+    res.send(openapi);
+  });
+
   app.get('/v1/cluster', (_req, res) => {
     claim(res, 'cluster');
     const map = maps.current();
@@ -202,6 +212,9 @@ export function createExpressAdapter(
     res.json(await repairStatus(maps, pool));
   });
   app.all('/v1/admin/repair', methodNotAllowed('GET, HEAD, POST'));
+  // After every GET above: a route that only reads answers other methods with 405, not 404.
+  for (const path of ['/healthz', '/readyz', '/metrics', '/openapi.json', '/v1/cluster'])
+    app.all(path, methodNotAllowed('GET, HEAD'));
 
   /** A route served by an operation, recorded as `op`. */
   const serve =

@@ -7,7 +7,7 @@ import { formatVersion } from '../common/hlc';
 import { PartitionMapHolder } from '../common/metadata-store';
 import { replicasOf } from '../common/partition-map';
 import { encodeRecord, type KvRecord } from '../common/record';
-import type { ListReply } from '../common/rest-replies';
+import type { ListReply } from '../common/rest-api';
 import type { RpcOp } from '../common/rpc-protocol';
 import { InProcessCluster } from '../e2e/in-process-cluster';
 import { waitFor } from '../e2e/wait-for';

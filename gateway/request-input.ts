@@ -1,5 +1,6 @@
 import { CONSISTENCY_LEVELS, type Consistency } from '../common/consistency';
 import { isValidContentType, MAX_CONTENT_TYPE_BYTES } from '../common/record';
+import { MAX_TTL_SECONDS } from '../common/rest-api';
 import { ApiError } from './api-error';
 
 /**
@@ -18,8 +19,6 @@ export interface InputLimits {
 export const DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024;
 
 export const DEFAULT_LIMITS: InputLimits = { maxKeyBytes: 1024, maxValueBytes: 1024 * 1024 };
-/** Ten years: anything longer is almost certainly a unit mistake (ms for s). */
-export const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
 export function parseKey(raw: unknown, limits: InputLimits): Buffer {
   if (typeof raw !== 'string') throw new ApiError(400, 'bad_request', 'key must be a single string');

@@ -5,7 +5,7 @@ import type { RebalanceProgress } from '../common/rebalance-progress';
 import { ApiKeySet, hashToken } from '../common/api-keys';
 import { IDENTITY_HEADER, identity } from '../common/version';
 import { parseScaleBody, RunnerAdminServer, type ScalableCluster } from './admin-server';
-import type { ScaleResult } from '../common/rest-replies';
+import type { ScaleResult } from '../common/rest-api';
 import { ScaleRequestError } from './cluster';
 import { adminPort, localNodes, nodeOrdinal } from './node-ports';
 

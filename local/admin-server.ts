@@ -4,7 +4,7 @@ import { errorMessage, KvError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { authenticate, type ApiKeySet } from '../common/api-keys';
 import { RebalancePlanError } from '../common/rebalance-plan';
-import type { RebalanceStatus, ScaleResult } from '../common/rest-replies';
+import type { RebalanceStatus, ScaleResult } from '../common/rest-api';
 import { ScaleRequestError } from './cluster';
 import { IDENTITY_HEADER, identity } from '../common/version';
 

@@ -81,7 +81,7 @@ export class ScaleRequestError extends KvError {
   }
 }
 
-import type { ScaleResult } from '../common/rest-replies';
+import type { ScaleResult } from '../common/rest-api';
 
 // Compiled processes live in dist/, whether this module runs from dist/ (npm start) or from source (jest).
 const PARENT = path.resolve(__dirname, '..');

@@ -1,23 +1,17 @@
 import type { Principal } from '../../common/api-keys';
-import type { BatchReply, BatchResultReply } from '../../common/rest-replies';
+import {
+  BatchEnvelopeSchema,
+  BatchOperationSchema,
+  firstIssue,
+  type BatchReply,
+  type BatchResultReply,
+} from '../../common/rest-api';
 import { formatVersion } from '../../common/hlc';
 import { ApiError } from '../api-error';
 import { jsonResult, type ApiRequest, type ApiResult } from '../api-request';
 import type { BatchItem, BatchOutcome } from '../coordinator';
-import { DEFAULT_CONTENT_TYPE, MAX_TTL_SECONDS, parseContentType, parseKey } from '../request-input';
+import { DEFAULT_CONTENT_TYPE, parseContentType, parseKey } from '../request-input';
 import { refuseUnevaluatedPreconditions, requestConsistency, type OperationDeps } from './context';
-
-/** Operations one batch may carry. */
-export const MAX_BATCH_OPERATIONS = 1000;
-
-const FIELDS: Readonly<Record<BatchItem['op'], readonly string[]>> = {
-  get: ['op', 'key'],
-  put: ['op', 'key', 'value', 'ttl', 'contentType'],
-  delete: ['op', 'key'],
-};
-
-/** Standard base64 with padding, as Buffer#toString('base64') writes it (and nothing Buffer.from would skip). */
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /**
  * POST /v1/batch: `{ "operations": [{ "op": "get" | "put" | "delete", "key", "value" (base64, put),
@@ -51,25 +45,11 @@ export async function batch(
   return jsonResult(200, reply);
 }
 
+/** The batch's shape (common/rest-api.ts); its operations are checked one by one. */
 function operationsOf(body: unknown): readonly unknown[] {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new ApiError(400, 'bad_request', 'body must be a JSON object { "operations": [...] }');
-  }
-  const extra = Object.keys(body).filter((k) => k !== 'operations');
-  if (extra.length > 0)
-    throw new ApiError(400, 'bad_request', `unknown field ${JSON.stringify(extra[0])} in the batch`);
-  const list = (body as { operations?: unknown }).operations;
-  if (!Array.isArray(list) || list.length === 0) {
-    throw new ApiError(400, 'bad_request', 'operations must be a non-empty array');
-  }
-  if (list.length > MAX_BATCH_OPERATIONS) {
-    throw new ApiError(
-      400,
-      'bad_request',
-      `a batch carries at most ${MAX_BATCH_OPERATIONS} operations, this one ${list.length}`,
-    );
-  }
-  return list;
+  const envelope = BatchEnvelopeSchema.safeParse(body);
+  if (!envelope.success) throw new ApiError(400, 'bad_request', firstIssue(envelope.error, false));
+  return envelope.data.operations;
 }
 
 type Checked = { readonly item: BatchItem } | { readonly error: ApiError; readonly key?: string };
@@ -85,25 +65,17 @@ function checkOperation(
   const at = `operations[${i}]`;
   let keyText: string | undefined;
   try {
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-      throw new ApiError(400, 'bad_request', 'must be an object { "op", "key", ... }');
-    }
-    const o = raw as Record<string, unknown>;
-    const op = o.op;
-    if (op !== 'get' && op !== 'put' && op !== 'delete') {
-      throw new ApiError(400, 'bad_request', 'op must be "get", "put" or "delete"');
-    }
-    keyText = typeof o.key === 'string' ? o.key : undefined;
-    const unknown = Object.keys(o).find((k) => !FIELDS[op].includes(k));
-    if (unknown !== undefined)
-      throw new ApiError(400, 'bad_request', `unknown field ${JSON.stringify(unknown)} for ${op}`);
+    keyText =
+      typeof raw === 'object' && raw !== null && 'key' in raw && typeof raw.key === 'string'
+        ? raw.key
+        : undefined;
+    const parsed = BatchOperationSchema.safeParse(raw);
+    if (!parsed.success) throw new ApiError(400, 'bad_request', firstIssue(parsed.error, false));
+    const o = parsed.data;
     const key = parseKey(o.key, ops.limits);
-    ops.authz.checkAccess(principal, op === 'get' ? 'read' : 'write', req, req.rid);
+    ops.authz.checkAccess(principal, o.op === 'get' ? 'read' : 'write', req, req.rid);
     ops.authz.checkKey(principal, key, req, req.rid);
-    if (op !== 'put') return { item: { op, key } };
-    if (typeof o.value !== 'string' || !BASE64.test(o.value)) {
-      throw new ApiError(400, 'bad_request', 'value must be the value bytes in base64');
-    }
+    if (o.op !== 'put') return { item: { op: o.op, key } };
     const value = Buffer.from(o.value, 'base64');
     if (value.length > ops.limits.maxValueBytes) {
       throw new ApiError(
@@ -112,27 +84,13 @@ function checkOperation(
         `value is ${value.length} bytes; the limit is ${ops.limits.maxValueBytes}`,
       );
     }
-    let ttlSeconds: number | undefined;
-    if (o.ttl !== undefined) {
-      if (typeof o.ttl !== 'number' || !Number.isInteger(o.ttl) || o.ttl < 1 || o.ttl > MAX_TTL_SECONDS) {
-        throw new ApiError(
-          400,
-          'bad_request',
-          `ttl must be a whole number of seconds between 1 and ${MAX_TTL_SECONDS}`,
-        );
-      }
-      ttlSeconds = o.ttl;
-    }
-    if (o.contentType !== undefined && typeof o.contentType !== 'string') {
-      throw new ApiError(400, 'bad_request', 'contentType must be a string');
-    }
     const contentType = parseContentType(o.contentType);
     return {
       item: {
-        op,
+        op: 'put',
         key,
         value,
-        ...(ttlSeconds === undefined ? {} : { ttlSeconds }),
+        ...(o.ttl === undefined ? {} : { ttlSeconds: o.ttl }),
         ...(contentType === undefined ? {} : { contentType }),
       },
     };

@@ -1,17 +1,19 @@
 import type { Principal } from '../../common/api-keys';
 import { formatVersion } from '../../common/hlc';
 import { inRange, prefixRange, type KeyRange } from '../../common/key-range';
-import type { ListEntryReply, ListReply } from '../../common/rest-replies';
+import {
+  CURSOR_TAG,
+  DEFAULT_LIST_LIMIT,
+  firstIssue,
+  ListQuerySchema,
+  type ListEntryReply,
+  type ListQuery,
+  type ListReply,
+} from '../../common/rest-api';
 import { ApiError } from '../api-error';
 import { jsonResult, type ApiRequest, type ApiResult } from '../api-request';
 import { DEFAULT_CONTENT_TYPE } from '../request-input';
 import { refuseUnevaluatedPreconditions, requestConsistency, type OperationDeps } from './context';
-
-/** Entries per page when `limit` is not given, and at most. */
-export const DEFAULT_LIST_LIMIT = 1000;
-export const MAX_LIST_LIMIT = 10_000;
-
-const PARAMS = ['prefix', 'start', 'end', 'limit', 'cursor', 'keys_only'];
 
 /**
  * GET /v1/kv?prefix=P or ?start=A&end=B (half-open, byte order; either bound may be left out), with
@@ -27,20 +29,12 @@ export async function listKeys(
   principal: Principal,
 ): Promise<ApiResult> {
   refuseUnevaluatedPreconditions(req, 'read');
-  for (const name of Object.keys(queryOf(req))) {
-    if (!PARAMS.includes(name)) {
-      throw new ApiError(
-        400,
-        'bad_request',
-        `unknown query parameter ${JSON.stringify(name)}; use ${PARAMS.join(', ')}`,
-      );
-    }
-  }
-  const range = rangeOf(ops, req);
+  const query = queryOf(req);
+  const range = rangeOf(ops, query);
   ops.authz.checkRange(principal, range, req, req.rid);
-  const limit = limitOf(req.query('limit'));
-  const keysOnly = flagOf(req.query('keys_only'), 'keys_only');
-  const after = cursorOf(req.query('cursor'), range, ops.limits.maxKeyBytes);
+  const limit = query.limit ?? DEFAULT_LIST_LIMIT;
+  const keysOnly = query.keys_only ?? false;
+  const after = cursorOf(query.cursor, range, ops.limits.maxKeyBytes);
   const consistency = requestConsistency(req);
   const page = await ops.coordinator.list(range, {
     consistency,
@@ -64,21 +58,20 @@ export async function listKeys(
   return jsonResult(200, reply);
 }
 
-/** The parsed query's names: the transport's parser decides how a query splits, the names are what it found. */
-function queryOf(req: ApiRequest): Record<string, unknown> {
+/**
+ * The query checked against ListQuerySchema (common/rest-api.ts): the names as the target has them,
+ * each value as the transport parsed it (an array when a name is repeated: refused).
+ */
+function queryOf(req: ApiRequest): ListQuery {
   const q = req.target.indexOf('?');
-  if (q === -1) return {};
-  return Object.fromEntries(new URLSearchParams(req.target.slice(q + 1)).entries());
+  const names = q === -1 ? [] : [...new URLSearchParams(req.target.slice(q + 1)).keys()];
+  const raw = Object.fromEntries(names.map((name) => [name, req.query(name)]));
+  const parsed = ListQuerySchema.safeParse(raw);
+  if (!parsed.success) throw new ApiError(400, 'bad_request', firstIssue(parsed.error, false));
+  return parsed.data;
 }
 
-function single(raw: unknown, name: string): string | undefined {
-  if (raw === undefined) return undefined;
-  if (typeof raw !== 'string') throw new ApiError(400, 'bad_request', `${name} must be given once`);
-  return raw;
-}
-
-function boundOf(raw: unknown, name: string, maxKeyBytes: number): Buffer | undefined {
-  const text = single(raw, name);
+function boundOf(text: string | undefined, name: string, maxKeyBytes: number): Buffer | undefined {
   if (text === undefined) return undefined;
   const b = Buffer.from(text, 'utf8');
   if (b.length > maxKeyBytes) {
@@ -91,18 +84,17 @@ function boundOf(raw: unknown, name: string, maxKeyBytes: number): Buffer | unde
   return b;
 }
 
-function rangeOf(ops: OperationDeps, req: ApiRequest): KeyRange {
+function rangeOf(ops: OperationDeps, query: ListQuery): KeyRange {
   const max = ops.limits.maxKeyBytes;
-  const prefix = boundOf(req.query('prefix'), 'prefix', max);
-  const start = boundOf(req.query('start'), 'start', max);
-  const end = boundOf(req.query('end'), 'end', max);
+  const prefix = boundOf(query.prefix, 'prefix', max);
+  const start = boundOf(query.start, 'start', max);
+  const end = boundOf(query.end, 'end', max);
   if (prefix !== undefined) {
     if (start !== undefined || end !== undefined) {
       throw new ApiError(400, 'bad_request', 'give either prefix or start/end, not both');
     }
     return prefixRange(prefix);
   }
-  if (end !== undefined && end.length === 0) throw new ApiError(400, 'bad_request', 'end must not be empty');
   const from = start ?? Buffer.alloc(0);
   if (end !== undefined && Buffer.compare(from, end) >= 0) {
     throw new ApiError(400, 'bad_request', 'end must come after start in byte order');
@@ -110,32 +102,12 @@ function rangeOf(ops: OperationDeps, req: ApiRequest): KeyRange {
   return end === undefined ? { start: from } : { start: from, end };
 }
 
-function limitOf(raw: unknown): number {
-  const text = single(raw, 'limit');
-  if (text === undefined) return DEFAULT_LIST_LIMIT;
-  const n = /^\d{1,6}$/.test(text) ? Number(text) : NaN;
-  if (!(n >= 1 && n <= MAX_LIST_LIMIT)) {
-    throw new ApiError(400, 'bad_request', `limit must be a whole number from 1 to ${MAX_LIST_LIMIT}`);
-  }
-  return n;
-}
-
-function flagOf(raw: unknown, name: string): boolean {
-  const text = single(raw, name);
-  if (text === undefined || text === 'false') return false;
-  if (text === '' || text === 'true') return true;
-  throw new ApiError(400, 'bad_request', `${name} must be true or false`);
-}
-
-/** A cursor is the last key of the page before, opaque to clients: a version tag and base64url. */
-const CURSOR_TAG = 'k1.';
-
 export function encodeCursor(after: Buffer): string {
   return CURSOR_TAG + after.toString('base64url');
 }
 
-function cursorOf(raw: unknown, range: KeyRange, maxKeyBytes: number): Buffer | undefined {
-  const text = single(raw, 'cursor');
+/** The cursor's key (its form is checked by ListQuerySchema), which must lie in this listing's range. */
+function cursorOf(text: string | undefined, range: KeyRange, maxKeyBytes: number): Buffer | undefined {
   if (text === undefined) return undefined;
   const body = text.startsWith(CURSOR_TAG) ? text.slice(CURSOR_TAG.length) : undefined;
   const after =

@@ -1,4 +1,5 @@
 import type { Principal } from '../../common/api-keys';
+import { firstIssue, LegacyPutBodySchema } from '../../common/rest-api';
 import { ApiError } from '../api-error';
 import { jsonResult, type ApiRequest, type ApiResult } from '../api-request';
 import { parseContentType, parseKey, parseTtl } from '../request-input';
@@ -50,18 +51,16 @@ export async function legacyPut(
   principal: Principal,
   body: unknown,
 ): Promise<ApiResult> {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new ApiError(
-      400,
-      'bad_request',
-      'body must be a JSON object { "key": string, "value": any JSON value }',
-    );
+  // Named before the schema runs, which would call a missing value only "invalid".
+  if (typeof body === 'object' && body !== null && !Array.isArray(body) && !('value' in body)) {
+    throw new ApiError(400, 'bad_request', 'value is required (any JSON value)');
   }
-  const { key: rawKey, value: rawValue } = body as { key?: unknown; value?: unknown };
+  const parsed = LegacyPutBodySchema.safeParse(body);
+  if (!parsed.success) throw new ApiError(400, 'bad_request', firstIssue(parsed.error, false));
+  const { key: rawKey, value: rawValue } = parsed.data;
   const key = parseKey(rawKey, ops.limits);
   authoriseKey(ops, req, principal, key);
   refuseUnevaluatedPreconditions(req, 'write');
-  if (rawValue === undefined) throw new ApiError(400, 'bad_request', 'value is required (any JSON value)');
   const text = typeof rawValue === 'string';
   const value = Buffer.from(text ? rawValue : JSON.stringify(rawValue), 'utf8');
   if (value.length > ops.limits.maxValueBytes) {

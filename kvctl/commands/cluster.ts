@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { ClusterInfo } from '../../common/rest-replies';
+import type { ClusterInfo } from '../../common/rest-api';
 import { dataTarget, withGatewayClient, type DataTarget } from '../data-target';
 import { EXIT_OK, type KvctlIo } from '../io';
 import { globalValues, jsonOutput, kvctlCommand, type CommandSetup } from '../options';

@@ -3,7 +3,7 @@ import { argsOf, commandOf } from '../kvctl.fixtures';
 import type { Env } from '../io';
 import { runKvctl } from '../main';
 import { formatProgressLine, formatRepairReport } from './repair';
-import type { RepairReport } from '../../common/rest-replies';
+import type { RepairReport } from '../../common/rest-api';
 
 const env = {};
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../common/cli-options';
 import { parseDuration } from '../../common/duration';
-import type { NodeRepairReport, RepairReport } from '../../common/rest-replies';
+import type { NodeRepairReport, RepairReport } from '../../common/rest-api';
 import { KeyValueStoreClient } from '../../client';
 import {
   EXIT_FAILURE,

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { UsageError } from '../../common/cli-options';
-import type { RebalanceStatus, ScaleResult } from '../../common/rest-replies';
+import type { RebalanceStatus, ScaleResult } from '../../common/rest-api';
 import { argsOf, commandOf } from '../kvctl.fixtures';
 import { parseKvctlArgs, runKvctl } from '../main';
 import { SCALE_USAGE, DEFAULT_ADMIN_URL, formatPlan } from './scale';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../common/cli-options';
 import { parseDuration } from '../../common/duration';
-import type { RebalanceStatus, ScaleResult } from '../../common/rest-replies';
+import type { RebalanceStatus, ScaleResult } from '../../common/rest-api';
 import { KeyValueStoreClient, KvClientError } from '../../client';
 import {
   EXIT_FAILURE,

@@ -4,7 +4,7 @@ import { UsageError } from '../../common/cli-options';
 import type { RunOptions } from '../io';
 import { argsOf, commandOf } from '../kvctl.fixtures';
 import { runKvctl } from '../main';
-import type { ClusterInfo, RepairReport } from '../../common/rest-replies';
+import type { ClusterInfo, RepairReport } from '../../common/rest-api';
 import {
   clusterStatus,
   formatBytes,

@@ -1,6 +1,6 @@
 import type { PartitionMap } from '../../common/partition-map';
 import { rebalanceProgress, type RebalanceProgress } from '../../common/rebalance-progress';
-import type { ClusterInfo, NodeRepairReport, RepairReport } from '../../common/rest-replies';
+import type { ClusterInfo, NodeRepairReport, RepairReport } from '../../common/rest-api';
 import { KeyValueStoreClient, KvClientError } from '../../client';
 import type { Command } from 'commander';
 import { UsageError } from '../../common/cli-options';
