@@ -12,6 +12,8 @@ export default tseslint.config(
       '.kvstore-data/**',
       '*.js',
       '*.mjs',
+      // the original design's client, copied unchanged (e2e/original-design-client.test.ts)
+      'e2e/original-design-client.js',
     ],
   },
   js.configs.recommended,
