@@ -5,6 +5,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption, runMain, UsageError } from '../common/cli-options';
 import { batchTable, runBatchLoads, type BatchRow } from './batch-load';
+import { listTable, runListLoad, type ListRow } from './list-load';
 import { DISTRIBUTIONS, type Distribution } from './keys';
 import { preload, runLoad, WORKLOADS, type Workload } from './load';
 import {
@@ -30,9 +31,11 @@ import { runRedisBenchmark } from './redis-benchmark';
  */
 const USAGE = `usage: npm run bench -- [--duration S] [--warmup S] [--keys N] [--value-size B] [--concurrency C]
        [--systems minimal,redis,etcd,kvstore-rf1,kvstore-rf3] [--workloads get,put,mixed]
-       [--distributions uniform,zipfian] [--batch-sizes 16,100] [--wrk] [--profile] [--out FILE.json] [--work-dir DIR]
+       [--distributions uniform,zipfian] [--batch-sizes 16,100] [--list-page 1000] [--wrk] [--profile] [--out FILE.json] [--work-dir DIR]
   --batch-sizes: batches of these sizes, get and put: kvstore's POST /v1/batch, etcd's Txn, Redis pipelines
     ('' for none)
+  --list-page: walk every key in pages of this size: kvstore's GET /v1/kv, etcd's range, Redis SCAN + MGET
+    (0 for none)
   --wrk: also drive each system with a tool we did not write: wrk (HTTP systems), redis-benchmark (Redis)`;
 
 const SYSTEMS = ['minimal', 'redis', 'etcd', 'kvstore-rf1', 'kvstore-rf3'] as const;
@@ -48,6 +51,8 @@ export interface BenchOptions {
   readonly workloads: readonly Workload[];
   readonly distributions: readonly Distribution[];
   readonly batchSizes: readonly number[];
+  /** page size of the listing run; 0: none */
+  readonly listPage: number;
   readonly wrk: boolean;
   readonly profile: boolean;
   readonly out: string;
@@ -62,6 +67,7 @@ export interface BenchReport {
   readonly systems: Record<string, string>;
   readonly results: ResultRow[];
   readonly batches: BatchRow[];
+  readonly lists: ListRow[];
   readonly ratios: Record<string, ReturnType<typeof ratios>>;
   readonly profiles?: string;
 }
@@ -99,6 +105,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | undefine
       workloads: { type: 'string', default: WORKLOADS.join(',') },
       distributions: { type: 'string', default: 'uniform' },
       'batch-sizes': { type: 'string', default: '16,100' },
+      'list-page': { type: 'string' },
       wrk: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       out: { type: 'string', default: path.join('bench', 'results', 'latest.json') },
@@ -121,6 +128,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | undefine
     workloads: list('workloads', values.workloads, WORKLOADS),
     distributions: list('distributions', values.distributions, DISTRIBUTIONS),
     batchSizes: batchSizes(values['batch-sizes']),
+    listPage: intOption('list-page', values['list-page'], 1000, 0, 10_000),
     wrk: values.wrk,
     profile: values.profile,
     out: values.out,
@@ -230,6 +238,7 @@ export async function runBench(
 ): Promise<BenchReport> {
   const results: ResultRow[] = [];
   const batches: BatchRow[] = [];
+  const lists: ListRow[] = [];
   const described: Record<string, string> = {};
   const profileDir = path.join(o.workDir, 'profiles');
   for (const name of o.systems) {
@@ -295,6 +304,14 @@ export async function runBench(
       }
       // Keys are preloaded: every get of a batch finds its key.
       batches.push(...(await runBatchLoads(sys, { ...o, sizes: o.batchSizes }, say)));
+      if (o.listPage > 0) {
+        const row = await runListLoad(
+          sys,
+          { keys: o.keys, pageSize: o.listPage, durationS: o.durationS },
+          say,
+        );
+        if (row) lists.push(row);
+      }
     } finally {
       await sys.stop();
     }
@@ -326,6 +343,7 @@ export async function runBench(
     workloads: o.workloads,
     distributions: o.distributions,
     batchSizes: o.batchSizes,
+    listPage: o.listPage,
     wrk: o.wrk,
     profile: o.profile,
   };
@@ -337,6 +355,7 @@ export async function runBench(
     systems: described,
     results,
     batches,
+    lists,
     ratios: rs,
     ...(profiles ? { profiles } : {}),
   };
@@ -359,6 +378,16 @@ export function markdown(r: BenchReport): string {
           'Latency is of a whole batch: each of its operations waits that long.',
           '',
           batchTable(r.batches),
+          '',
+        ]
+      : []),
+    ...(r.lists.length
+      ? [
+          '### Listing every key',
+          '',
+          'One listing at a time, walked from the first key to the last again and again; values included.',
+          '',
+          listTable(r.lists),
           '',
         ]
       : []),

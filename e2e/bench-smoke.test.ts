@@ -25,6 +25,8 @@ test('npm run bench runs end to end and reports every workload', async () => {
       '200',
       '--concurrency',
       '4',
+      '--list-page',
+      '64',
       '--work-dir',
       workDir,
     ]);
@@ -45,7 +47,13 @@ test('npm run bench runs end to end and reports every workload', async () => {
     const get = report.results.find((r) => r.system === 'kvstore 1 node RF 1' && r.workload === 'get');
     expect(Object.keys(get?.cpuUsPerOp ?? {}).sort()).toEqual(['gateway', 'generator', 'nodes']);
     expect(get?.cpuUsPerOp?.generator).toBeGreaterThan(0);
+    // The listing walks all 200 keys in pages of 64, each walk complete; the minimal server lists nothing.
+    expect(report.lists.map((l) => [l.system, l.pageSize, l.incomplete])).toEqual([
+      ['kvstore 1 node RF 1', 64, 0],
+    ]);
+    expect(report.lists[0]?.walks).toBeGreaterThan(0);
     const md = markdown(report);
+    expect(md).toContain('### Listing every key');
     expect(md).toContain('| kvstore 1 node RF 1 | ours | get |');
     expect(md).toContain('ops/s');
     expect(md).toContain('| kvstore 1 node RF 1 | get | uniform |');
