@@ -88,10 +88,15 @@ const keyPath: JsonObject = {
   name: 'key',
   in: 'path',
   required: true,
-  description: 'the key: everything after /v1/kv/, percent-decoded, at most 1024 bytes of UTF-8',
+  description:
+    'the key: everything after /v1/kv/, percent-decoded; UTF-8, at most 1024 bytes by default (--max-key-bytes)',
   schema: { type: 'string', minLength: 1 },
 };
-const keyQuery: JsonObject = { ...keyPath, in: 'query', description: 'the key, at most 1024 bytes of UTF-8' };
+const keyQuery: JsonObject = {
+  ...keyPath,
+  in: 'query',
+  description: 'the key; UTF-8, at most 1024 bytes by default',
+};
 const binary = (description: string, headers?: JsonObject): JsonObject => ({
   description,
   ...(headers ? { headers } : {}),
