@@ -4,7 +4,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { hashToken } from '../common/api-keys';
 import { runKvctl } from '../kvctl/main';
-import { alive, freePortBlock, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
+import { alive, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
+import { freePortBlock } from './free-port';
 
 /**
  * Gateway authentication against a real local cluster whose gateway runs with

@@ -1,12 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { HybridLogicalClock } from '../common/hlc';
 import { RpcClient } from '../common/rpc-client';
 import { LocalCluster, type LocalClusterOptions } from '../local/cluster';
-import { freePort } from './free-port';
+import { freePort, freePortBlock } from './free-port';
 
 /**
  * Starts a real local cluster (separate node and gateway processes from dist/,
@@ -36,28 +35,6 @@ export function nodeClient(t: TestCluster, node: string, clockId = 'e2e-peer', t
     timeoutMs,
     token: t.cluster.internalToken,
   });
-}
-
-function canBind(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-/** A base port such that base..base+nodes and base+101..base+101+nodes are free. */
-export async function freePortBlock(nodes: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    // Below Linux's ephemeral range (32768+), where an outgoing connection could take a port
-    // between this check and the bind.
-    const base = 10_000 + Math.floor(Math.random() * 22_000);
-    const ports = [base];
-    for (let i = 0; i < nodes; i++) ports.push(base + 1 + i, base + 101 + i);
-    const free = await Promise.all(ports.map(canBind));
-    if (free.every(Boolean)) return base;
-  }
-  throw new Error('no free block of ports found');
 }
 
 export function tempDir(prefix: string): string {

@@ -6,7 +6,8 @@ import { KeyValueStoreClient, KvClientError, type Consistency } from '../client'
 import { createKey } from '../kvctl/commands/auth';
 import { runKvctl } from '../kvctl/main';
 import { adminPort } from '../local/node-ports';
-import { freePortBlock, startTestCluster, tempDir, type TestCluster } from './cluster-harness';
+import { startTestCluster, tempDir, type TestCluster } from './cluster-harness';
+import { freePortBlock } from './free-port';
 import {
   PrometheusServer,
   prometheusAvailable,

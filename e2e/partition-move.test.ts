@@ -6,7 +6,8 @@ import { FileMetadataStore } from '../common/file-metadata-store';
 import type { NodeInfo, PartitionMap } from '../common/partition-map';
 import { mapViolations, replicaLoad } from '../common/rebalance-plan';
 import { Rebalancer } from '../common/rebalancer';
-import { freePortBlock, startTestCluster, type TestCluster } from './cluster-harness';
+import { startTestCluster, type TestCluster } from './cluster-harness';
+import { freePortBlock } from './free-port';
 import { scrapeSum } from './metrics-scrape';
 
 /**
