@@ -313,7 +313,7 @@ describe('three nodes, RF 3', () => {
       });
       // The refused write still reached the replicas that were up (nothing rolls it back).
       await waitFor('the refused write on the live replicas', async () =>
-        [a, b].every((n) => bench.held(n, key).then((r) => r?.value.toString() === 'v2')),
+        (await Promise.all([a, b].map((n) => bench.held(n, key)))).every((r) => r?.value.toString() === 'v2'),
       );
       const v2 = (await bench.held(a, key))?.version as Version;
       expect(compareVersions(v2, v1)).toBe(1);
