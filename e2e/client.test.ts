@@ -33,8 +33,11 @@ function kvctlWithInput(
   });
 }
 
+// A batch body limit of 64 KiB (default 16 MiB), so a test can go over it cheaply.
+const MAX_BATCH_BYTES = 64 * 1024;
+
 beforeAll(async () => {
-  tc = await startTestCluster();
+  tc = await startTestCluster({ gatewayArgs: ['--max-batch-bytes', String(MAX_BATCH_BYTES)] });
 });
 
 afterAll(async () => {
@@ -103,6 +106,22 @@ describe('KeyValueStoreClient', () => {
     expect(results[2]?.value?.toString()).toBe('one');
     expect(results[4]?.error?.message).toMatch(/^operations\[4\]: /);
     expect((await kv.getBytes('client/b2'))?.equals(Buffer.from([0, 1, 2]))).toBe(true);
+  });
+
+  it("refuses a batch over the gateway's --max-batch-bytes with payload_too_large, storing none of it", async () => {
+    const kv = new KeyValueStoreClient({ url: tc.url, consistency: 'all' });
+    // 60 KiB of values, about 80 KiB once base64 in JSON: over the limit, though each value is small.
+    const puts = Array.from({ length: 20 }, (_, i) => ({
+      op: 'put' as const,
+      key: `client/big/${i}`,
+      value: Buffer.alloc(3 * 1024, i),
+    }));
+    const err = await kv.batch(puts).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KvClientError);
+    expect(err).toMatchObject({ status: 413, code: 'payload_too_large' });
+    for (const p of puts) expect(await kv.getBytes(p.key)).toBeNull();
+    // Under it, the same operations go through.
+    expect((await kv.batch(puts.slice(0, 10))).map((r) => r.status)).toEqual(Array(10).fill(200));
   });
 
   it('lists keys in byte order as an async iterator, a page at a time, and one page with its cursor', async () => {

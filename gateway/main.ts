@@ -19,7 +19,7 @@ import { GatewayMetrics } from './metrics';
 import { attachProtocolErrorHandlers } from './protocol-errors';
 import { rateLimitAdmission, RequestRateLimiter } from './rate-limit';
 import { createRequestListener } from './request-listener';
-import { DEFAULT_LIMITS } from './request-input';
+import { DEFAULT_LIMITS, DEFAULT_MAX_BATCH_BYTES } from './request-input';
 import { SERVER_LIMITS } from './server-limits';
 import { DEFAULT_TLS_RELOAD_MS, TlsReloader, tlsFromFlags, tlsServerOptions } from '../common/tls';
 
@@ -27,7 +27,8 @@ const USAGE = `usage: kvstore-gateway [--id ID] [--cluster NAME] [--host HOST] [
        (--metadata-file PATH | --redis URL | --kube-namespace NS [--redis URL]) [--rpc-timeout-ms MS]
        [--read-hedge-ms MS]  (a read short of R answers asks one more replica every MS, default 50; 0: only on failures)
        (--auth-file PATH | --no-auth) [--max-requests-per-connection N]
-       [--max-key-bytes N] [--max-value-bytes N] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]
+       [--max-key-bytes N] [--max-value-bytes N] [--max-batch-bytes N]  (a POST /v1/batch body, default ${DEFAULT_MAX_BATCH_BYTES})
+       [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]
        [--tls-cert PATH --tls-key PATH [--tls-reload-ms MS]]  (HTTPS; the files are re-read every MS, default ${DEFAULT_TLS_RELOAD_MS})
        [--rate-limit-per-key N] [--rate-limit-per-address N] [--rate-limit-window-s S]
          (requests per S seconds, default 1; 0, the default, is no limit; shared through --redis when given)
@@ -52,6 +53,7 @@ async function main(): Promise<void> {
       'read-hedge-ms': { type: 'string' },
       'max-key-bytes': { type: 'string' },
       'max-value-bytes': { type: 'string' },
+      'max-batch-bytes': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'tls-reload-ms': { type: 'string' },
@@ -82,6 +84,7 @@ async function main(): Promise<void> {
   const limits = {
     maxKeyBytes: args.int('max-key-bytes', DEFAULT_LIMITS.maxKeyBytes, 1, 1976),
     maxValueBytes: args.int('max-value-bytes', DEFAULT_LIMITS.maxValueBytes, 0, 64 * 1024 * 1024 - 4096),
+    maxBatchBytes: args.int('max-batch-bytes', DEFAULT_MAX_BATCH_BYTES, 1024, 1024 * 1024 * 1024),
   };
 
   // Checked before anything connects: a missing or mismatched pair is a usage error (exit 2).
