@@ -104,6 +104,7 @@ export class Coordinator {
       refresh: (epoch) => this.refreshTo(epoch),
       order: (replicas) => this.readOrder(replicas),
       range: (node, body, rid) => this.call(node, 'range', () => this.client(node).call(body, rid)),
+      read: (node, body, rid) => this.call(node, 'read', () => this.client(node).call(body, rid)),
       write: (node, body, rid) => this.call(node, 'write', () => this.client(node).call(body, rid)),
       metrics,
       log,
@@ -380,7 +381,7 @@ export class Coordinator {
     const latest = resolveRead(outcome.ok, this.now());
     const winner = latest.kind === 'value' ? newerRecord(known, latest.record) : known;
     if (!winner) return;
-    const stale = staleReplicas(outcome.ok, winner);
+    const stale = staleReplicas(outcome.ok, winner.version);
     if (stale.length === 0) return;
     const items = [{ p, k: key, r: encodeRecord(winner) }];
     await Promise.all(

@@ -249,6 +249,42 @@ describe('GET /v1/kv', () => {
     expect(cluster.node(c).storage.get(p, Buffer.from(key))?.value.toString()).toBe('old');
   });
 
+  it('keys_only at quorum answers the newest version and repairs the stale replica with the record read in full', async () => {
+    const key = 'l/repair-keys/k';
+    await put(key, 'old');
+    const map = await cluster.map();
+    const k = Buffer.from(key);
+    const p = partitionOf(k, map.partitionCount);
+    const [a, b, c] = replicasOf(map, p);
+    const old = cluster.node(a).storage.get(p, k) as KvRecord;
+    const newer: KvRecord = {
+      ...old,
+      version: { ...old.version, wall: old.version.wall + 1 },
+      value: Buffer.from('new'),
+      contentType: 'text/csv',
+    };
+    await (await cluster.client(a)).call({ op: 'write', items: [{ p, k, r: encodeRecord(newer) }] });
+    cluster.faults.cut(c, GW);
+    const rpcs = await countRpcs(async () => {
+      const r = await list('?prefix=l/repair-keys/&keys_only=true', { consistency: 'quorum' });
+      expect(r.body.items).toEqual([{ key, version: formatVersion(newer.version) }]);
+      await waitFor(
+        'the stale replica repaired',
+        async () => cluster.node(b).storage.get(p, k)?.value.toString() === 'new',
+        10_000,
+        20,
+      );
+    });
+    // The whole record, content type included, came from the replica holding it: one read there.
+    expect(cluster.node(b).storage.get(p, k)).toMatchObject({
+      version: newer.version,
+      contentType: 'text/csv',
+    });
+    expect(rpcs.get(`read ${a}`)).toBe(1);
+    expect(rpcs.get(`write ${b}`)).toBe(1);
+    expect(cluster.node(c).storage.get(p, k)?.value.toString()).toBe('old');
+  });
+
   it('with a node cut off, asks its partitions of other replicas: quorum still lists everything, all fails with 503', async () => {
     cluster.faults.cut('n2', GW);
     expect(await listAll('?prefix=l/users/&limit=40', { consistency: 'quorum' })).toEqual(

@@ -88,6 +88,47 @@ describe('resolveRangePage', () => {
     expect(page.repairs.map((r) => [r.node, r.key.toString(), r.rec.tombstone])).toEqual([['n1', 'a', true]]);
   });
 
+  test('keys only: a live key seen newer on one replica gets a fetch repair from it to the stale ones; an expired one none', () => {
+    const page = resolveRangePage(
+      [
+        answer(
+          'n1',
+          [0],
+          [
+            [0, 'a', rec(20, 'new')],
+            [0, 'b', rec(5, 'same')],
+            [0, 'x', rec(30, 'gone', { expiresAt: NOW - 1 })],
+          ],
+          false,
+          true,
+        ),
+        answer(
+          'n2',
+          [0],
+          [
+            [0, 'a', rec(10, 'old')],
+            [0, 'b', rec(5, 'same')],
+            [0, 'x', rec(1, 'older')],
+          ],
+          false,
+          true,
+        ),
+        answer('n3', [0], [[0, 'b', rec(5, 'same')]], false, true),
+      ],
+      100,
+      NOW,
+    );
+    expect(page.entries.map((e) => [e.key.toString(), e.version.wall, e.record])).toEqual([
+      ['a', 20, undefined],
+      ['b', 5, undefined],
+    ]);
+    expect(page.repairs).toEqual([]);
+    // b is alike everywhere: nothing to repair. x expired: its value is not known to write.
+    expect(page.fetchRepairs.map((f) => [f.key.toString(), f.version.wall, f.from, f.to])).toEqual([
+      ['a', 20, ['n1'], ['n2', 'n3']],
+    ]);
+  });
+
   test('an answer that stopped at its limit bounds the page at its last key: nothing past it is listed yet', () => {
     const page = resolveRangePage(
       [

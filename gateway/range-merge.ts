@@ -85,34 +85,55 @@ export interface RangeRepair {
   readonly rec: KvRecord;
 }
 
+/**
+ * A repair whose newest version was seen only by digest (keys_only): the record must first be read
+ * in full from one of `from`, the replicas that answered `version`, then written to `to`.
+ */
+export interface RangeFetchRepair {
+  readonly p: number;
+  readonly key: Buffer;
+  readonly version: Version;
+  readonly from: readonly string[];
+  readonly to: readonly string[];
+}
+
 export interface RangePage {
   /** in key order, at most the limit */
   readonly entries: ListedEntry[];
   /** the listing goes on after this key; undefined: it is complete */
   readonly next: Buffer | undefined;
   readonly repairs: RangeRepair[];
+  readonly fetchRepairs: RangeFetchRepair[];
 }
 
 /**
  * A page of a listing from the replicas' answers: each key resolved as a read resolves it (the
  * newest version wins), deleted and expired keys left out, at most `limit` entries. Stale replicas
- * of keys read in full get repairs; a newer version seen only by digest is anti-entropy's to fix.
+ * of keys read in full get repairs; those of a live key seen only by digest get fetch repairs. An
+ * expired newest version seen only by digest is anti-entropy's to fix: its value is not known, and
+ * may be purged before a fetch.
  */
 export function resolveRangePage(answers: readonly RangeAnswer[], limit: number, nowMs: number): RangePage {
   const { keys, bound } = mergeRange(answers);
   const entries: ListedEntry[] = [];
   const repairs: RangeRepair[] = [];
+  const fetchRepairs: RangeFetchRepair[] = [];
   for (const { key, p, answers: said } of keys) {
-    if (entries.length === limit) return { entries, next: entries[entries.length - 1].key, repairs };
+    if (entries.length === limit) {
+      return { entries, next: entries[entries.length - 1].key, repairs, fetchRepairs };
+    }
     const resolved = resolveRead(said, nowMs);
     if (resolved.kind === 'expired') continue;
     if (resolved.kind === 'fetch') {
-      entries.push({ key, version: resolved.version });
+      const { version, from } = resolved;
+      const to = staleReplicas(said, version);
+      if (to.length > 0) fetchRepairs.push({ p, key, version, from, to });
+      entries.push({ key, version });
       continue;
     }
     const rec = resolved.record;
     if (!rec) continue;
-    for (const node of staleReplicas(said, rec)) repairs.push({ node, p, key, rec });
+    for (const node of staleReplicas(said, rec.version)) repairs.push({ node, p, key, rec });
     if (!isLive(rec, nowMs)) continue;
     entries.push(
       said.some(([, a]) => !a.digest)
@@ -120,5 +141,5 @@ export function resolveRangePage(answers: readonly RangeAnswer[], limit: number,
         : { key, version: rec.version },
     );
   }
-  return { entries, next: bound, repairs };
+  return { entries, next: bound, repairs, fetchRepairs };
 }

@@ -1,13 +1,20 @@
 import { requiredAcks, type Consistency } from '../common/consistency';
+import { compareVersions } from '../common/hlc';
 import type { KeyRange } from '../common/key-range';
 import type { Logger } from '../common/logger';
 import { replicasOf, type PartitionMap } from '../common/partition-map';
 import { decodeRecord, encodeRecord } from '../common/record';
 import { RpcError, staleEpochOf } from '../common/rpc-client';
-import type { RpcRequestBody, RangeReply, WriteReply } from '../common/rpc-protocol';
+import type { RpcRequestBody, RangeReply, ReadReply, WriteReply } from '../common/rpc-protocol';
 import { ApiError } from './api-error';
 import type { GatewayMetrics } from './metrics';
-import { resolveRangePage, type ListedEntry, type RangeAnswer, type RangeRepair } from './range-merge';
+import {
+  resolveRangePage,
+  type ListedEntry,
+  type RangeAnswer,
+  type RangeFetchRepair,
+  type RangeRepair,
+} from './range-merge';
 
 /** What a listing needs of the coordinator: its map, its replica order, and its counted RPCs. */
 export interface RangeReaderDeps {
@@ -17,6 +24,7 @@ export interface RangeReaderDeps {
   /** replicas in the order a read asks them (least busy first) */
   order(replicas: readonly string[]): string[];
   range(node: string, body: Extract<RpcRequestBody, { op: 'range' }>, rid?: string): Promise<RangeReply>;
+  read(node: string, body: Extract<RpcRequestBody, { op: 'read' }>, rid?: string): Promise<ReadReply>;
   write(node: string, body: Extract<RpcRequestBody, { op: 'write' }>, rid?: string): Promise<WriteReply>;
   readonly metrics: GatewayMetrics;
   readonly log: Logger;
@@ -28,7 +36,7 @@ export interface ListOptions {
   readonly rid?: string;
   /** entries per page */
   readonly limit: number;
-  /** versions only: replicas answer digests, values are neither sent nor repaired */
+  /** versions only: replicas answer digests; a stale replica's repair reads the record first */
   readonly keysOnly: boolean;
   /** resume after this key (the cursor of the page before) */
   readonly after?: Buffer;
@@ -155,8 +163,8 @@ export class RangeReader {
       return { ok: false, error, staleEpoch };
     }
     const page = resolveRangePage(answers, opts.limit, this.deps.now());
-    if (page.repairs.length > 0) {
-      this.repair(page.repairs, opts.rid).catch((err: unknown) =>
+    if (page.repairs.length > 0 || page.fetchRepairs.length > 0) {
+      this.repair(page.repairs, page.fetchRepairs, opts.rid).catch((err: unknown) =>
         this.deps.log.error({ err, rid: opts.rid }, 'listing read repair failed'),
       );
     }
@@ -193,14 +201,17 @@ export class RangeReader {
     };
   }
 
-  /** Read repair of a page: one write RPC per stale node, carrying all its repairs. */
-  private async repair(repairs: readonly RangeRepair[], rid: string | undefined): Promise<void> {
-    const byNode = new Map<string, RangeRepair[]>();
-    for (const r of repairs) {
-      let list = byNode.get(r.node);
-      if (!list) byNode.set(r.node, (list = []));
-      list.push(r);
-    }
+  /**
+   * Read repair of a page, after it is answered: the records seen only by digest are read first,
+   * one read RPC per node holding them; then one write RPC per stale node carries all its repairs.
+   */
+  private async repair(
+    repairs: readonly RangeRepair[],
+    fetches: readonly RangeFetchRepair[],
+    rid: string | undefined,
+  ): Promise<void> {
+    const fetched = fetches.length === 0 ? [] : await this.fetchForRepair(fetches, rid);
+    const byNode = groupBy([...repairs, ...fetched], (r) => r.node);
     const { metrics, log } = this.deps;
     await Promise.all(
       [...byNode].map(async ([node, list]) => {
@@ -215,6 +226,57 @@ export class RangeReader {
       }),
     );
   }
+
+  /** The repairs `fetches` stand for, with the records read from a replica holding each. */
+  private async fetchForRepair(
+    fetches: readonly RangeFetchRepair[],
+    rid: string | undefined,
+  ): Promise<RangeRepair[]> {
+    const { metrics, log } = this.deps;
+    const repairs: RangeRepair[] = [];
+    await Promise.all(
+      [...groupBy(fetches, (f) => f.from[0])].map(async ([source, list]) => {
+        let records: (Buffer | null)[];
+        try {
+          ({ records } = await this.deps.read(
+            source,
+            { op: 'read', items: list.map((f) => ({ p: f.p, k: f.key })) },
+            rid,
+          ));
+        } catch (err) {
+          const writes = list.reduce((n, f) => n + f.to.length, 0);
+          metrics.readRepairs.inc({ outcome: 'failed' }, writes);
+          log.warn(
+            { err, node: source, rid, records: list.length },
+            'listing read repair: reading the newest records failed',
+          );
+          return;
+        }
+        list.forEach((f, i) => {
+          const raw = records[i];
+          // Gone (purged after expiring) or older than its digest said: nothing to repair with.
+          if (raw === null || raw === undefined) return;
+          const rec = decodeRecord(raw);
+          if (compareVersions(rec.version, f.version) < 0) return;
+          // Newer than the digest (written since) is as good a repair: the newest version wins anyway.
+          for (const node of f.to) repairs.push({ node, p: f.p, key: f.key, rec });
+        });
+      }),
+    );
+    return repairs;
+  }
+}
+
+function groupBy<T>(items: readonly T[], keyOf: (item: T) => string | undefined): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const key = keyOf(item);
+    if (key === undefined) continue;
+    let list = groups.get(key);
+    if (!list) groups.set(key, (list = []));
+    list.push(item);
+  }
+  return groups;
 }
 
 function push(m: Map<string, number[]>, node: string, p: number): void {

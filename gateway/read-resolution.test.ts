@@ -204,7 +204,7 @@ describe('staleReplicas', () => {
           ['newer', digest(live(v(6)))],
           ['older-full', full(tomb(v(1)))],
         ],
-        winner,
+        winner.version,
       ),
     ).toEqual(['none', 'older', 'older-full']);
   });

@@ -56,12 +56,12 @@ function withKnownContentType(record: KvRecord, top: ReadonlyArray<readonly [str
   return contentType === undefined ? record : { ...record, contentType };
 }
 
-/** Replicas that answered with no record or an older one than `winner`: the ones read repair writes to. */
+/** Replicas that answered with no record or one older than `newest`: the ones read repair writes to. */
 export function staleReplicas(
   answers: ReadonlyArray<readonly [string, ReadAnswer]>,
-  winner: KvRecord,
+  newest: Version,
 ): string[] {
   return answers
-    .filter(([, a]) => !a.rec || compareVersions(a.rec.version, winner.version) < 0)
+    .filter(([, a]) => !a.rec || compareVersions(a.rec.version, newest) < 0)
     .map(([node]) => node);
 }
