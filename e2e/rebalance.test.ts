@@ -5,7 +5,8 @@ import { KeyValueStoreClient } from '../client';
 import { parsePartitionMap, type PartitionMap } from '../common/partition-map';
 import { mapViolations, replicaLoad } from '../common/rebalance-plan';
 import type { RebalanceProgress } from '../common/rebalance-progress';
-import { alive, freePortBlock, tempDir } from './cluster-harness';
+import { alive, tempDir } from './cluster-harness';
+import { freePortBlock } from './free-port';
 import { startRecordedLoad, stopAndCheckLoad } from './recorded-load';
 
 /**
@@ -16,7 +17,8 @@ import { startRecordedLoad, stopAndCheckLoad } from './recorded-load';
  * history goes through the history checker (no acknowledged write lost, no
  * deleted key back, no request hung), no request failed, every partition has
  * RF replicas in every map seen, the load is balanced within one partition of
- * the mean, and each plan moved the fewest replicas any balanced plan can.
+ * the mean, and each plan moved the fewest replicas any balanced plan can. A listing paged
+ * across a rebalance lists every unchanged key once (issue 17).
  */
 jest.setTimeout(300_000);
 
@@ -266,4 +268,84 @@ test('the launcher killed mid-rebalance resumes the recorded plan and finishes i
   expectHealthyAndBalanced(storedMap(dataDir), 5);
   await stopAndCheckLoad(load, { replicationFactor: RF });
   expect(await maps.stop()).toEqual([]);
+});
+
+test('a listing that spans a rebalance lists every unchanged key exactly once, in order, with its value', async () => {
+  const port = await freePortBlock(5);
+  dataDir = tempDir('rebalance-list');
+  runner = startRunner(dataDir, port, [
+    '--nodes',
+    '3',
+    '--replication-factor',
+    String(RF),
+    '--partitions',
+    String(PARTITIONS),
+  ]);
+  const url = `http://127.0.0.1:${port}`;
+  const adminUrl = `http://127.0.0.1:${port + 100}`;
+  await waitFor('the gateway', async () => ((await fetch(`${url}/readyz`)).ok ? true : undefined));
+  await waitFor('the launcher admin', async () =>
+    (await fetch(`${adminUrl}/healthz`)).ok ? true : undefined,
+  );
+  const kv = new KeyValueStoreClient({ url });
+  // Keys no one touches during the listing: each must appear once. Values differ per key so a
+  // key listed with another key's record would show.
+  const fixed = new Map<string, string>();
+  for (let i = 0; i < 1500; i++) fixed.set(`fixed/${String(i).padStart(5, '0')}`, `v${i}-${'x'.repeat(900)}`);
+  const entries = [...fixed];
+  for (let i = 0; i < entries.length; i += 50) {
+    await Promise.all(entries.slice(i, i + 50).map(([k, v]) => kv.put(k, v)));
+  }
+  // Keys written and deleted while the listing runs: they may or may not be listed, never twice.
+  let churning = true;
+  const churn = (async () => {
+    for (let i = 0; churning; i++) {
+      // A stride over the key space, so some land ahead of the listing and some behind it.
+      const key = `fixed/${String((i * 613) % 1500).padStart(5, '0')}~churn`;
+      await kv.put(key, 'c');
+      if (i % 2 === 0) await kv.delete(key);
+    }
+  })();
+
+  const listed: { key: string; value: string }[] = [];
+  const pagesBy = { before: 0, during: 0, after: 0 };
+  let cursor: string | undefined;
+  const page = async (phase: keyof typeof pagesBy): Promise<boolean> => {
+    const p = await kv.listPage({
+      prefix: 'fixed/',
+      pageSize: 20,
+      ...(cursor === undefined ? {} : { cursor }),
+    });
+    for (const e of p.entries) listed.push({ key: e.key, value: e.value?.toString('utf8') ?? '<none>' });
+    pagesBy[phase]++;
+    cursor = p.cursor;
+    return cursor !== undefined;
+  };
+  let more = true;
+  while (more && listed.length < 300) more = await page('before');
+  await scale(adminUrl, 5);
+  // Pages while moves copy and switch, keeping some for after the rebalance.
+  for (;;) {
+    const p = await json<RebalanceProgress>(`${adminUrl}/v1/admin/rebalance`);
+    if (!p.active || !more || listed.length > 1200) break;
+    more = await page('during');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await waitBalanced(adminUrl);
+  while (more) more = await page('after');
+  churning = false;
+  await churn;
+
+  expect(pagesBy.before).toBeGreaterThan(0);
+  expect(pagesBy.during).toBeGreaterThan(0);
+  expect(pagesBy.after).toBeGreaterThan(0);
+  const keys = listed.map((e) => e.key);
+  expect(new Set(keys).size).toBe(keys.length); // nothing twice
+  expect([...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))).toEqual(keys);
+  const listedFixed = listed.filter((e) => fixed.has(e.key));
+  expect(listedFixed.length).toBe(fixed.size); // nothing lost
+  for (const e of listedFixed)
+    expect({ key: e.key, value: e.value }).toEqual({ key: e.key, value: fixed.get(e.key) });
+  for (const e of listed) if (!fixed.has(e.key)) expect(e.key).toMatch(/~churn$/);
+  expectHealthyAndBalanced(storedMap(dataDir), 5);
 });
