@@ -52,6 +52,15 @@ export function staleEpochOf(err: unknown): number | undefined {
   return typeof err.remote.epoch === 'number' ? err.remote.epoch : 0;
 }
 
+/**
+ * The call did not reach the node or got no answer (down, or timed out): a write it carried missed
+ * that replica and is worth a hint. A refusal (bad request, stale epoch) is not a miss: a hint would
+ * be refused the same way.
+ */
+export function missedNode(err: unknown): boolean {
+  return err instanceof RpcError && (err.failure === 'unavailable' || err.failure === 'timeout');
+}
+
 export interface RpcClientOptions {
   readonly nodeId: string;
   readonly address: string;

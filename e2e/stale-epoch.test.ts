@@ -63,6 +63,34 @@ test('a coordinator on a stale epoch is refused, reloads the map, and succeeds',
     expect(rec?.value.toString()).toBe('v');
     const refused = await metrics.replicaRequests.get();
     expect(refused.values.some((v) => v.labels.outcome === 'stale_epoch' && v.value > 0)).toBe(true);
+
+    // A batch on the old epoch too: every node refuses its RPCs, and the whole batch retries by the new map.
+    const batchHolder = new PartitionMapHolder({ store });
+    batchHolder.accept(old);
+    const batchPool = new PeerPool({
+      clock,
+      epoch: () => batchHolder.epoch(),
+      timeoutMs: 2000,
+      token: tc.cluster.internalToken,
+    });
+    batchPool.update(old);
+    const batcher = new Coordinator(batchHolder, batchPool, clock, metrics, pino({ level: 'silent' }));
+    try {
+      const out = await batcher.batch(
+        [
+          { op: 'put', key: Buffer.from('b1'), value: Buffer.from('1') },
+          { op: 'get', key: Buffer.from('k') },
+          { op: 'get', key: Buffer.from('b1') },
+        ],
+        { consistency: 'all' },
+      );
+      expect(out.map((o) => (o.ok ? o.op : o.error.message))).toEqual(['put', 'get', 'get']);
+      expect(out[1]?.ok && out[1].op === 'get' ? out[1].record?.value.toString() : undefined).toBe('v');
+      expect(out[2]?.ok && out[2].op === 'get' ? out[2].record?.value.toString() : undefined).toBe('1');
+      expect(batchHolder.epoch()).toBe(next.epoch);
+    } finally {
+      batchPool.close();
+    }
   } finally {
     pool.close();
     await store.close();

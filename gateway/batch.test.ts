@@ -3,7 +3,10 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { ApiKeySet, hashToken, newToken } from '../common/api-keys';
 import { PartitionMapHolder } from '../common/metadata-store';
+import { partitionOf } from '../common/hash';
+import { encodeRecord, type KvRecord } from '../common/record';
 import type { RpcOp } from '../common/rpc-protocol';
+import { waitFor } from '../e2e/wait-for';
 import { InProcessCluster } from '../e2e/in-process-cluster';
 import type { GatewayDeps } from './gateway-deps';
 import { GatewayMetrics } from './metrics';
@@ -287,6 +290,115 @@ describe('POST /v1/batch', () => {
       [503, 'unavailable'],
     ]);
     expect(all.body.results?.[0]?.error?.message).toMatch(/n3/);
+  });
+
+  it('repairs stale replicas a batch read: one write RPC per stale node, carrying all its keys', async () => {
+    const keys = Array.from({ length: 10 }, (_, i) => `b/stale/${i}`);
+    await post(keys.map((key) => ({ op: 'put', key, value: b64('old') })));
+    // n1 alone gets a newer version of each key, as if the write had reached it and no other.
+    const map = await cluster.map();
+    const newer = keys.map((key) => {
+      const k = Buffer.from(key);
+      const p = partitionOf(k, map.partitionCount);
+      const held = cluster.node('n1').storage.get(p, k) as KvRecord;
+      const rec: KvRecord = {
+        ...held,
+        version: { ...held.version, wall: held.version.wall + 1 },
+        value: Buffer.from('new'),
+      };
+      return { p, k, r: encodeRecord(rec) };
+    });
+    await (await cluster.client('n1')).call({ op: 'write', items: newer });
+    let results: BatchResult[] = [];
+    const rpcs = await countRpcs(async () => {
+      results =
+        (
+          await post(
+            keys.map((key) => ({ op: 'get', key })),
+            { consistency: 'all' },
+          )
+        ).body.results ?? [];
+      await waitFor(
+        'n2 and n3 repaired',
+        async () =>
+          newer.every(({ p, k }) =>
+            ['n2', 'n3'].every((n) => cluster.node(n).storage.get(p, k)?.value.toString() === 'new'),
+          ),
+        10_000,
+        20,
+      );
+    });
+    expect(results.map((r) => r.value)).toEqual(keys.map(() => b64('new')));
+    expect([...rpcs].sort()).toEqual([
+      ['read n1', 1],
+      ['read n2', 1],
+      ['read n3', 1],
+      ['write n2', 1],
+      ['write n3', 1],
+    ]);
+  });
+
+  it('leaves the writes that missed a cut replica as hints, one hint RPC per holder, and they reach it', async () => {
+    const keys = Array.from({ length: 20 }, (_, i) => `b/hinted/${i}`);
+    // Only the gateway cannot reach n3: the holders can hand the hints off at once.
+    cluster.faults.cut('n3', 'gw-batch');
+    const rpcs = await countRpcs(async () => {
+      const r = await post(
+        keys.map((key) => ({ op: 'put', key, value: b64('h') })),
+        { consistency: 'quorum' },
+      );
+      expect(r.body.results?.map((x) => x.status)).toEqual(keys.map(() => 200));
+      const map = await cluster.map();
+      await waitFor(
+        'n3 to hold every write it missed',
+        async () =>
+          keys.every((key) => {
+            const k = Buffer.from(key);
+            return (
+              cluster.node('n3').storage.get(partitionOf(k, map.partitionCount), k)?.value.toString() === 'h'
+            );
+          }),
+        10_000,
+        20,
+      );
+    });
+    const hintRpcs = [...rpcs].filter(([k]) => k.startsWith('hint ')).map(([, n]) => n);
+    expect(hintRpcs.length).toBeGreaterThan(0);
+    expect(hintRpcs.every((n) => n === 1)).toBe(true);
+  });
+
+  it('a replica holding its reads back: the round asks the next replica after the hedge, not waiting for it', async () => {
+    const gw = await cluster.coordinator('gw-hedge', { readHedgeMs: 20 });
+    const keys = Array.from({ length: 30 }, (_, i) => Buffer.from(`b/hedge/${i}`));
+    await gw.batch(
+      keys.map((key) => ({ op: 'put', key, value: Buffer.from('x') })),
+      { consistency: 'all' },
+    );
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let released = false;
+    // A safety net so a broken hedge fails the test instead of hanging it.
+    const net = setTimeout(() => {
+      released = true;
+      release();
+    }, 15_000);
+    const stop = cluster.faults.add((c) =>
+      c.from === 'gw-hedge' && c.to === 'n1' && c.op === 'read' ? { until: held } : undefined,
+    );
+    try {
+      const out = await gw.batch(
+        keys.map((key) => ({ op: 'get', key })),
+        { consistency: 'quorum' },
+      );
+      expect(released).toBe(false);
+      expect(out.map((o) => (o.ok && o.op === 'get' ? o.record?.value.toString() : o))).toEqual(
+        keys.map(() => 'x'),
+      );
+    } finally {
+      stop();
+      clearTimeout(net);
+      release();
+    }
   });
 
   it('counts every operation against the rate limits, as that many requests would be', async () => {

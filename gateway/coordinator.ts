@@ -4,12 +4,12 @@ import type { Logger } from '../common/logger';
 import { pendingReplicasOf, replicasOf, type PartitionMap } from '../common/partition-map';
 import type { PeerPool } from '../common/peer-pool';
 import { decodeRecord, encodeRecord, isLive, newerRecord, type KvRecord } from '../common/record';
-import { RpcError, staleEpochOf } from '../common/rpc-client';
+import { missedNode, RpcError, staleEpochOf } from '../common/rpc-client';
 import { ApiError } from './api-error';
 import type { GatewayMetrics } from './metrics';
-import { gather, gatherStaged, type ExtraReason, type Outcome } from './quorum';
+import { BatchRunner, putRecord, type BatchItem, type BatchOutcome } from './batch-runner';
+import { gather, gatherStaged, type ExtraReason, type Outcome, type Shortfall } from './quorum';
 import { resolveRead, staleReplicas, type ReadAnswer } from './read-resolution';
-import { RpcCoalescer } from './rpc-coalescer';
 import { RangeReader, type ListOptions, type ListPage } from './range-reader';
 import type { KeyRange } from '../common/key-range';
 import { requiredAcks, type Consistency } from '../common/consistency';
@@ -28,29 +28,6 @@ export interface OpOptions {
   readonly rid?: string;
 }
 
-/** One operation of a batch (POST /v1/batch), its input checked. */
-export type BatchItem =
-  | { readonly op: 'get'; readonly key: Buffer }
-  | {
-      readonly op: 'put';
-      readonly key: Buffer;
-      readonly value: Buffer;
-      readonly ttlSeconds?: number;
-      readonly contentType?: string;
-    }
-  | { readonly op: 'delete'; readonly key: Buffer };
-
-/** What one operation of a batch came to: the record read (undefined: absent), the version written, or why not. */
-export type BatchOutcome =
-  | { readonly ok: true; readonly op: 'get'; readonly record: KvRecord | undefined }
-  | { readonly ok: true; readonly op: 'put' | 'delete'; readonly version: Version }
-  | { readonly ok: false; readonly error: ApiError };
-
-/** How the single-key paths send when they serve a batch: through its coalescer, reads in full. */
-interface Via {
-  readonly via?: RpcCoalescer;
-}
-
 export interface CoordinatorOptions {
   readonly now?: () => number;
   /**
@@ -63,15 +40,7 @@ export interface CoordinatorOptions {
 /** Map refreshes one request may go through when replicas keep saying its epoch is stale. */
 const MAX_STALE_RETRIES = 8;
 
-type Attempt<T> =
-  | { done: true; value: T }
-  | {
-      done: false;
-      /** the newest epoch a replica that refused the attempt as stale holds; undefined: none did */
-      staleEpoch: number | undefined;
-      error: ApiError;
-      report: () => void;
-    };
+type Attempt<T> = { done: true; value: T } | ({ done: false } & Shortfall);
 
 /**
  * The quorum coordinator (Dynamo style). Writes go to every replica of the key's
@@ -110,9 +79,27 @@ export class Coordinator {
       log,
       now: this.now,
     });
+    this.batches = new BatchRunner({
+      current: () => this.maps.current(),
+      refresh: (epoch) => this.refreshTo(epoch),
+      order: (replicas) => this.readOrder(replicas),
+      read: (node, items, rid) =>
+        this.call(node, 'read', () => this.client(node).call({ op: 'read', items }, rid)),
+      write: (node, items, rid) =>
+        this.call(node, 'write', () => this.client(node).call({ op: 'write', items }, rid)),
+      hint: (node, items, rid) => this.client(node).call({ op: 'hint', items }, rid),
+      leaveHints: (p, key, encoded, outcome, rid) => this.leaveHints(p, key, encoded, outcome, rid),
+      shortfall: (op, o, p, rf, need, outcome) => this.quorumFailure(op, o, p, rf, need, outcome),
+      clock,
+      metrics,
+      log,
+      now: this.now,
+      ...(options.readHedgeMs === undefined ? {} : { hedgeAfterMs: options.readHedgeMs }),
+    });
   }
 
   private readonly ranges: RangeReader;
+  private readonly batches: BatchRunner;
 
   /** A page of a listing of `range` (gateway/range-reader.ts). */
   list(range: KeyRange, opts: ListOptions): Promise<ListPage> {
@@ -128,20 +115,12 @@ export class Coordinator {
   put(
     key: Buffer,
     value: Buffer,
-    opts: OpOptions & Via & { ttlSeconds?: number; contentType?: string },
+    opts: OpOptions & { ttlSeconds?: number; contentType?: string },
   ): Promise<Version> {
-    const version = this.clock.now();
-    const rec: KvRecord = {
-      version,
-      value,
-      tombstone: false,
-      ...(opts.ttlSeconds === undefined ? {} : { expiresAt: version.wall + opts.ttlSeconds * 1000 }),
-      ...(opts.contentType === undefined ? {} : { contentType: opts.contentType }),
-    };
-    return this.write(key, rec, opts, 'put');
+    return this.write(key, putRecord(this.clock.now(), value, opts), opts, 'put');
   }
 
-  delete(key: Buffer, opts: OpOptions & Via): Promise<Version> {
+  delete(key: Buffer, opts: OpOptions): Promise<Version> {
     return this.write(
       key,
       { version: this.clock.now(), value: Buffer.alloc(0), tombstone: true },
@@ -151,65 +130,21 @@ export class Coordinator {
   }
 
   /** The newest live record among R replicas, or undefined for absent, deleted or expired keys. */
-  async get(key: Buffer, opts: OpOptions & Via): Promise<KvRecord | undefined> {
+  async get(key: Buffer, opts: OpOptions): Promise<KvRecord | undefined> {
     const rec = await this.withRetry((map) => this.readOnce(map, key, opts));
     return isLive(rec, this.now()) ? rec : undefined;
   }
 
   /**
-   * Many keys at once (POST /v1/batch), not atomically: each operation runs the single-key path, and
-   * their replica calls go out grouped by node (RpcCoalescer), one write RPC and one read RPC per
-   * node for each round (a round: the operations not waiting on an earlier one on their key). Reads
-   * are asked in full, so every read of a node fits one RPC. Each operation's outcome is its own, in
-   * order; an error that is not the client's to see is thrown.
+   * Many keys at once (POST /v1/batch), not atomically (gateway/batch-runner.ts): a few RPCs per
+   * node for the whole batch, each operation decided and answered as a single request would be, in
+   * order. An error that is not the client's to see is thrown.
    */
-  async batch(items: readonly BatchItem[], opts: OpOptions): Promise<BatchOutcome[]> {
-    const via = new RpcCoalescer((node) => this.client(node), opts.rid);
-    const o = { ...opts, via };
-    // Operations on one key take effect in the order given (a put, then a get of it, reads the put);
-    // operations on different keys run together, their calls grouped by node.
-    const lastOnKey = new Map<string, Promise<unknown>>();
-    return Promise.all(
-      items.map(async (item): Promise<BatchOutcome> => {
-        const name = item.key.toString('latin1');
-        const before = lastOnKey.get(name);
-        const run = before ? before.then(() => this.runBatchItem(item, o)) : this.runBatchItem(item, o);
-        lastOnKey.set(name, run);
-        return run;
-      }),
-    );
+  batch(items: readonly BatchItem[], opts: OpOptions): Promise<BatchOutcome[]> {
+    return this.batches.run(items, opts);
   }
 
-  private async runBatchItem(item: BatchItem, o: OpOptions & Via): Promise<BatchOutcome> {
-    try {
-      switch (item.op) {
-        case 'get':
-          return { ok: true, op: 'get', record: await this.get(item.key, o) };
-        case 'put':
-          return {
-            ok: true,
-            op: 'put',
-            version: await this.put(item.key, item.value, {
-              ...o,
-              ...(item.ttlSeconds === undefined ? {} : { ttlSeconds: item.ttlSeconds }),
-              ...(item.contentType === undefined ? {} : { contentType: item.contentType }),
-            }),
-          };
-        case 'delete':
-          return { ok: true, op: 'delete', version: await this.delete(item.key, o) };
-      }
-    } catch (err) {
-      if (err instanceof ApiError) return { ok: false, error: err };
-      throw err;
-    }
-  }
-
-  private async write(
-    key: Buffer,
-    rec: KvRecord,
-    opts: OpOptions & Via,
-    op: 'put' | 'delete',
-  ): Promise<Version> {
+  private async write(key: Buffer, rec: KvRecord, opts: OpOptions, op: 'put' | 'delete'): Promise<Version> {
     const encoded = encodeRecord(rec);
     // The same version on a retry makes the retry idempotent on replicas that already took it.
     await this.withRetry((map) => this.writeOnce(map, key, encoded, opts, op));
@@ -243,7 +178,7 @@ export class Coordinator {
     map: PartitionMap,
     key: Buffer,
     encoded: Buffer,
-    opts: OpOptions & Via,
+    opts: OpOptions,
     op: 'put' | 'delete',
   ): Promise<Attempt<undefined>> {
     const p = partitionOf(key, map.partitionCount);
@@ -255,11 +190,8 @@ export class Coordinator {
     const need = requiredAcks(opts.consistency, replicas.length) + pending.length;
     const targets = pending.length === 0 ? replicas : [...replicas, ...pending];
     const items = [{ p, k: key, r: encoded }];
-    const via = opts.via;
     const send = (node: string): Promise<unknown> =>
-      this.call(node, 'write', () =>
-        via ? via.write(node, items) : this.client(node).call({ op: 'write', items }, opts.rid),
-      );
+      this.call(node, 'write', () => this.client(node).call({ op: 'write', items }, opts.rid));
     const { quorum, all } = gather(targets, need, send);
     // Hints go out once every replica has answered or failed, off the client's path,
     // whether the write met its level or not (a 503 write may still be on some replicas).
@@ -274,7 +206,7 @@ export class Coordinator {
   private async readOnce(
     map: PartitionMap,
     key: Buffer,
-    opts: OpOptions & Via,
+    opts: OpOptions,
   ): Promise<Attempt<KvRecord | undefined>> {
     const p = partitionOf(key, map.partitionCount);
     const replicas = replicasOf(map, p);
@@ -284,11 +216,10 @@ export class Coordinator {
     // full read is in flight or answered, so a failed full read is replaced by another.
     let fullReads = 0;
     const ask = async (node: string): Promise<ReadAnswer> => {
-      // In a batch every replica is read in full: one read RPC per node carries all the batch's keys.
-      const digest = !opts.via && fullReads > 0;
+      const digest = fullReads > 0;
       if (!digest) fullReads++;
       try {
-        return { rec: await this.readFrom(node, p, key, digest, opts.rid, opts.via), digest };
+        return { rec: await this.readFrom(node, p, key, digest, opts.rid), digest };
       } catch (err) {
         if (!digest) fullReads--;
         throw err;
@@ -330,13 +261,10 @@ export class Coordinator {
     key: Buffer,
     digest: boolean,
     rid: string | undefined,
-    via?: RpcCoalescer,
   ): Promise<KvRecord | undefined> {
     const items = [{ p, k: key }];
     const body = digest ? { op: 'read' as const, items, digest } : { op: 'read' as const, items };
-    const reply = await this.call(node, 'read', () =>
-      via && !digest ? via.read(node, items) : this.client(node).call(body, rid),
-    );
+    const reply = await this.call(node, 'read', () => this.client(node).call(body, rid));
     const raw = reply.records?.[0];
     return raw ? decodeRecord(raw) : undefined;
   }
@@ -412,9 +340,7 @@ export class Coordinator {
     outcome: Outcome<unknown>,
     rid: string | undefined,
   ): Promise<void> {
-    const missed = outcome.failed
-      .filter(([, e]) => e instanceof RpcError && (e.failure === 'unavailable' || e.failure === 'timeout'))
-      .map(([node]) => node);
+    const missed = outcome.failed.filter(([, e]) => missedNode(e)).map(([node]) => node);
     if (missed.length === 0) return;
     const acked = outcome.ok.map(([node]) => node).sort();
     if (acked.length === 0) {
@@ -457,7 +383,7 @@ export class Coordinator {
     outcome: Outcome<unknown>,
     /** what went wrong, when enough replicas answered but the value could not be read */
     valueMissing?: string,
-  ): Attempt<never> {
+  ): { done: false } & Shortfall {
     let staleEpoch: number | undefined;
     for (const [, e] of outcome.failed) {
       const claimed = staleEpochOf(e);

@@ -84,7 +84,8 @@ async function main(): Promise<void> {
   const limits = {
     maxKeyBytes: args.int('max-key-bytes', DEFAULT_LIMITS.maxKeyBytes, 1, 1976),
     maxValueBytes: args.int('max-value-bytes', DEFAULT_LIMITS.maxValueBytes, 0, 64 * 1024 * 1024 - 4096),
-    maxBatchBytes: args.int('max-batch-bytes', DEFAULT_MAX_BATCH_BYTES, 1024, 1024 * 1024 * 1024),
+    // At most 48 MiB: a round's write RPC to one node carries every value (3/4 of their base64), under the 64 MiB frame.
+    maxBatchBytes: args.int('max-batch-bytes', DEFAULT_MAX_BATCH_BYTES, 1024, 48 * 1024 * 1024),
   };
 
   // Checked before anything connects: a missing or mismatched pair is a usage error (exit 2).

@@ -1,10 +1,23 @@
+import type { ApiError } from './api-error';
+
 export interface Outcome<T> {
   readonly ok: ReadonlyArray<readonly [string, T]>;
   readonly failed: ReadonlyArray<readonly [string, unknown]>;
 }
 
+/**
+ * Why a key's request fell short of its level: the 503 to answer, the newest epoch a replica that
+ * refused it as stale holds (undefined: none did), and `report`, which counts and logs the failure
+ * once it is the answer (an attempt retried with a newer map is not a failure).
+ */
+export interface Shortfall {
+  readonly error: ApiError;
+  readonly staleEpoch: number | undefined;
+  report(): void;
+}
+
 /** The level is met, out of reach, or every target has answered: the quorum promise settles. */
-function levelSettled(ok: number, failed: number, targets: number, need: number): boolean {
+export function levelSettled(ok: number, failed: number, targets: number, need: number): boolean {
   return ok >= need || failed > targets - need || ok + failed === targets;
 }
 

@@ -9,7 +9,7 @@ import {
 import { formatVersion } from '../../common/hlc';
 import { ApiError } from '../api-error';
 import { jsonResult, type ApiRequest, type ApiResult } from '../api-request';
-import type { BatchItem, BatchOutcome } from '../coordinator';
+import type { BatchItem, BatchOutcome } from '../batch-runner';
 import { DEFAULT_CONTENT_TYPE, parseContentType, parseKey } from '../request-input';
 import { refuseUnevaluatedPreconditions, requestConsistency, type OperationDeps } from './context';
 
