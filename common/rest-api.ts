@@ -27,6 +27,7 @@ export const API_ERROR_CODES = [
   'unavailable',
   'not_ready',
   'not_implemented',
+  'insufficient_storage',
   'internal',
 ] as const;
 export const ApiErrorCodeSchema = z.enum(API_ERROR_CODES);

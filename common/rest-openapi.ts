@@ -42,6 +42,7 @@ const ERRORS: Readonly<Record<number, string>> = {
   500: '`internal`: a bug; the request id is in the log',
   501: '`not_implemented`: a precondition header (If-Match, If-Unmodified-Since; If-None-Match on writes) the gateway does not evaluate yet; nothing was done',
   503: '`unavailable` (too few replicas answered) or `not_ready` (no partition map yet); Retry-After says when to try again',
+  507: '`insufficient_storage`: too few replicas had room for the write (their data volumes are under the watermark); it names them. Reads still answer',
 };
 
 /** Errors any keyed route can give: its input, its key, its limits, its replicas. */
@@ -184,7 +185,7 @@ const ROUTES: readonly Route[] = [
       content: { '*/*': {} },
     },
     ok: { 200: jsonOf(WriteReplySchema, 'written at this version') },
-    errors: [...KEYED, 413, 415, 501],
+    errors: [...KEYED, 413, 415, 501, 507],
   },
   {
     method: 'delete',
@@ -194,7 +195,7 @@ const ROUTES: readonly Route[] = [
     tags: ['data'],
     parameters: [keyPath, consistencyHeader],
     ok: { 200: jsonOf(WriteReplySchema, 'deleted at this version') },
-    errors: [...KEYED, 413, 501],
+    errors: [...KEYED, 413, 501, 507],
   },
   {
     method: 'post',
@@ -235,7 +236,7 @@ const ROUTES: readonly Route[] = [
       content: { 'application/json': { schema: ref(idOf(LegacyPutBodySchema)) } },
     },
     ok: { 200: jsonOf(LegacySuccessSchema, 'written') },
-    errors: [...KEYED, 413, 415, 501],
+    errors: [...KEYED, 413, 415, 501, 507],
   },
   {
     method: 'delete',
@@ -245,7 +246,7 @@ const ROUTES: readonly Route[] = [
     tags: ['original design'],
     parameters: [keyQuery, consistencyHeader],
     ok: { 200: jsonOf(LegacySuccessSchema, 'deleted') },
-    errors: [...KEYED, 413, 501],
+    errors: [...KEYED, 413, 501, 507],
   },
   {
     method: 'get',

@@ -53,12 +53,23 @@ export function staleEpochOf(err: unknown): number | undefined {
 }
 
 /**
- * The call did not reach the node or got no answer (down, or timed out): a write it carried missed
- * that replica and is worth a hint. A refusal (bad request, stale epoch) is not a miss: a hint would
- * be refused the same way.
+ * The write a call carried missed that replica and is worth a hint: the node was down, did not
+ * answer in time, or had no room or a failed commit (it takes the hint's replay once space is back).
+ * Another refusal (bad request, stale epoch) is not a miss: a hint would be refused the same way.
  */
 export function missedNode(err: unknown): boolean {
-  return err instanceof RpcError && (err.failure === 'unavailable' || err.failure === 'timeout');
+  if (!(err instanceof RpcError)) return false;
+  if (err.failure === 'unavailable' || err.failure === 'timeout') return true;
+  return isStorageRefusal(err);
+}
+
+/** The node refused a write for its disk: no room under the watermark, or a failed commit. */
+export function isStorageRefusal(err: unknown): boolean {
+  return (
+    err instanceof RpcError &&
+    err.failure === 'remote' &&
+    (err.remote?.code === 'insufficient_storage' || err.remote?.code === 'write_failed')
+  );
 }
 
 export interface RpcClientOptions {

@@ -230,7 +230,11 @@ export type RpcErrorCode =
   | 'not_ready'
   | 'internal'
   /** the connection did not present the cluster's internal token */
-  | 'unauthorized';
+  | 'unauthorized'
+  /** the node's data volume is under its watermark: it refuses writes that grow the data, serves reads */
+  | 'insufficient_storage'
+  /** the node's last write transaction failed (an I/O error); it refuses writes for a while, then retries */
+  | 'write_failed';
 
 export interface RpcErrorBody {
   readonly code: RpcErrorCode;

@@ -87,7 +87,7 @@ interface Slot<T> {
 }
 
 /**
- * POST /v1/batch (docs/design.md, "Batches"): many keys, not atomically, at the cost of a few RPCs.
+ * POST /v1/batch (docs/design.md, "Public API"): many keys, not atomically, at the cost of a few RPCs.
  * The operations run in rounds, the n-th operation on each key in round n, so operations on one key
  * take effect in the order given; a round's operations are on different keys and run together.
  * A round sends each replica node one write RPC carrying every write it is a replica for, and one

@@ -4,7 +4,7 @@ import type { Logger } from '../common/logger';
 import { pendingReplicasOf, replicasOf, type PartitionMap } from '../common/partition-map';
 import type { PeerPool } from '../common/peer-pool';
 import { decodeRecord, encodeRecord, isLive, newerRecord, type KvRecord } from '../common/record';
-import { missedNode, RpcError, staleEpochOf } from '../common/rpc-client';
+import { isStorageRefusal, missedNode, RpcError, staleEpochOf } from '../common/rpc-client';
 import { ApiError } from './api-error';
 import type { GatewayMetrics } from './metrics';
 import { BatchRunner, putRecord, type BatchItem, type BatchOutcome } from './batch-runner';
@@ -400,6 +400,17 @@ export class Coordinator {
         'not enough replicas',
       );
     };
+    // Too few replicas had room: the client learns the disks are full (507), and which, not a vague 503.
+    const full = outcome.failed.filter(([, e]) => isStorageRefusal(e)).map(([node]) => node);
+    if (full.length > 0 && op !== 'get' && valueMissing === undefined) {
+      const error = new ApiError(
+        507,
+        'insufficient_storage',
+        `consistency ${opts.consistency} needs ${need} of ${rf} replicas of partition ${partition}; ${outcome.ok.length} took the write, and ${full.join(', ')} had no room for it (${reasons})`,
+        { partition, need, rf, full },
+      );
+      return { done: false, staleEpoch, error, report };
+    }
     const error = new ApiError(
       503,
       'unavailable',

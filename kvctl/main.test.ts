@@ -38,6 +38,16 @@ describe('kvctl help', () => {
     expect(r).toEqual({ code: 0, stdout: `${USAGE}\n`, stderr: '' });
   });
 
+  it('prints the usage for `help` even when an earlier run in the process left an exit status', async () => {
+    const before = process.exitCode;
+    process.exitCode = 3;
+    try {
+      expect(await run(['help'])).toEqual({ code: 0, stdout: `${USAGE}\n`, stderr: '' });
+    } finally {
+      process.exitCode = before;
+    }
+  });
+
   it.each([
     [['get', 'k', '--help'], GET_USAGE],
     [['get', '--help'], GET_USAGE],

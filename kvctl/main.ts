@@ -95,6 +95,8 @@ function commanderMessage(err: CommanderError, command: string | undefined): str
   return message;
 }
 
+const HELP_CODES = new Set(['commander.help', 'commander.helpDisplayed', 'commander.version']);
+
 /**
  * Parses the command line; throws UsageError with a one-line message, its `context.help`
  * naming the help to point at. Pure: no I/O (help is returned as an Invocation).
@@ -111,8 +113,9 @@ export function parseKvctlArgs(argv: readonly string[], env: Env): Invocation {
     program.parse([...argv], { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      // --help, -h, `help [command]` and --version end parsing with status 0, the text written to the sink.
-      if (err.exitCode === 0) return { command: 'help', text: help };
+      // --help, -h, `help [command]` and --version end parsing, the text written to the sink. By code, not
+      // exit status: commander's `help` takes its status from process.exitCode, which an earlier run may have set.
+      if (HELP_CODES.has(err.code)) return { command: 'help', text: help };
       throw new UsageError(commanderMessage(err, command), { help: helpCommandFor(command) });
     }
     if (err instanceof UsageError) {

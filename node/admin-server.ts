@@ -1,3 +1,4 @@
+import type { DiskStatus } from './disk-guard';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../common/logger';
@@ -13,7 +14,7 @@ export class AdminServer {
 
   constructor(
     private readonly metrics: NodeMetrics,
-    private readonly readiness: () => { ready: boolean; reason?: string; epoch: number },
+    private readonly readiness: () => { ready: boolean; reason?: string; epoch: number; disk?: DiskStatus },
     private readonly log: Logger,
   ) {
     this.server = http.createServer((req, res) => {

@@ -52,6 +52,8 @@ export interface StoredHint {
 export interface HintEnvironment {
   subDatabase(name: string): Database<Buffer, Buffer>;
   flushed(): Promise<void>;
+  /** throws when the disk has no room for `bytes` more (node/disk-guard.ts) */
+  admitWrite(bytes: number, shrinking: boolean): void;
 }
 
 export interface HintStoreOptions {
@@ -171,6 +173,11 @@ export class HintStore {
       const value = encodeValue(h);
       return { target: h.t, prefix, value, bytes: prefix.length + SEQ_BYTES + value.length };
     });
+    // A full disk takes no hints: the writer leaves them with another replica.
+    this.env.admitWrite(
+      prepared.reduce((n, h) => n + h.bytes, 0),
+      false,
+    );
     let stored: boolean[];
     try {
       stored = await this.db.transaction(() => {

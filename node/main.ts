@@ -3,6 +3,7 @@ import { runMain } from '../common/cli-options';
 import { INTERNAL_TOKEN_ENV, loadInternalTokens } from '../common/internal-token';
 import { createLogger } from '../common/logger';
 import { ENV_HELP, parseServerArgs, warnUnknownEnv } from '../common/server-args';
+import { DEFAULT_DISK_WATERMARK } from './disk-space';
 import { startStorageNode, STORAGE_NODE_DEFAULTS as DEFAULTS } from './storage-node';
 
 const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--listen HOST:PORT]
@@ -11,6 +12,10 @@ const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--li
        [--anti-entropy-interval-ms MS (0: only on kvctl repair)] [--anti-entropy-max-keys-per-second N]
        [--tombstone-grace-ms MS] [--move-max-bytes-per-second N] [--move-concurrency N]
        [--moved-data-grace-ms MS] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]
+       [--disk-min-free-bytes N] [--disk-min-free-percent P] [--max-data-bytes N]
+         (writes that grow the data are refused, reads served, with less room than the larger of
+          N bytes (default ${DEFAULT_DISK_WATERMARK.minFreeBytes}) and P% (default ${DEFAULT_DISK_WATERMARK.minFreeRatio * 100}) of the data volume,
+          or once the data uses --max-data-bytes (default 0: no quota))
 
 ${ENV_HELP}`;
 
@@ -37,6 +42,9 @@ async function main(): Promise<void> {
       'move-concurrency': { type: 'string' },
       'moved-data-grace-ms': { type: 'string' },
       'internal-token-file': { type: 'string' },
+      'disk-min-free-bytes': { type: 'string' },
+      'disk-min-free-percent': { type: 'string' },
+      'max-data-bytes': { type: 'string' },
     },
   });
   const { values } = args;
@@ -80,6 +88,11 @@ async function main(): Promise<void> {
   );
   const moveConcurrency = args.int('move-concurrency', DEFAULTS.moveConcurrency, 1, 64);
   const movedDataGraceMs = args.int('moved-data-grace-ms', DEFAULTS.movedDataGraceMs, 0, 30 * 24 * 3_600_000);
+  const diskWatermark = {
+    minFreeBytes: args.int('disk-min-free-bytes', DEFAULT_DISK_WATERMARK.minFreeBytes, 0, 2 ** 50),
+    minFreeRatio: args.int('disk-min-free-percent', DEFAULT_DISK_WATERMARK.minFreeRatio * 100, 0, 90) / 100,
+    quotaBytes: args.int('max-data-bytes', DEFAULT_DISK_WATERMARK.quotaBytes, 0, 2 ** 50),
+  };
   // Checked before anything opens: a bad token file is a startup error, not a node that refuses everyone.
   const internalTokens = loadInternalTokens({ file: values['internal-token-file'] });
 
@@ -105,8 +118,20 @@ async function main(): Promise<void> {
     moveMaxBytesPerSecond,
     moveConcurrency,
     movedDataGraceMs,
+    diskWatermark,
     log,
     onFatal: () => process.exit(1),
+  });
+  // lmdb-js rejects a failed commit's transaction (Storage answers the writer with write_failed and
+  // refuses writes for a while) and, besides, one promise of its own that no caller holds. That one
+  // is expected and logged; any other unhandled rejection is a bug and ends the process, as Node would.
+  process.on('unhandledRejection', (reason: unknown) => {
+    if (reason instanceof Error && 'commitError' in reason) {
+      log.warn({ err: reason }, 'LMDB commit failure (already answered to its writer)');
+      return;
+    }
+    log.fatal({ err: reason }, 'unhandled rejection');
+    process.exit(1);
   });
 
   let stopping = false;

@@ -7,6 +7,7 @@ import type { HashTrees } from './hash-trees';
 import { PassAborted, PeerSync } from './peer-sync';
 import { purgePartition } from './purge';
 import { TokenBucket } from './rate-limiter';
+import { StorageError } from './storage';
 import { partitionsOf, type Refill } from './refill';
 import type { RepairPeer } from './repair-peer';
 
@@ -279,6 +280,16 @@ export class RepairPasses {
       // Just started, still building its trees: skip it for this pass, one log line for the pass (runPass).
       state.down = true;
       state.building = true;
+      return;
+    }
+    if (err instanceof StorageError && (err.code === 'insufficient_storage' || err.code === 'write_failed')) {
+      // Our own disk refused the repair (node/disk-guard.ts logs the episode): this pass is done with
+      // the peer, the next one tries again.
+      state.down = true;
+      this.opts.log.debug(
+        { peer: id, partition: p, err: err.message },
+        'anti-entropy: repair refused by this disk',
+      );
       return;
     }
     this.opts.metrics.peerErrors.inc({ peer: id });

@@ -178,6 +178,13 @@ export class NodeRequestHandler {
           });
       }
     } catch (err) {
+      // The disk is full or failed a commit: said as such, so the gateway answers 507 or tries elsewhere.
+      if (
+        err instanceof StorageError &&
+        (err.code === 'insufficient_storage' || err.code === 'write_failed')
+      ) {
+        return this.fail({ code: err.code, message: `${this.state.nodeId}: ${err.message}` });
+      }
       if (err instanceof BadRequest || err instanceof CorruptDataError || err instanceof StorageError) {
         return this.fail({ code: 'bad_request', message: errorMessage(err) });
       }

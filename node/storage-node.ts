@@ -1,3 +1,5 @@
+import { DiskGuard } from './disk-guard';
+import { DEFAULT_DISK_WATERMARK, type DiskWatermark } from './disk-space';
 import type { AddressInfo } from 'node:net';
 import { UsageError } from '../common/cli-options';
 import { errorMessage } from '../common/errors';
@@ -57,6 +59,8 @@ export interface StorageNodeOptions {
   readonly moveMaxBytesPerSecond?: number;
   readonly moveConcurrency?: number;
   readonly movedDataGraceMs?: number;
+  /** when writes that grow the data are refused (node/disk-space.ts); default DEFAULT_DISK_WATERMARK */
+  readonly diskWatermark?: DiskWatermark;
   /** default: JSON logs to stdout (common/logger.ts) */
   readonly log?: Logger;
   /** the node's connections to its peers; tests pass a pool that injects faults */
@@ -107,6 +111,14 @@ export async function startStorageNode(options: StorageNodeOptions): Promise<Sto
   const storage = Storage.open(dataDir, { nodeId, cluster });
   const clock = new HybridLogicalClock(nodeId);
   const metrics = new NodeMetrics({ node: nodeId, cluster }, () => storage.stats(), dataDir);
+  const disk = new DiskGuard({
+    dataDir,
+    usage: () => storage.diskUsage(),
+    watermark: o.diskWatermark ?? DEFAULT_DISK_WATERMARK,
+    log,
+    registry: metrics.registry,
+  });
+  storage.admitWritesBy(disk);
   const { store, maps } = await followMap({ ...o.metadata, cluster }, log, storage);
   const epoch = (): number => maps.current()?.epoch ?? 0;
   // Connections to peers, for hint replay and anti-entropy.
@@ -216,17 +228,19 @@ export async function startStorageNode(options: StorageNodeOptions): Promise<Sto
     metrics,
     () => {
       const map = maps.current();
-      if (!map) return { ready: false, reason: 'no partition map yet', epoch: 0 };
+      // A full disk stays ready: it still serves reads (and says so here).
+      if (!map) return { ready: false, reason: 'no partition map yet', epoch: 0, disk: disk.status() };
       const refilling = antiEntropy.notReadyReason();
       return refilling
-        ? { ready: false, reason: refilling, epoch: map.epoch }
-        : { ready: true, epoch: map.epoch };
+        ? { ready: false, reason: refilling, epoch: map.epoch, disk: disk.status() }
+        : { ready: true, epoch: map.epoch, disk: disk.status() };
     },
     log,
   );
 
   let closing: Promise<void> | undefined;
   const stopAll = async (): Promise<void> => {
+    disk.stop();
     await rpc.close();
     await adminServer.close();
     peers.close();
@@ -248,6 +262,7 @@ export async function startStorageNode(options: StorageNodeOptions): Promise<Sto
     await closeAfterFailedStart(log, [stopAll]);
     throw err;
   }
+  disk.start();
   hints.start();
   antiEntropy.start();
   receiver.start();

@@ -312,7 +312,8 @@ describe('Storage ranges and hooks', () => {
     expect(again.get(2, Buffer.from(last))?.contentType).toBe(`x-test/${last}`);
     expect(again.get(2, Buffer.from('t5'))?.contentType).toBe('x-test/t5');
     await again.close();
-  });
+    // 4,097 transactions, each flushed: seconds on a loaded machine, so a budget above jest's 5 s.
+  }, 60_000);
 
   it('reads, replaces, purges and drops records stored in the wire form (before the compact form existed)', async () => {
     const s = Storage.open(dir, { nodeId: 'n1', cluster: 'c' });

@@ -1,7 +1,7 @@
 import { Heap } from 'heap-js';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { KeyRange } from '../common/key-range';
-import { KvError } from '../common/errors';
+import { errorMessage, KvError } from '../common/errors';
 import { compareVersions } from '../common/hlc';
 import {
   decodeRecord,
@@ -19,6 +19,7 @@ import {
   contentTypeName,
   storedToWire,
 } from './stored-record';
+import type { WriteAdmission } from './disk-guard';
 import { TransactionBudget } from './transaction-budget';
 import { WriterIds } from './writer-ids';
 
@@ -144,12 +145,21 @@ interface DecodedWrite {
   readonly valueOffset: number;
 }
 
+interface PageStats {
+  readonly treeBranchPageCount: number;
+  readonly treeLeafPageCount: number;
+  readonly overflowPages: number;
+}
+
 /** Records per LMDB write transaction, at most (TransactionBudget). */
 const DEFAULT_MAX_RECORDS_PER_TRANSACTION = 1000;
 
 export class Storage {
   private readonly listeners: ApplyListener[] = [];
   private readonly removeListeners: RemoveListener[] = [];
+  /** every database opened in the environment, for the pages in use (diskUsage) */
+  private readonly databases: Database[] = [];
+  private admission: WriteAdmission | undefined;
 
   private constructor(
     private readonly root: RootDatabase,
@@ -193,13 +203,49 @@ export class Storage {
       };
       meta.putSync('identity', identity);
     }
-    const writers = new WriterIds(
-      root.openDB<Buffer, Buffer>({ name: 'writers', keyEncoding: 'binary', encoding: 'binary' }),
-    );
+    const writerDb = root.openDB<Buffer, Buffer>({
+      name: 'writers',
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+    const writers = new WriterIds(writerDb);
     const budget = new TransactionBudget(
       opts.maxRecordsPerTransaction ?? DEFAULT_MAX_RECORDS_PER_TRANSACTION,
     );
-    return new Storage(root, data, writers, budget, identity, freshDisk);
+    const storage = new Storage(root, data, writers, budget, identity, freshDisk);
+    storage.databases.push(data, meta, writerDb);
+    return storage;
+  }
+
+  /** From now on every write transaction asks `admission` first (node/disk-guard.ts). */
+  admitWritesBy(admission: WriteAdmission): void {
+    this.admission = admission;
+  }
+
+  /** Asks the admission for a write of `bytes`; throws its refusal. Hints ask it too. */
+  admitWrite(bytes: number, shrinking: boolean): void {
+    this.admission?.admit(bytes, shrinking);
+  }
+
+  /**
+   * The LMDB file's size in pages and the bytes of its pages some database uses (the main and
+   * free-list databases and the two meta pages included): the rest of the file is reusable.
+   */
+  diskUsage(): { fileBytes: number; usedBytes: number } {
+    const pages = (s: {
+      treeBranchPageCount: number;
+      treeLeafPageCount: number;
+      overflowPages: number;
+    }): number => s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+    const env = this.root.getStats() as PageStats & {
+      pageSize: number;
+      lastPageNumber: number;
+      root: PageStats;
+      free: PageStats;
+    };
+    let used = 2 + pages(env.root) + pages(env.free);
+    for (const db of this.databases) used += pages(db.getStats() as PageStats);
+    return { fileBytes: (env.lastPageNumber + 1) * env.pageSize, usedBytes: used * env.pageSize };
   }
 
   /*
@@ -239,7 +285,10 @@ export class Storage {
    */
   async apply(writes: readonly StoredWrite[]): Promise<boolean[]> {
     // Headers only (no copy of the value): the merge rule and the listeners need versions, not values.
+    let bytes = 0;
+    let shrinking = true;
     const decoded = writes.map((w): DecodedWrite => {
+      bytes += w.key.length + w.record.length;
       const { header, valueOffset } = decodeRecordLayout(w.record);
       return {
         partition: w.partition,
@@ -250,6 +299,9 @@ export class Storage {
         valueOffset,
       };
     });
+    for (const d of decoded) if (!d.rec.tombstone) shrinking = false;
+    // Before any transaction: a full disk refuses here, not with ENOSPC inside LMDB's commit.
+    if (decoded.length > 0) this.admission?.admit(bytes, shrinking);
     const applied: boolean[] = [];
     // Bounded transactions (TransactionBudget): a bulk batch commits in slices, each on its own.
     for (let i = 0; i < decoded.length; i += this.budget.max) {
@@ -303,7 +355,7 @@ export class Storage {
       );
     } catch (err) {
       this.writers.forget(numbered.values());
-      throw err;
+      throw await this.commitFailure(err);
     } finally {
       this.budget.release(batch.length);
     }
@@ -311,6 +363,29 @@ export class Storage {
     // Listeners (hash trees) learn of a change once it is committed, before it is acknowledged.
     if (changes.length > 0) for (const l of this.listeners) l(changes);
     return applied;
+  }
+
+  /**
+   * A transaction LMDB could not commit (lmdb-js rejects it with `commitError`, a promise of the
+   * cause: ENOSPC, EIO): told to the admission, which refuses writes for a while, and turned into
+   * a StorageError the writer answers with. Anything else is not a commit failure and goes on up.
+   */
+  private async commitFailure(err: unknown): Promise<unknown> {
+    const pending = (err as { commitError?: unknown } | undefined)?.commitError;
+    if (!(pending instanceof Promise)) return err;
+    const cause: unknown = await pending.then(
+      () => err,
+      (e: unknown) => e,
+    );
+    this.admission?.onCommitFailure(cause);
+    return new StorageError(
+      'write_failed',
+      `the database could not commit a write (${errorMessage(cause)})`,
+      {},
+      {
+        cause,
+      },
+    );
   }
 
   /** Called with every batch of records that replaced older ones, right after commit. */
@@ -476,7 +551,9 @@ export class Storage {
 
   /** A named binary sub-database in the same environment (hints, repair state), crash-safe like the data. */
   subDatabase(name: string): Database<Buffer, Buffer> {
-    return this.root.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
+    const db = this.root.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
+    this.databases.push(db);
+    return db;
   }
 
   /** Resolves once everything committed so far is on disk. */
