@@ -11,4 +11,7 @@ export const SERVER_LIMITS = {
   requestTimeout: 30_000,
   headersTimeout: 10_000,
   keepAliveTimeout: 65_000,
+  // Node checks the two timeouts above only this often (30 s by default, which let slow headers
+  // hold a socket for up to 40 s): a second keeps the promise to within one.
+  connectionsCheckingInterval: 1_000,
 } as const satisfies ServerOptions;
