@@ -28,6 +28,7 @@ export const API_ERROR_CODES = [
   'not_ready',
   'not_implemented',
   'insufficient_storage',
+  'overloaded',
   'internal',
 ] as const;
 export const ApiErrorCodeSchema = z.enum(API_ERROR_CODES);

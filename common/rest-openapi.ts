@@ -41,7 +41,7 @@ const ERRORS: Readonly<Record<number, string>> = {
   429: '`rate_limited`: Retry-After says when to try again',
   500: '`internal`: a bug; the request id is in the log',
   501: '`not_implemented`: a precondition header (If-Match, If-Unmodified-Since; If-None-Match on writes) the gateway does not evaluate yet; nothing was done',
-  503: '`unavailable` (too few replicas answered) or `not_ready` (no partition map yet); Retry-After says when to try again',
+  503: '`unavailable` (too few replicas answered), `not_ready` (no partition map yet) or `overloaded` (the gateway holds its bound of requests in flight: shed at once); Retry-After says when to try again',
   507: '`insufficient_storage`: too few replicas had room for the write (their data volumes are under the watermark); it names them. Reads still answer',
 };
 

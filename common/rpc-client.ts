@@ -24,6 +24,8 @@ import {
 
 export type RpcFailure = 'unavailable' | 'timeout' | 'remote';
 
+export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
 /** A call to one node that did not succeed. `remote` carries the node's own error (e.g. stale_epoch). */
 export class RpcError extends KvError {
   constructor(
@@ -80,6 +82,12 @@ export interface RpcClientOptions {
   readonly epoch: () => number;
   readonly timeoutMs: number;
   readonly connectTimeoutMs?: number;
+  /**
+   * Bytes of requests waiting to be written to the node at most (default 64 MiB): past it a call
+   * fails at once as `unavailable` instead of joining a backlog it would time out in, whose frames
+   * would stay in memory after their callers gave up.
+   */
+  readonly maxQueuedBytes?: number;
   readonly log?: Logger;
   /**
    * the cluster's internal token (common/internal-token.ts), presented once per connection;
@@ -108,6 +116,7 @@ export class RpcClient {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private outbox: Buffer[] = [];
+  private outboxBytes = 0;
   private flushScheduled = false;
   private lastStatus: NodeStatus = 'unknown';
   private closed = false;
@@ -167,6 +176,17 @@ export class RpcClient {
     rid?: string,
   ): Promise<ReplyByOp[Op]> {
     if (this.closed) return Promise.reject(new RpcError('unavailable', this.opts.nodeId, 'client closed'));
+    const queued = this.queuedBytes();
+    const maxQueued = this.opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    if (queued > maxQueued) {
+      return Promise.reject(
+        new RpcError(
+          'unavailable',
+          this.opts.nodeId,
+          `${this.opts.nodeId} is behind: ${queued} bytes of requests wait to be sent to it (at most ${maxQueued})`,
+        ),
+      );
+    }
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
     const frame = encodeFrame({
@@ -190,8 +210,14 @@ export class RpcClient {
       }, this.opts.timeoutMs);
       this.pending.set(id, { resolve: resolve as (b: unknown) => void, reject, timer });
       this.outbox.push(frame);
+      this.outboxBytes += frame.length;
       this.scheduleFlush();
     });
+  }
+
+  /** Request bytes not yet handed to the kernel: in the outbox and in the socket's write buffer. */
+  private queuedBytes(): number {
+    return (this.socket?.writableLength ?? 0) + this.outboxBytes;
   }
 
   close(): void {
@@ -216,11 +242,13 @@ export class RpcClient {
       socket = await this.connected();
     } catch (err) {
       this.outbox = [];
+      this.outboxBytes = 0;
       this.failAll(err as RpcError);
       return;
     }
     const frames = this.outbox;
     this.outbox = [];
+    this.outboxBytes = 0;
     if (frames.length === 0) return;
     writeFrames(socket, frames);
   }
@@ -331,6 +359,7 @@ export class RpcClient {
     this.peerFormat = undefined;
     socket?.destroy();
     this.outbox = [];
+    this.outboxBytes = 0;
     this.failAll(err);
   }
 

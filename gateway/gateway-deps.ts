@@ -2,6 +2,7 @@ import type { ApiKeySet } from '../common/api-keys';
 import type { Logger } from '../common/logger';
 import type { PeerPool } from '../common/peer-pool';
 import type { Coordinator, MapSource } from './coordinator';
+import type { InFlightLimits } from './in-flight-budget';
 import type { GatewayMetrics } from './metrics';
 import type { InputLimits } from './request-input';
 
@@ -18,6 +19,8 @@ export interface GatewayDeps {
    * `off` (--no-auth): every request is accepted, as an admin without a key id.
    */
   readonly auth: { keys(): ApiKeySet } | 'off';
+  /** Bodies and requests the gateway holds at once (gateway/in-flight-budget.ts); default DEFAULT_IN_FLIGHT_LIMITS */
+  readonly inFlight?: InFlightLimits;
   /** Requests one connection may have in flight; pipelined ones beyond it get 429 and the connection closes. */
   readonly maxRequestsPerConnection?: number;
   /**

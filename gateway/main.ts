@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
@@ -18,6 +19,7 @@ import { Coordinator } from './coordinator';
 import { GatewayMetrics } from './metrics';
 import { attachProtocolErrorHandlers } from './protocol-errors';
 import { rateLimitAdmission, RequestRateLimiter } from './rate-limit';
+import { DEFAULT_IN_FLIGHT_LIMITS } from './in-flight-budget';
 import { createRequestListener } from './request-listener';
 import { DEFAULT_LIMITS, DEFAULT_MAX_BATCH_BYTES } from './request-input';
 import { SERVER_LIMITS } from './server-limits';
@@ -32,9 +34,34 @@ const USAGE = `usage: kvstore-gateway [--id ID] [--cluster NAME] [--host HOST] [
        [--tls-cert PATH --tls-key PATH [--tls-reload-ms MS]]  (HTTPS; the files are re-read every MS, default ${DEFAULT_TLS_RELOAD_MS})
        [--rate-limit-per-key N] [--rate-limit-per-address N] [--rate-limit-window-s S]
          (requests per S seconds, default 1; 0, the default, is no limit; shared through --redis when given)
+       [--max-inflight-bytes N] [--max-inflight-requests N] [--inflight-queue-ms MS]
+         (request bodies and requests held at once; past them a request waits up to MS, default 100,
+          then gets 503 overloaded at once. Default bytes: 1/16 of the container's memory limit,
+          between 16 and 256 MiB, 64 MiB without a limit)
        [--shutdown-delay-ms MS]  (on SIGTERM, keep serving for MS with /readyz failing before closing; default 0)
 
 ${ENV_HELP}`;
+
+/**
+ * The bound on request bodies held at once, from the memory the gateway may use: 1/16 of its
+ * cgroup's limit (each body is held about four times over: read, encoded, one frame per replica),
+ * between 16 and 256 MiB; 64 MiB when there is no limit.
+ */
+function defaultInFlightBytes(): number {
+  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8').trim();
+    } catch {
+      continue; // not this cgroup version
+    }
+    const limit = Number(text);
+    // "max" (v2) or a near-2^63 number (v1): no limit.
+    if (!Number.isFinite(limit) || limit > 2 ** 50) break;
+    return Math.min(256 * 1024 * 1024, Math.max(16 * 1024 * 1024, Math.floor(limit / 16)));
+  }
+  return DEFAULT_IN_FLIGHT_LIMITS.maxBytes;
+}
 
 async function main(): Promise<void> {
   const args = parseServerArgs({
@@ -61,6 +88,9 @@ async function main(): Promise<void> {
       'auth-file': { type: 'string' },
       'no-auth': { type: 'boolean' },
       'max-requests-per-connection': { type: 'string' },
+      'max-inflight-bytes': { type: 'string' },
+      'max-inflight-requests': { type: 'string' },
+      'inflight-queue-ms': { type: 'string' },
       'rate-limit-per-key': { type: 'string' },
       'rate-limit-per-address': { type: 'string' },
       'rate-limit-window-s': { type: 'string' },
@@ -108,6 +138,11 @@ async function main(): Promise<void> {
     1,
     10_000,
   );
+  const inFlight = {
+    maxBytes: args.int('max-inflight-bytes', defaultInFlightBytes(), 64 * 1024, 2 ** 40),
+    maxRequests: args.int('max-inflight-requests', DEFAULT_IN_FLIGHT_LIMITS.maxRequests, 1, 1_000_000),
+    queueMs: args.int('inflight-queue-ms', DEFAULT_IN_FLIGHT_LIMITS.queueMs, 0, 60_000),
+  };
   const rateLimits = {
     perKey: args.int('rate-limit-per-key', 0, 0, 1_000_000_000),
     perAddress: args.int('rate-limit-per-address', 0, 0, 1_000_000_000),
@@ -182,6 +217,7 @@ async function main(): Promise<void> {
     limits,
     auth: keyFile ? { keys: () => keyFile.current() } : 'off',
     maxRequestsPerConnection,
+    inFlight,
     ...(limiter.enabled ? { admission: rateLimitAdmission(limiter) } : {}),
     draining: () => draining,
   });

@@ -60,6 +60,17 @@ export class GatewayMetrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly shedRequests = new client.Counter({
+    name: 'kvstore_gateway_shed_requests_total',
+    help: 'Requests answered 503 at once because the gateway held its bound of request bytes or requests in flight (--max-inflight-bytes, --max-inflight-requests)',
+    registers: [this.registry],
+  });
+  /** Set by the request listener: what its in-flight budget holds now. */
+  inFlight: () => { bytes: number; requests: number; waiting: number } = () => ({
+    bytes: 0,
+    requests: 0,
+    waiting: 0,
+  });
   readonly mapEpoch = new client.Gauge({
     name: 'kvstore_gateway_map_epoch',
     help: 'Epoch of the partition map this gateway routes by',
@@ -129,6 +140,26 @@ export class GatewayMetrics {
     // The standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes...), which the
     // usual Node.js dashboards query, told apart by a label instead of a kvstore_gateway_ prefix.
     client.collectDefaultMetrics({ register: this.registry, labels: { component: 'gateway' } });
+    const held = (): ReturnType<GatewayMetrics['inFlight']> => this.inFlight();
+    new client.Gauge({
+      name: 'kvstore_gateway_inflight_bytes',
+      help: 'Request body bytes the gateway holds now (its bound: --max-inflight-bytes)',
+      registers: [this.registry],
+      collect() {
+        this.set(held().bytes);
+      },
+    });
+    new client.Gauge({
+      name: 'kvstore_gateway_inflight_requests',
+      help: 'Requests the gateway is serving now, and (state="waiting") those waiting for room',
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      collect() {
+        const h = held();
+        this.set({ state: 'serving' }, h.requests);
+        this.set({ state: 'waiting' }, h.waiting);
+      },
+    });
     const source = (): ReturnType<GatewayMetrics['nodeStatus']> => this.nodeStatus();
     new client.Gauge({
       name: 'kvstore_gateway_node_up',
