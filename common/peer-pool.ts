@@ -13,6 +13,8 @@ const RETIRE_AFTER_MS = 10_000;
 export class PeerPool {
   private readonly clients = new Map<string, RpcClient>();
   private readonly retiring = new Set<RpcClient>();
+  private readonly probing = new Set<RpcClient>();
+  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly opts: {
@@ -65,7 +67,29 @@ export class PeerPool {
     return this.clients.get(nodeId)?.status() ?? 'unknown';
   }
 
+  /**
+   * Asks every node for `info` each `intervalMs`, so a node's status comes from a recent answer even
+   * when no request goes its way: a stopped process shows as down within RpcClient's stall time. The
+   * answer itself is not needed: status() is what it feeds, failures included. Stopped by close().
+   */
+  startHeartbeat(intervalMs: number): void {
+    if (this.heartbeat) return;
+    this.heartbeat = setInterval(() => {
+      for (const c of this.clients.values()) {
+        // One probe at a time per node: a stalled one does not pile them up.
+        if (this.probing.has(c)) continue;
+        this.probing.add(c);
+        c.call({ op: 'info' })
+          .catch((err: unknown) => this.opts.log?.debug({ err, node: c.nodeId }, 'heartbeat unanswered'))
+          .finally(() => this.probing.delete(c));
+      }
+    }, intervalMs);
+    this.heartbeat.unref();
+  }
+
   close(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
     for (const c of this.clients.values()) c.close();
     for (const c of this.retiring) c.close();
     this.clients.clear();

@@ -25,6 +25,8 @@ import {
 export type RpcFailure = 'unavailable' | 'timeout' | 'remote';
 
 export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+/** Requests unanswered this long, with no answer to anything meanwhile, mark a node down (RpcClient.status). */
+export const STALL_MS = 3000;
 
 /** A call to one node that did not succeed. `remote` carries the node's own error (e.g. stale_epoch). */
 export class RpcError extends KvError {
@@ -117,6 +119,9 @@ export class RpcClient {
   private nextId = 1;
   private outbox: Buffer[] = [];
   private outboxBytes = 0;
+  /** when the node last answered anything; when the pending requests began (pending was empty before) */
+  private lastAnswerAt = 0;
+  private pendingSince = 0;
   private flushScheduled = false;
   private lastStatus: NodeStatus = 'unknown';
   private closed = false;
@@ -139,7 +144,16 @@ export class RpcClient {
     return this.opts.address;
   }
 
+  /**
+   * From answers, not from the connection alone: `down` when the connection failed, and also when
+   * requests have waited STALL_MS with no answer at all (a stopped or hung process keeps its socket
+   * open). A slow node that still answers something stays `up`.
+   */
   status(): NodeStatus {
+    if (this.lastStatus === 'up' && this.pending.size > 0) {
+      const waitingSince = Math.max(this.lastAnswerAt, this.pendingSince);
+      if (Date.now() - waitingSince > STALL_MS) return 'down';
+    }
     return this.lastStatus;
   }
 
@@ -208,6 +222,7 @@ export class RpcClient {
           ),
         );
       }, this.opts.timeoutMs);
+      if (this.pending.size === 0) this.pendingSince = Date.now();
       this.pending.set(id, { resolve: resolve as (b: unknown) => void, reject, timer });
       this.outbox.push(frame);
       this.outboxBytes += frame.length;
@@ -335,6 +350,7 @@ export class RpcClient {
     this.pending.delete(reply.id);
     clearTimeout(p.timer);
     this.lastStatus = 'up';
+    this.lastAnswerAt = Date.now();
     if (reply.ok) {
       p.resolve(reply.body);
     } else {

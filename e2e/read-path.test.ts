@@ -175,6 +175,25 @@ test('a stalled replica costs reads the hedge delay, not the RPC timeout', async
   }
 });
 
+test('a stopped node shows as down in /v1/cluster, from its unanswered heartbeats, and up once it answers', async () => {
+  const statusOf = async (id: string): Promise<string | undefined> => {
+    const body = (await (await fetch(`${tc.url}/v1/cluster`)).json()) as {
+      nodes: { id: string; status: string }[];
+    };
+    return body.nodes.find((n) => n.id === id)?.status;
+  };
+  expect(await statusOf('n2')).toBe('up');
+  await tc.cluster.signal('n2', 'SIGSTOP');
+  try {
+    // Its connection stays open: only the missing answers tell (RpcClient's stall time, 3 s).
+    await waitFor('n2 to show as down', async () => (await statusOf('n2')) === 'down', 15_000, 100);
+    expect(await statusOf('n1')).toBe('up');
+  } finally {
+    await tc.cluster.signal('n2', 'SIGCONT');
+  }
+  await waitFor('n2 to show as up again', async () => (await statusOf('n2')) === 'up', 15_000, 100);
+});
+
 test('a killed replica is skipped, and reads still answer at quorum', async () => {
   await tc.cluster.signal('n3', 'SIGKILL');
   expect((await readAll('quorum')).wrong).toEqual([]);

@@ -194,6 +194,8 @@ async function main(): Promise<void> {
   const maps = await PartitionMapHolder.follow(store, log);
   const epoch = (): number => maps.current()?.epoch ?? 0;
   const pool = new PeerPool({ clock, epoch, timeoutMs, log, token: internalToken });
+  // A node's status (/v1/cluster, kvstore_gateway_node_up, replica order) from answers, even when idle.
+  pool.startHeartbeat(1000);
   metrics.nodeStatus = () =>
     (maps.current()?.nodes ?? []).map((n) => ({ node: n.id, status: pool.status(n.id) }));
   const onMap = (): void => {

@@ -63,8 +63,6 @@ export interface LocalClusterOptions {
   readonly authFile?: string;
   /** extra flags for every node process */
   readonly nodeArgs?: readonly string[];
-  /** more flags for one node, after nodeArgs (the last of a repeated flag wins), e.g. a test's odd one out */
-  readonly nodeArgsById?: Readonly<Record<string, readonly string[]>>;
   /**
    * per node id, the node program to run instead of this release's dist/node/main.js: a node of
    * another release beside this one's, as in a rolling upgrade (e2e/mixed-release.test.ts)
@@ -395,7 +393,6 @@ export class LocalCluster {
         '--internal-token-file',
         this.internalTokenFile,
         ...(this.opts.nodeArgs ?? []),
-        ...(this.opts.nodeArgsById?.[id] ?? []),
       ],
       readyUrl: `http://127.0.0.1:${admin}/readyz`,
       logFile: path.join(this.logDir, `${id}.log`),
