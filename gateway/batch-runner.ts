@@ -1,4 +1,5 @@
 import { requiredAcks, type Consistency } from '../common/consistency';
+import { KvError } from '../common/errors';
 import { partitionOf } from '../common/hash';
 import type { HybridLogicalClock, Version } from '../common/hlc';
 import type { Logger } from '../common/logger';
@@ -307,33 +308,42 @@ export class BatchRunner {
     const send = (wave: Map<string, Slot<Raw>[]>): void => {
       for (const [node, list] of wave) {
         inFlight++;
+        const failed = (err: unknown): void => {
+          const next = new Map<string, Slot<Raw>[]>();
+          for (const s of list) {
+            s.failed.push([node, err]);
+            // Its place goes to the next replica, asked with the others that lost this node.
+            if (!s.decided && s.asked < s.targets.length) {
+              push(next, s.targets[s.asked++], s);
+              metrics.readExtraRequests.inc({ reason: 'failed' });
+            }
+            check(s);
+          }
+          send(next);
+        };
         this.deps
           .read(
             node,
             list.map((s) => ({ p: s.p, k: s.key })),
             opts.rid,
           )
-          .then(
-            (reply) => {
-              list.forEach((s, j) => {
-                s.ok.push([node, reply.records[j] ?? null]);
-                check(s);
-              });
-            },
-            (err: unknown) => {
-              const next = new Map<string, Slot<Raw>[]>();
-              for (const s of list) {
-                s.failed.push([node, err]);
-                // Its place goes to the next replica, asked with the others that lost this node.
-                if (!s.decided && s.asked < s.targets.length) {
-                  push(next, s.targets[s.asked++], s);
-                  metrics.readExtraRequests.inc({ reason: 'failed' });
-                }
-                check(s);
-              }
-              send(next);
-            },
-          )
+          .then((reply) => {
+            const records: unknown = reply.records;
+            // One record (or null) per key asked, in order; anything else is no answer at all.
+            if (!Array.isArray(records) || records.length !== list.length) {
+              const got = Array.isArray(records) ? records.length : 'no';
+              failed(
+                new KvError('bad_reply', `${node} answered ${got} records to a read of ${list.length}`, {
+                  node,
+                }),
+              );
+              return;
+            }
+            list.forEach((s, j) => {
+              s.ok.push([node, (records[j] as Raw | undefined) ?? null]);
+              check(s);
+            });
+          }, failed)
           .finally(() => {
             if (--inFlight === 0) allDone();
           });
