@@ -58,12 +58,14 @@ export function staleEpochOf(err: unknown): number | undefined {
 
 /**
  * The write a call carried missed that replica and is worth a hint: the node was down, did not
- * answer in time, or had no room or a failed commit (it takes the hint's replay once space is back).
+ * answer in time, was overloaded, or had no room or a failed commit (it takes the hint's replay
+ * once it can).
  * Another refusal (bad request, stale epoch) is not a miss: a hint would be refused the same way.
  */
 export function missedNode(err: unknown): boolean {
   if (!(err instanceof RpcError)) return false;
   if (err.failure === 'unavailable' || err.failure === 'timeout') return true;
+  if (err.failure === 'remote' && err.remote?.code === 'overloaded') return true;
   return isStorageRefusal(err);
 }
 

@@ -234,7 +234,9 @@ export type RpcErrorCode =
   /** the node's data volume is under its watermark: it refuses writes that grow the data, serves reads */
   | 'insufficient_storage'
   /** the node's last write transaction failed (an I/O error); it refuses writes for a while, then retries */
-  | 'write_failed';
+  | 'write_failed'
+  /** the node holds its bound of writes waiting for their commit: this one was refused at once */
+  | 'overloaded';
 
 export interface RpcErrorBody {
   readonly code: RpcErrorCode;

@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
@@ -19,6 +18,7 @@ import { Coordinator } from './coordinator';
 import { GatewayMetrics } from './metrics';
 import { attachProtocolErrorHandlers } from './protocol-errors';
 import { rateLimitAdmission, RequestRateLimiter } from './rate-limit';
+import { shareOfMemoryLimit } from '../common/memory-limit';
 import { DEFAULT_IN_FLIGHT_LIMITS } from './in-flight-budget';
 import { createRequestListener } from './request-listener';
 import { DEFAULT_LIMITS, DEFAULT_MAX_BATCH_BYTES } from './request-input';
@@ -48,19 +48,7 @@ ${ENV_HELP}`;
  * between 16 and 256 MiB; 64 MiB when there is no limit.
  */
 function defaultInFlightBytes(): number {
-  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8').trim();
-    } catch {
-      continue; // not this cgroup version
-    }
-    const limit = Number(text);
-    // "max" (v2) or a near-2^63 number (v1): no limit.
-    if (!Number.isFinite(limit) || limit > 2 ** 50) break;
-    return Math.min(256 * 1024 * 1024, Math.max(16 * 1024 * 1024, Math.floor(limit / 16)));
-  }
-  return DEFAULT_IN_FLIGHT_LIMITS.maxBytes;
+  return shareOfMemoryLimit(1 / 16, 16 * 1024 * 1024, 256 * 1024 * 1024, DEFAULT_IN_FLIGHT_LIMITS.maxBytes);
 }
 
 async function main(): Promise<void> {

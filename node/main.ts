@@ -3,7 +3,9 @@ import { runMain } from '../common/cli-options';
 import { INTERNAL_TOKEN_ENV, loadInternalTokens } from '../common/internal-token';
 import { createLogger } from '../common/logger';
 import { ENV_HELP, parseServerArgs, warnUnknownEnv } from '../common/server-args';
+import { shareOfMemoryLimit } from '../common/memory-limit';
 import { DEFAULT_DISK_WATERMARK } from './disk-space';
+import { DEFAULT_MAX_PENDING_WRITE_BYTES } from './request-handler';
 import { startStorageNode, STORAGE_NODE_DEFAULTS as DEFAULTS } from './storage-node';
 
 const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--listen HOST:PORT]
@@ -12,6 +14,8 @@ const USAGE = `usage: kvstore-node --id ID --data-dir DIR [--cluster NAME] [--li
        [--anti-entropy-interval-ms MS (0: only on kvctl repair)] [--anti-entropy-max-keys-per-second N]
        [--tombstone-grace-ms MS] [--move-max-bytes-per-second N] [--move-concurrency N]
        [--moved-data-grace-ms MS] [--internal-token-file PATH (or $KVSTORE_INTERNAL_TOKEN)]
+       [--max-pending-write-bytes N]  (writes held while they wait for their commit; more get overloaded at once.
+                                        Default: 1/8 of the container's memory limit, 32 MiB to 1 GiB; 256 MiB without one)
        [--disk-min-free-bytes N] [--disk-min-free-percent P] [--max-data-bytes N]
          (writes that grow the data are refused, reads served, with less room than the larger of
           N bytes (default ${DEFAULT_DISK_WATERMARK.minFreeBytes}) and P% (default ${DEFAULT_DISK_WATERMARK.minFreeRatio * 100}) of the data volume,
@@ -43,6 +47,7 @@ async function main(): Promise<void> {
       'moved-data-grace-ms': { type: 'string' },
       'internal-token-file': { type: 'string' },
       'disk-min-free-bytes': { type: 'string' },
+      'max-pending-write-bytes': { type: 'string' },
       'disk-min-free-percent': { type: 'string' },
       'max-data-bytes': { type: 'string' },
     },
@@ -88,6 +93,12 @@ async function main(): Promise<void> {
   );
   const moveConcurrency = args.int('move-concurrency', DEFAULTS.moveConcurrency, 1, 64);
   const movedDataGraceMs = args.int('moved-data-grace-ms', DEFAULTS.movedDataGraceMs, 0, 30 * 24 * 3_600_000);
+  const maxPendingWriteBytes = args.int(
+    'max-pending-write-bytes',
+    shareOfMemoryLimit(1 / 8, 32 * 1024 * 1024, 1024 * 1024 * 1024, DEFAULT_MAX_PENDING_WRITE_BYTES),
+    64 * 1024,
+    2 ** 40,
+  );
   const diskWatermark = {
     minFreeBytes: args.int('disk-min-free-bytes', DEFAULT_DISK_WATERMARK.minFreeBytes, 0, 2 ** 50),
     minFreeRatio: args.int('disk-min-free-percent', DEFAULT_DISK_WATERMARK.minFreeRatio * 100, 0, 90) / 100,
@@ -119,6 +130,7 @@ async function main(): Promise<void> {
     moveConcurrency,
     movedDataGraceMs,
     diskWatermark,
+    maxPendingWriteBytes,
     log,
     onFatal: () => process.exit(1),
   });

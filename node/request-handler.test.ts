@@ -2,7 +2,7 @@ import { partitionOf } from '../common/hash';
 import { DEFAULT_LEAF_COUNT, leafOf } from '../common/hash-tree';
 import { HybridLogicalClock } from '../common/hlc';
 import { decodeRecord, decodeRecordHeader, encodeRecord } from '../common/record';
-import { RpcClient } from '../common/rpc-client';
+import { RpcClient, type RpcError } from '../common/rpc-client';
 import type { RpcRequestBody } from '../common/rpc-protocol';
 import { InProcessCluster } from '../e2e/in-process-cluster';
 import { waitFor } from '../e2e/wait-for';
@@ -395,5 +395,43 @@ describe('an empty disk being refilled', () => {
     );
     const [raw] = (await client.call({ op: 'read', items: [{ p: p(k), k }] })).records;
     expect(decodeRecord(raw as Buffer).value.toString()).toBe('from a peer');
+  });
+});
+
+describe('writes waiting for their commit are bounded', () => {
+  let small: InProcessCluster;
+
+  beforeAll(async () => {
+    small = await InProcessCluster.start({ nodes: 1, node: { maxPendingWriteBytes: 64 * 1024 } });
+  });
+
+  afterAll(async () => {
+    await small?.close();
+  });
+
+  it('past the bound a write is refused at once with overloaded, changing nothing; alone, one larger than it goes', async () => {
+    const client = await small.client('n1');
+    const pc = (await small.map()).partitionCount;
+    const item = (k: string, bytes: number) => {
+      const key = Buffer.from(k);
+      return { p: partitionOf(key, pc), k: key, r: rec('x'.repeat(bytes), 1) };
+    };
+    // Sent in one turn: the second arrives while the first waits for its commit.
+    const [first, second] = await Promise.allSettled([
+      client.call({ op: 'write', items: [item('bound/a', 60 * 1024)] }),
+      client.call({ op: 'write', items: [item('bound/b', 60 * 1024)] }),
+    ]);
+    expect(first.status).toBe('fulfilled');
+    expect(second.status).toBe('rejected');
+    const err = (second as PromiseRejectedResult).reason as RpcError;
+    expect([err.failure, err.remote?.code]).toEqual(['remote', 'overloaded']);
+    expect(err.message).toMatch(/n1 holds \d+ bytes of writes waiting for their commit \(at most 65536\)/);
+    const storage = small.node('n1').storage;
+    const b = item('bound/b', 1);
+    expect(storage.get(b.p, b.k)).toBeUndefined();
+    // Nothing pending: even a write larger than the whole bound is taken.
+    await expect(client.call({ op: 'write', items: [item('bound/c', 100 * 1024)] })).resolves.toEqual({
+      applied: [true],
+    });
   });
 });

@@ -57,7 +57,15 @@ export interface NodeServices {
   readonly hints?: HintService;
   readonly repair?: RepairService;
   readonly moves?: MoveService;
+  /**
+   * Bytes of write and hint requests the node holds while they wait for their commit (default
+   * DEFAULT_MAX_PENDING_WRITE_BYTES); more is refused at once with `overloaded`, so a flood of large
+   * writes cannot grow the node's memory, and the shared connection is never paused for it.
+   */
+  readonly maxPendingWriteBytes?: number;
 }
+
+export const DEFAULT_MAX_PENDING_WRITE_BYTES = 256 * 1024 * 1024;
 
 export class BadRequest extends Error {}
 
@@ -109,6 +117,28 @@ export class NodeRequestHandler {
     return reply;
   }
 
+  private pendingWriteBytes = 0;
+
+  /**
+   * Runs a write of `bytes` within the pending-write bound, or refuses it as `overloaded`. One
+   * request is always let in when none is pending, so a write larger than the bound still goes.
+   */
+  private async bounded(bytes: number, run: () => Promise<RpcReply>): Promise<RpcReply> {
+    const max = this.services.maxPendingWriteBytes ?? DEFAULT_MAX_PENDING_WRITE_BYTES;
+    if (this.pendingWriteBytes > 0 && this.pendingWriteBytes + bytes > max) {
+      return this.fail({
+        code: 'overloaded',
+        message: `${this.state.nodeId} holds ${this.pendingWriteBytes} bytes of writes waiting for their commit (at most ${max}); try another replica or later`,
+      });
+    }
+    this.pendingWriteBytes += bytes;
+    try {
+      return await run();
+    } finally {
+      this.pendingWriteBytes -= bytes;
+    }
+  }
+
   private readonly rpcTimers = new Map<string, { observe(seconds: number): void }>();
   private readonly rpcCounters = new Map<string, { inc(): void }>();
 
@@ -138,12 +168,19 @@ export class NodeRequestHandler {
           if (!this.state.ready())
             return this.fail({ code: 'not_ready', message: `${this.state.nodeId} is not ready` });
           return this.ok(this.read(checkKeyRefs(req.body.items), checkDigestFlag(req.body.digest)));
-        case 'write':
-          return this.ok(await this.write(checkWrites(req.body.items), req.rid));
+        case 'write': {
+          const items = checkWrites(req.body.items);
+          return await this.bounded(bytesOf(items), async () => this.ok(await this.write(items, req.rid)));
+        }
         case 'info':
           return this.ok(this.info());
-        case 'hint':
-          return this.ok({ stored: await this.service('hints').store(checkHints(req.body.items)) });
+        case 'hint': {
+          const items = checkHints(req.body.items);
+          const hints = this.service('hints');
+          return await this.bounded(bytesOf(items), async () =>
+            this.ok({ stored: await hints.store(items) }),
+          );
+        }
         case 'tree-roots':
           return this.ok({ roots: this.service('repair').roots(checkPartitions(req.body.partitions)) });
         case 'tree-leaves':
@@ -279,6 +316,12 @@ export class NodeRequestHandler {
 }
 
 const MAX_ITEMS = 10_000;
+
+function bytesOf(items: readonly { readonly k: Buffer; readonly r: Buffer }[]): number {
+  let n = 0;
+  for (const i of items) n += i.k.length + i.r.length;
+  return n;
+}
 /** One scan reply stays well inside the 64 MiB frame limit. */
 const MAX_SCAN_BYTES = 16 * 1024 * 1024;
 

@@ -59,6 +59,8 @@ export interface StorageNodeOptions {
   readonly moveMaxBytesPerSecond?: number;
   readonly moveConcurrency?: number;
   readonly movedDataGraceMs?: number;
+  /** bytes of writes held while they wait for their commit (node/request-handler.ts) */
+  readonly maxPendingWriteBytes?: number;
   /** when writes that grow the data are refused (node/disk-space.ts); default DEFAULT_DISK_WATERMARK */
   readonly diskWatermark?: DiskWatermark;
   /** default: JSON logs to stdout (common/logger.ts) */
@@ -206,7 +208,12 @@ export async function startStorageNode(options: StorageNodeOptions): Promise<Sto
     },
     metrics,
     log,
-    { hints, repair: antiEntropy, moves: receiver },
+    {
+      hints,
+      repair: antiEntropy,
+      moves: receiver,
+      ...(o.maxPendingWriteBytes === undefined ? {} : { maxPendingWriteBytes: o.maxPendingWriteBytes }),
+    },
   );
   const tokens = o.internalTokens;
   const rpc = new RpcServer(
