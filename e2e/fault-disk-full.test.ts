@@ -95,6 +95,19 @@ async function heldBy(t: TestCluster, id: string, key: string): Promise<Buffer |
   }
 }
 
+/** Waits until node `id` itself holds VALUE for every key (hints and anti-entropy bring them). */
+async function waitHeldBy(t: TestCluster, id: string, keys: readonly string[]): Promise<void> {
+  await waitFor(
+    `${id} to hold every write it missed`,
+    async () => {
+      for (const key of keys) if (!(await heldBy(t, id, key))?.equals(VALUE)) return false;
+      return true;
+    },
+    60_000,
+    500,
+  );
+}
+
 async function status(op: () => Promise<unknown>): Promise<{ status: number; message: string }> {
   try {
     await op();
@@ -151,15 +164,7 @@ test('one node’s volume fills: it refuses writes and serves reads, quorum writ
   resize(volume, 256);
   await waitFor('n2 to take writes again', async () => !(await pressured(t, 'n2')), 30_000, 200);
   expect((await status(() => kv.put('all/two', VALUE, { consistency: 'all' }))).status).toBe(200);
-  await waitFor(
-    'n2 to hold every write it missed',
-    async () => {
-      for (const key of during) if (!(await heldBy(t, 'n2', key))?.equals(VALUE)) return false;
-      return true;
-    },
-    60_000,
-    500,
-  );
+  await waitHeldBy(t, 'n2', during);
   expect(t.cluster.pid('n2')).toBe(pid);
   await stopAndCheckLoad(load, { replicationFactor: 3 });
   console.log(
@@ -259,15 +264,7 @@ test('another process fills the volume between two samples, so LMDB meets ENOSPC
     60_000,
     500,
   );
-  await waitFor(
-    'n2 to hold every write it missed',
-    async () => {
-      for (const key of written) if (!(await heldBy(t, 'n2', key))?.equals(VALUE)) return false;
-      return true;
-    },
-    60_000,
-    500,
-  );
+  await waitHeldBy(t, 'n2', written);
   expect(t.cluster.pid('n2')).toBe(pid);
   console.log(
     `fault case: ENOSPC inside LMDB's commit (the volume filled by another process)\n  n2's commit failed; it stayed up and served reads, answered write_failed\n  room back: it took writes again and caught up, pid unchanged`,

@@ -193,10 +193,12 @@ async function preload(url: string, n: number): Promise<void> {
   }
 }
 
-test('scale 3 → 5 → 2 → 3 under load: no failed request, no lost write, balanced, minimal moves', async () => {
+/** A launcher over 3 nodes at RF 2 in a new data directory; resolves once its gateway and admin answer. */
+async function startThreeNodes(prefix: string): Promise<{ url: string; adminUrl: string; dir: string }> {
   const port = await freePortBlock(5);
-  dataDir = tempDir('rebalance');
-  runner = startRunner(dataDir, port, [
+  const dir = tempDir(prefix);
+  dataDir = dir;
+  runner = startRunner(dir, port, [
     '--nodes',
     '3',
     '--replication-factor',
@@ -210,19 +212,24 @@ test('scale 3 → 5 → 2 → 3 under load: no failed request, no lost write, ba
   await waitFor('the launcher admin', async () =>
     (await fetch(`${adminUrl}/healthz`)).ok ? true : undefined,
   );
+  return { url, adminUrl, dir };
+}
+
+test('scale 3 → 5 → 2 → 3 under load: no failed request, no lost write, balanced, minimal moves', async () => {
+  const { url, adminUrl, dir } = await startThreeNodes('rebalance');
   await preload(url, 1000);
 
-  const maps = watchMaps(dataDir);
+  const maps = watchMaps(dir);
   mapWatcher = maps;
   const load = startRecordedLoad(url, 280_000);
   for (const nodes of [5, 2, 3]) {
-    const before = storedMap(dataDir);
+    const before = storedMap(dir);
     const target = Array.from({ length: nodes }, (_, i) => `n${i + 1}`);
     const planned = await scale(adminUrl, nodes);
     expect(planned.movesTotal).toBe(minimalMoves(before, target));
     expect(planned.movesTotal).toBeGreaterThan(0);
     await waitBalanced(adminUrl);
-    expectHealthyAndBalanced(storedMap(dataDir), nodes);
+    expectHealthyAndBalanced(storedMap(dir), nodes);
   }
   await stopAndCheckLoad(load, { replicationFactor: RF });
   expect(await maps.stop()).toEqual([]);
@@ -271,22 +278,7 @@ test('the launcher killed mid-rebalance resumes the recorded plan and finishes i
 });
 
 test('a listing that spans a rebalance lists every unchanged key exactly once, in order, with its value', async () => {
-  const port = await freePortBlock(5);
-  dataDir = tempDir('rebalance-list');
-  runner = startRunner(dataDir, port, [
-    '--nodes',
-    '3',
-    '--replication-factor',
-    String(RF),
-    '--partitions',
-    String(PARTITIONS),
-  ]);
-  const url = `http://127.0.0.1:${port}`;
-  const adminUrl = `http://127.0.0.1:${port + 100}`;
-  await waitFor('the gateway', async () => ((await fetch(`${url}/readyz`)).ok ? true : undefined));
-  await waitFor('the launcher admin', async () =>
-    (await fetch(`${adminUrl}/healthz`)).ok ? true : undefined,
-  );
+  const { url, adminUrl, dir } = await startThreeNodes('rebalance-list');
   const kv = new KeyValueStoreClient({ url });
   // Keys no one touches during the listing: each must appear once. Values differ per key so a
   // key listed with another key's record would show.
@@ -347,5 +339,5 @@ test('a listing that spans a rebalance lists every unchanged key exactly once, i
   for (const e of listedFixed)
     expect({ key: e.key, value: e.value }).toEqual({ key: e.key, value: fixed.get(e.key) });
   for (const e of listed) if (!fixed.has(e.key)) expect(e.key).toMatch(/~churn$/);
-  expectHealthyAndBalanced(storedMap(dataDir), 5);
+  expectHealthyAndBalanced(storedMap(dir), 5);
 });

@@ -42,19 +42,26 @@ test('a coordinator on a stale epoch is refused, reloads the map, and succeeds',
     expect(text).toContain(`} ${next.epoch}\n`);
   }
 
-  // The coordinator's holder is not following the store: it only learns by refresh().
-  const holder = new PartitionMapHolder({ store });
-  holder.accept(old);
   const clock = new HybridLogicalClock('gw-stale');
-  const pool = new PeerPool({
-    clock,
-    epoch: () => holder.epoch(),
-    timeoutMs: 2000,
-    token: tc.cluster.internalToken,
-  });
-  pool.update(old);
   const metrics = new GatewayMetrics({ gateway: 'gw-stale' });
-  const coordinator = new Coordinator(holder, pool, clock, metrics, pino({ level: 'silent' }));
+  // The coordinator's holder is not following the store: it only learns by refresh().
+  const staleCoordinator = (): { holder: PartitionMapHolder; pool: PeerPool; coordinator: Coordinator } => {
+    const holder = new PartitionMapHolder({ store });
+    holder.accept(old);
+    const pool = new PeerPool({
+      clock,
+      epoch: () => holder.epoch(),
+      timeoutMs: 2000,
+      token: tc.cluster.internalToken,
+    });
+    pool.update(old);
+    return {
+      holder,
+      pool,
+      coordinator: new Coordinator(holder, pool, clock, metrics, pino({ level: 'silent' })),
+    };
+  };
+  const { holder, pool, coordinator } = staleCoordinator();
   try {
     const version = await coordinator.put(Buffer.from('k'), Buffer.from('v'), { consistency: 'all' });
     expect(version.writer).toBe('gw-stale');
@@ -65,16 +72,7 @@ test('a coordinator on a stale epoch is refused, reloads the map, and succeeds',
     expect(refused.values.some((v) => v.labels.outcome === 'stale_epoch' && v.value > 0)).toBe(true);
 
     // A batch on the old epoch too: every node refuses its RPCs, and the whole batch retries by the new map.
-    const batchHolder = new PartitionMapHolder({ store });
-    batchHolder.accept(old);
-    const batchPool = new PeerPool({
-      clock,
-      epoch: () => batchHolder.epoch(),
-      timeoutMs: 2000,
-      token: tc.cluster.internalToken,
-    });
-    batchPool.update(old);
-    const batcher = new Coordinator(batchHolder, batchPool, clock, metrics, pino({ level: 'silent' }));
+    const { holder: batchHolder, pool: batchPool, coordinator: batcher } = staleCoordinator();
     try {
       const out = await batcher.batch(
         [
