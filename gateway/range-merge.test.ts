@@ -241,11 +241,19 @@ describe('paging through resolveRangePage', () => {
         fc.boolean(),
         (writes, pageLimit, nodeLimit, digest) => {
           const held = new Map<string, Map<string, KvRecord>>(NODES.map((n) => [n, new Map()]));
+          // A version names one write: replicas holding the same version of a key hold the same
+          // record, so the first kind drawn for a key's version is that version's everywhere.
+          const writeOf = new Map<string, KvRecord>();
           for (const [node, key, { wall, kind }] of writes) {
-            const r =
-              kind === 'tomb'
-                ? tomb(wall)
-                : rec(wall, `${node}${key}${wall}`, kind === 'expired' ? { expiresAt: NOW - 1 } : {});
+            const id = `${key}@${wall}`;
+            let r = writeOf.get(id);
+            if (!r) {
+              r =
+                kind === 'tomb'
+                  ? tomb(wall)
+                  : rec(wall, `${key}${wall}`, kind === 'expired' ? { expiresAt: NOW - 1 } : {});
+              writeOf.set(id, r);
+            }
             held.get(node)?.set(key, r);
           }
           // Two of three replicas per partition, fixed for the whole listing.
